@@ -182,6 +182,7 @@ class ExtractConfig:
     seed: int
     download: bool
     progress: bool
+    overwrite: bool
     max_image_pixels: int
     max_file_bytes: int
     imagenet_classes: tuple[tuple[str, int, int], ...]
@@ -207,6 +208,7 @@ class ExtractConfig:
         check_int("seed", self.seed, 0)
         check_bool("download", self.download)
         check_bool("progress", self.progress)
+        check_bool("overwrite", self.overwrite)
         check_int("max_image_pixels", self.max_image_pixels, 1)
         check_int("max_file_bytes", self.max_file_bytes, 1)
         set_(self, "imagenet_classes", normalize_class_map("imagenet_classes", self.imagenet_classes))

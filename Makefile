@@ -1,0 +1,50 @@
+# Every target creates or reuses .venv with the pinned dependencies, so on a fresh clone
+# `make analyze DATA=...` and `make test` are the only commands a user types.
+# The caller's environment (TORCH_HOME, CUDA_VISIBLE_DEVICES, ...) passes through untouched.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP     := $(VENV)/.dev-installed
+
+DATA    ?=
+OUT     ?=
+WEIGHTS ?=
+CONFIG  ?=
+ARGS    ?=
+RUN     ?= $(OUT)
+
+# Job flags from make variables; quoted so that paths with spaces survive.
+JOB_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
+            $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(CONFIG),--config "$(CONFIG)")
+
+.DEFAULT_GOAL := help
+.PHONY: help setup analyze extract test bench
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Variables: DATA=<folder or .zip> OUT=<dir> WEIGHTS=imagenet|random|<file> CONFIG=<yaml> ARGS=\"<flags>\""
+
+setup: $(DEV_STAMP) ## Create .venv and install the pinned dependencies (runtime and tests)
+
+$(RUNTIME_STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+analyze: $(RUNTIME_STAMP) ## Extract activations of DATA into Parquet, then write the report (OUT defaults to runs/<name>)
+	$(BIN)/python -m jobs.extract $(JOB_FLAGS) $(ARGS)
+
+extract: $(RUNTIME_STAMP) ## The extract stage alone: DATA -> OUT/predictions, OUT/activations[_max]/<layer>
+	$(BIN)/python -m jobs.extract $(JOB_FLAGS) $(ARGS)
+
+test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward vs naive loop; report stage at scale
+	$(BIN)/python -m benchmarks.bench_extract $(ARGS)

@@ -1,0 +1,140 @@
+"""Extract throughput, measured in one run: whole job vs bare forward vs a naive per-image loop.
+
+    python -m benchmarks.bench_extract [--images 64] [--batch-size 16] [--image-size 224] [--precision fp32]
+
+Writes its own JPEGs (no downloads) and random weights. Ratios are what matter: absolute numbers move with the
+machine. Peak figures are this project's 2-core AVX-512 CPU (234 GFLOP/s fp32, 467 GFLOP/s bf16).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VGG16_GFLOP_224 = 30.9
+CPU_PEAK_GFLOPS = {"fp32": 234.0, "bf16": 467.0}
+
+
+def write_images(root: Path, n: int, seed: int = 0) -> None:
+    """Kaggle-like files: cat.0.jpg, dog.1.jpg ... at 500x375, smooth random content (JPEG-realistic sizes)."""
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+        img.save(root / f"{'cat' if i % 2 == 0 else 'dog'}.{i}.jpg", quality=90)
+
+
+def bare_forward(batch_size: int, image_size: int, precision: str, batches: int, keep_memory: bool) -> float:
+    """images/s of model(x) alone on a preprocessed batch, same precision and memory format as the job."""
+    from analysis.model import make_vgg16  # noqa: PLC0415
+    from jobs import runtime  # noqa: PLC0415
+
+    if keep_memory:
+        runtime.keep_freed_memory()
+    device = torch.device("cpu")
+    model = make_vgg16(1000).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), runtime.autocast(device, precision):
+        model(x)  # warm-up: oneDNN primitive creation, first page faults
+        t = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+    return batch_size * batches / (time.perf_counter() - t)
+
+
+def bare_forward_subprocess(batch_size: int, image_size: int, precision: str, batches: int, keep_memory: bool) -> float:
+    """In a fresh process, so the allocator setting of one measurement cannot leak into the other."""
+    code = (f"from benchmarks.bench_extract import bare_forward; "
+            f"print(bare_forward({batch_size}, {image_size}, {precision!r}, {batches}, {keep_memory}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def whole_extract(data: Path, out: Path, batch_size: int, image_size: int, precision: str) -> dict:
+    """The real job, in a fresh process, as a user runs it; returns its run.json."""
+    cmd = [sys.executable, "-m", "jobs.extract", "--data", str(data), "--out", str(out), "--weights", "random",
+           "--batch-size", str(batch_size), "--image-size", str(image_size), "--precision", precision,
+           "--no-progress", "--overwrite"]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    return json.loads((out / "run.json").read_text())
+
+
+def naive_loop(data: Path, n: int, image_size: int) -> float:
+    """The classic tutorial: plt.imread one file, one image per forward, hooks keep full maps, mean afterwards."""
+    import matplotlib.image as mpimg  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    from analysis.model import make_vgg16, relu_modules  # noqa: PLC0415
+
+    model = make_vgg16(1000).eval()
+    maps: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda _m, _i, o, name=name: maps.__setitem__(name, o.clone()))
+               for name, m in relu_modules(model).items()]
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    files = sorted(data.glob("*.jpg"))[:n]
+    t = time.perf_counter()
+    with torch.no_grad():
+        for f in files:
+            img = torch.from_numpy(mpimg.imread(f).copy()).permute(2, 0, 1).float() / 255.0
+            img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", align_corners=False)
+            model((img - mean) / std)
+            _ = {k: v.mean(dim=(2, 3)).numpy() for k, v in maps.items()}
+    for h in handles:
+        h.remove()
+    return len(files) / (time.perf_counter() - t)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--naive-images", type=int, default=16)
+    args = p.parse_args()
+    batches = max(2, args.images // args.batch_size)
+    gflop = VGG16_GFLOP_224 * (args.image_size / 224) ** 2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train"
+        write_images(data, args.images)
+        print(f"threads={torch.get_num_threads()} images={args.images} batch={args.batch_size} "
+              f"size={args.image_size} precision={args.precision}", flush=True)
+        bare = bare_forward_subprocess(args.batch_size, args.image_size, args.precision, batches, True)
+        bare_glibc = bare_forward_subprocess(args.batch_size, args.image_size, args.precision, batches, False)
+        run = whole_extract(data, Path(tmp) / "out", args.batch_size, args.image_size, args.precision)
+        job = run["timings"]["images_per_s"]
+        naive = naive_loop(data, args.naive_images, args.image_size)
+        other = "bf16" if args.precision == "fp32" else "fp32"
+        bare_other = bare_forward_subprocess(args.batch_size, args.image_size, other, batches, True)
+
+    peak = CPU_PEAK_GFLOPS[args.precision]
+    rows = [
+        ("bare forward (allocator tuned)", bare), ("bare forward (glibc default)", bare_glibc),
+        (f"bare forward {other}", bare_other), ("whole extract (job)", job), ("naive per-image loop", naive),
+    ]
+    for name, v in rows:
+        print(f"{name:34s} {v:8.2f} img/s  {v * gflop:7.1f} GFLOP/s")
+    print(f"whole extract / bare forward      {job / bare:8.3f}  (target >= 0.9)")
+    print(f"whole extract / naive loop        {job / naive:8.2f}x")
+    print(f"allocator tuned / glibc default   {bare / bare_glibc:8.2f}x")
+    print(f"bare forward vs {args.precision} CPU peak   {bare * gflop / peak:8.1%}  ({peak:.0f} GFLOP/s)")
+    print(f"whole job wall time incl. start   {run['timings']['seconds']:8.1f} s for {args.images} images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Command-line plumbing shared by the jobs: config resolution and one-line failures."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any, Callable, Mapping
+
+from analysis.config import ConfigError, make_config, parse_override, read_config_section
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that fails in one line naming the value and what is allowed (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", help="a YAML file with the same sections as configs/default.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any config key of this job (value read as YAML); repeatable")
+
+
+def resolve_config(cls: type, section: str, args: argparse.Namespace, flags: Mapping[str, Any]):
+    """Defaults <- --config file <- explicit flags (those not None) <- --set key=value."""
+    values = read_config_section(args.config, section)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    for text in args.overrides:
+        key, value = parse_override(text)
+        if key not in names:
+            raise ConfigError(f"--set {key}: unknown config key; valid keys: {', '.join(sorted(names))}")
+        values[key] = value
+    return make_config(cls, values)
+
+
+def parse_int(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not an integer") from None
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "unusable input", reported in one line rather than a traceback."""
+    errors: list[type[BaseException]] = [ConfigError]
+    for module, name in (("analysis.discovery", "DataError"), ("analysis.model", "WeightsError"),
+                         ("analysis.decoding", "DecodeError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def run_main(parse: Callable[[list[str] | None], Any], main: Callable[[Any], int], prog: str,
+             argv: list[str] | None = None) -> int:
+    """parse(argv) -> cfg; main(cfg) -> exit code. Unusable input exits 2 with one line on stderr."""
+    errors = user_errors()
+    try:
+        cfg = parse(argv)
+        return main(cfg)
+    except errors as e:
+        reason = getattr(e, "reason", None) or str(e)
+        print(f"{prog}: error: {reason}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,93 @@
+"""Process-level choices that only entry points make: device, precision, workers, logging, allocator."""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import sys
+
+import torch
+
+from analysis.config import ConfigError
+
+log = logging.getLogger("cnn_blackbox")
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is cuda, then mps, then cpu; a named device that is not available fails with what is."""
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        available.append("mps")
+    if name == "auto":
+        return torch.device("cuda" if "cuda" in available else "mps" if "mps" in available else "cpu")
+    if name not in available:
+        raise ConfigError(f"device: {name!r} is not available on this machine; available: {', '.join(available)}")
+    return torch.device(name)
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """`auto` is bf16 where the hardware has native bf16 (recent CUDA GPUs, CPUs with avx512_bf16 or AMX)."""
+    if name == "auto":
+        return "bf16" if has_native_bf16(device) else "fp32"
+    if name == "fp16" and device.type == "cpu":
+        log.warning("fp16 on the CPU is emulated and slow; bf16 or fp32 are the usual choices")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward's autocast context: none for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def pick_workers(workers: int | str, device: torch.device) -> int:
+    """DataLoader workers. On a CPU run the forward already uses every core, so one worker that decodes ahead
+    is enough; a GPU run needs several to keep the device fed."""
+    if workers != "auto":
+        return int(workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cpu":
+        return 1 if cores > 1 else 0
+    return max(1, min(8, cores - 1))
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc from returning VGG16's large activation buffers to the OS after every batch.
+
+    By default glibc serves blocks above 32 MB with mmap and unmaps them on free, so every batch faults its
+    activation buffers in again (measured: about a third of the CPU forward's time). Serving them from the
+    heap and never trimming it keeps the pages. Linux/glibc only; elsewhere this is a no-op. Returns whether set.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1
+        ok = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1 and ok
+    except (OSError, AttributeError):
+        return False
+    return ok
