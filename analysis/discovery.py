@@ -1,0 +1,208 @@
+"""Finding the images under DATA: a folder, a .zip read in place, or a parent folder of several, with splits and labels.
+
+analysis.filetree lists the files as a tree of folders (a zip is a folder too); this module decides what each folder
+means from what it holds: Kaggle flat (label from the file name), class folders, unlabeled, a wrapper around one
+folder, or a parent of splits, and makes one sorted record per image.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, replace
+
+from analysis.filetree import (IMAGE_EXTENSIONS, ZIP_ERRORS, Folder, Skips, count_images, read_folder_tree,
+                               read_zip_tree)
+from analysis.sources import ImageRecord
+
+__all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DataError", "Discovery", "find_images", "read_labels_csv",
+           "apply_labels"]
+
+SPLIT_NAMES = frozenset({"train", "test", "test1", "val", "valid", "validation", "dev"})
+_LABELED_NAME = re.compile(r"^([A-Za-z]+)[._-]\d+\.[^.]+$")   # cat.0.jpg, dog_12.png
+
+
+class DataError(ValueError):
+    """DATA or the labels file cannot be used; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Discovery:
+    root: str                                   # absolute DATA path
+    layout: str                                 # for the log: "parent: test1=unlabeled, train=kaggle-flat"
+    records: tuple[ImageRecord, ...]            # sorted by image_id
+    skipped: dict[str, int]                     # reason -> files found but not analyzed
+    skipped_examples: tuple[tuple[str, str], ...]  # (path relative to DATA, reason), the first few
+
+    @property
+    def n_images(self) -> int:
+        return len(self.records)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deciding layouts and making records.
+
+def _kids(folder: Folder) -> list[Folder]:
+    return [f for _, f in sorted(folder.folders.items()) if f.total]
+
+
+def _name_labels(names: list[str]) -> list[str | None] | None:
+    """Labels from Kaggle-style names (cat.0.jpg -> cat) when most names carry one, else None."""
+    labels = [m.group(1).lower() if (m := _LABELED_NAME.match(n)) else None for n in names]
+    return labels if 2 * (len(labels) - labels.count(None)) > len(labels) else None
+
+
+def _kind(folder: Folder) -> str:
+    """'flat', 'wrapper' (one folder and nothing else: look inside), 'parent' (of splits) or 'classes'."""
+    if folder.kind is None:
+        kids = _kids(folder)
+        if not kids:
+            folder.kind = "flat"
+        elif len(kids) == 1 and not folder.images and not kids[0].is_zip:
+            folder.kind = "wrapper"
+        elif any(k.is_zip or k.name.lower() in SPLIT_NAMES or _holds_dataset(k) for k in kids):
+            folder.kind = "parent"
+        else:
+            folder.kind = "classes"
+    return folder.kind
+
+
+def _holds_dataset(folder: Folder) -> bool:
+    """Whether a child folder is a dataset of its own (a split) rather than one class."""
+    while _kind(folder) == "wrapper":
+        folder = _kids(folder)[0]
+    if _kind(folder) == "flat":
+        # Kaggle's train/ names both classes; a class folder whose files are named after it (Keras's
+        # cats_and_dogs_small/train/cats/cat.0.jpg) names one, and must stay a class.
+        labels = _name_labels(folder.images)
+        return labels is not None and len(set(labels) - {None}) >= 2
+    return not folder.images   # class folders or a parent of its own; images beside subfolders: one class
+
+
+def _add(out: list[ImageRecord], folder: Folder, split: str | None, labels) -> None:
+    for name, label in zip(folder.images, labels):
+        if folder.member is None:
+            out.append(ImageRecord(folder.rel + name, split, label, os.path.join(folder.path, name)))
+        else:
+            out.append(ImageRecord(folder.rel + name, split, label, folder.path, folder.member + name))
+
+
+def _add_class(out: list[ImageRecord], folder: Folder, split: str | None, label: str) -> None:
+    _add(out, folder, split, [label] * len(folder.images))
+    for child in folder.folders.values():
+        _add_class(out, child, split, label)
+
+
+def _image_names(folder: Folder) -> set[str]:
+    names = set(folder.images)
+    for child in folder.folders.values():
+        names |= _image_names(child)
+    return names
+
+
+def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skips) -> str:
+    """Append the folder's records to `out`; returns its layout in words."""
+    kind = _kind(folder)
+    zip_of = "zip of " if folder.is_zip else ""
+    kids = _kids(folder)
+    if kind == "wrapper":
+        inner = kids[0]
+        if split is None and inner.name.lower() in SPLIT_NAMES:
+            split = inner.name
+        return f"{zip_of}{_emit(inner, split, out, skips)} ({inner.name}/)"
+    labels = _name_labels(folder.images)
+    _add(out, folder, split, labels or [None] * len(folder.images))
+    if kind == "flat":
+        return zip_of + ("kaggle-flat" if labels else "unlabeled")
+    loose = f" + {len(folder.images)} loose images" if folder.images else ""
+    if kind == "classes":
+        for k in kids:
+            _add_class(out, k, split, k.name.lower())
+        return f"{zip_of}class-folders ({', '.join(k.name.lower() for k in kids)}){loose}"
+    parts = []
+    by_name = {k.name: k for k in kids}
+    class_names = {c.name.lower() for k in kids if _kind(k) == "classes" for c in _kids(k)}
+    for k in kids:
+        if _kind(k) == "wrapper" and _kids(k)[0].name.lower() in class_names:
+            k.kind = "classes"   # a split holding one class folder, beside splits holding several
+    for k in kids:
+        stem = k.name[:-4] if k.is_zip else k.name
+        # Kaggle's train.zip, unzipped where it lies, leaves train/ beside it: analyzing both would count twice.
+        twin = by_name.get(stem)
+        if k.is_zip and twin is not None and not twin.is_zip and _image_names(twin) == _image_names(k):
+            skips.add(k.rel.rstrip("/"), f"zip already unpacked beside it ({stem}/)", k.total)
+            continue
+        parts.append(f"{stem}={_emit(k, stem if split is None else f'{split}/{stem}', out, skips)}")
+    return f"{zip_of}parent: {', '.join(parts)}{loose}"
+
+
+def find_images(data: str | os.PathLike) -> Discovery:
+    """Every image under DATA (a folder or a .zip), with split and label from the layout; raises DataError."""
+    shown = os.fspath(data)
+    root = os.path.abspath(shown)
+    if not os.path.exists(root):
+        raise DataError(f"DATA {shown!r} does not exist")
+    skips = Skips()
+    if os.path.isdir(root):
+        try:
+            top = read_folder_tree(root, skips)
+        except OSError as e:
+            raise DataError(f"DATA {shown!r} cannot be read ({e.strerror or e})") from None
+    else:
+        try:
+            top = read_zip_tree(os.path.basename(root), root, "", skips)
+        except ZIP_ERRORS as e:
+            raise DataError(f"DATA {shown!r} is neither a folder nor a readable .zip archive "
+                            f"({type(e).__name__}: {e})") from None
+    if count_images(top) == 0:
+        # Kaggle's own download is a zip of train.zip and test1.zip: say what to do rather than only what failed.
+        hint = "; it holds zip archives inside a zip: unzip it once and pass the folder" \
+            if skips.counts["zip inside a zip (not read)"] else ""
+        raise DataError(f"Found 0 images in {shown!r} ({sum(skips.counts.values())} other files skipped). "
+                        f"Supported image extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}{hint}")
+    records: list[ImageRecord] = []
+    layout = _emit(top, None, records, skips)
+    records.sort(key=lambda r: r.image_id)
+    return Discovery(root, layout, tuple(records), dict(sorted(skips.counts.items())), tuple(skips.examples))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labels from a CSV file.
+
+def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
+    """{image_id: label} from a CSV with an `image_id,label` header (other columns ignored); labels lower-cased."""
+    name = os.fspath(path)
+    labels: dict[str, str] = {}
+    try:
+        with open(name, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "image_id" not in header or "label" not in header:
+                raise DataError(f"labels file {name!r}: the first line must be a header with columns "
+                                f"image_id,label; got {','.join(header)!r}")
+            i, j = header.index("image_id"), header.index("label")
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                image_id = row[i].strip().replace("\\", "/") if i < len(row) else ""
+                label = row[j].strip().lower() if j < len(row) else ""
+                if not image_id or not label:
+                    raise DataError(f"labels file {name!r} line {reader.line_num}: empty image_id or label")
+                if labels.setdefault(image_id, label) != label:
+                    raise DataError(f"labels file {name!r} line {reader.line_num}: {image_id!r} has two labels, "
+                                    f"{labels[image_id]!r} and {label!r}")
+    except FileNotFoundError:
+        raise DataError(f"labels file {name!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"labels file {name!r} cannot be read ({type(e).__name__}: {e})") from None
+    if not labels:
+        raise DataError(f"labels file {name!r} has a header but no rows")
+    return labels
+
+
+def apply_labels(discovery: Discovery, labels: dict[str, str]) -> tuple[Discovery, int]:
+    """Labels from `labels` replace discovered ones (others are kept); also returns how many ids matched no image."""
+    found = {r.image_id for r in discovery.records}
+    records = tuple(replace(r, label=labels[r.image_id].lower()) if r.image_id in labels else r
+                    for r in discovery.records)
+    return replace(discovery, records=records), len(labels.keys() - found)

@@ -1,0 +1,63 @@
+"""Units: part k of every table holds exactly files k*U .. (k+1)*U-1, whatever the batch boundaries."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import storage
+from analysis.writer import UnitWriter
+
+LAYERS = {"conv1_1": 3, "conv5_3": 2}
+
+
+def _batches(n_files, batch, bad_every, rng):
+    ids = [f"img{i:03d}.jpg" for i in range(n_files)]
+    for s in range(0, n_files, batch):
+        chunk = ids[s:s + batch]
+        ok = [(s + j) % bad_every != 0 for j in range(len(chunk))]
+        rows = {f.name: [None] * len(chunk) for f in storage.prediction_schema(["cat", "dog"], False)}
+        rows[storage.IMAGE_ID] = chunk
+        rows[storage.STATUS] = ["ok" if g else "error" for g in ok]
+        acts = rng.random((sum(ok), 2 * sum(LAYERS.values()))).astype(np.float32)
+        yield rows, ok, acts
+
+
+@pytest.mark.parametrize("n_files, batch, unit", [(23, 4, 5), (10, 10, 10), (7, 3, 100), (12, 5, 1)])
+def test_units_split_at_file_boundaries_and_keep_every_value(tmp_path, n_files, batch, unit):
+    rng = np.random.default_rng(0)
+    w = UnitWriter(tmp_path, ["cat", "dog"], False, LAYERS, unit, {"x": 1})
+    sent_ok_ids, sent = [], []
+    for rows, ok, acts in _batches(n_files, batch, 3, rng):
+        w.add(rows, ok, acts)
+        sent_ok_ids += [i for i, g in zip(rows[storage.IMAGE_ID], ok) if g]
+        sent.append(acts)
+    w.close()
+    sent = np.concatenate(sent)
+
+    parts = storage.list_parts(tmp_path / storage.PREDICTIONS)
+    assert len(parts) == -(-n_files // unit) == w.unit
+    for k, part in enumerate(parts):  # unit k holds files k*U .. (k+1)*U - 1
+        ids = pq.read_table(part).column(storage.IMAGE_ID).to_pylist()
+        assert ids == [f"img{i:03d}.jpg" for i in range(k * unit, min(n_files, (k + 1) * unit))]
+        for layer in LAYERS:  # the same unit's activations hold exactly its ok images
+            a_ids = pq.read_table(storage.activation_dir(tmp_path, layer) / part.name).column("image_id").to_pylist()
+            assert a_ids == [i for i in ids if int(i[3:6]) % 3 != 0]
+
+    mean = pd.read_parquet(storage.activation_dir(tmp_path, "conv5_3"))
+    mx = pd.read_parquet(storage.activation_dir(tmp_path, "conv5_3", "max"))
+    assert mean.image_id.tolist() == sent_ok_ids
+    # layout of acts: [conv1_1 means (3), conv5_3 means (2), conv1_1 max (3), conv5_3 max (2)]
+    np.testing.assert_array_equal(mean[["c0", "c1"]].to_numpy(), sent[:, 3:5])
+    np.testing.assert_array_equal(mx[["c0", "c1"]].to_numpy(), sent[:, 8:10])
+    assert mean.dtypes.iloc[1] == np.float32
+    assert not list(tmp_path.rglob("*.tmp")), "no temp files may be left behind"
+
+
+def test_wrong_activation_width_is_refused(tmp_path):
+    w = UnitWriter(tmp_path, ["cat"], False, LAYERS, 4, {})
+    rows = {f.name: [None] for f in storage.prediction_schema(["cat"], False)}
+    rows[storage.IMAGE_ID] = ["a"]
+    with pytest.raises(ValueError, match="expected 10"):
+        w.add(rows, [True], np.zeros((1, 9), np.float32))
