@@ -1,0 +1,75 @@
+"""Per-channel spatial mean and max of the post-ReLU activations, reduced inside forward hooks.
+
+VGG16's ReLUs are in-place and each feature map is large (64 x 224 x 224 floats per image at conv1), so the hook
+reduces (B, C, H, W) -> (B, C) on the model's device as soon as the map exists and keeps nothing else: no feature
+map outlives the forward pass that made it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from analysis.model import relu_modules
+
+
+class ChannelReducer:
+    """Context manager: while inside, every forward pass records (means, maxes) per layer; `take()` hands them over.
+
+        with ChannelReducer(model, ["conv4_3", "conv5_3"]) as reducer:
+            for x in batches:
+                logits = model(x)
+                stats = reducer.take()  # {"conv4_3": (means (B, 512), maxes (B, 512)), ...}
+
+    A second forward before `take()` replaces the first one's values.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]):
+        modules = relu_modules(model)
+        for name in layers:
+            if name not in modules:
+                raise ValueError(f"unknown layer {name!r}; valid layers: {', '.join(modules)}")
+        self.layers = tuple(dict.fromkeys(layers))
+        self._modules = {name: modules[name] for name in self.layers}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __enter__(self) -> "ChannelReducer":
+        if self._handles:
+            raise RuntimeError("ChannelReducer is already active; it cannot be entered twice")
+        try:
+            for name, module in self._modules.items():
+                self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._remove()
+        self._store = {}
+
+    def take(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (means (B, C) float32, maxes (B, C) float32) of the last forward, on the model's device."""
+        missing = [name for name in self.layers if name not in self._store]
+        if missing:
+            raise RuntimeError(f"no forward pass recorded for {', '.join(missing)}: "
+                               "run the model inside the with block before take()")
+        out, self._store = {name: self._store[name] for name in self.layers}, {}
+        return out
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            # output: (B, C, H, W), any memory format; under autocast it is bf16/fp16, so accumulate in float32.
+            # detach: with autograd on, amax's backward would otherwise keep the whole map alive.
+            x = output.detach()
+            means = x.mean(dim=(2, 3), dtype=torch.float32)  # (B, C)
+            maxes = x.amax(dim=(2, 3)).float()  # (B, C), exact in any dtype
+            self._store[name] = (means, maxes)
+        return hook
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

@@ -1,0 +1,124 @@
+"""Channel means and maxima from the hooks, checked against torchvision's feature extractor on the same batch."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from analysis.activations import ChannelReducer
+from analysis.config import LAYER_NAMES
+from analysis.model import CONV_INDICES, layer_channels, make_vgg16, relu_modules
+
+SUBSET = ["conv1_2", "conv3_3", "conv5_3"]
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return make_vgg16(2).eval()
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(1))  # (B, 3, H, W)
+
+
+def reference(model: nn.Module, x: torch.Tensor, layers) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Post-ReLU maps from an FX-traced copy of the features with out-of-place ReLUs, reduced in float64."""
+    features = copy.deepcopy(model.features)
+    for m in features.modules():
+        m._forward_hooks.clear()  # deepcopy copies hooks too
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    extractor = create_feature_extractor(features, return_nodes={str(CONV_INDICES[n] + 1): n for n in layers})
+    with torch.inference_mode():
+        maps = extractor(x)  # name -> (B, C, H, W)
+    return {n: (m.double().mean(dim=(2, 3)), m.double().amax(dim=(2, 3))) for n, m in maps.items()}
+
+
+def assert_matches(got, expected, rtol=1e-5):
+    assert list(got) == list(expected)
+    for name, (means, maxes) in got.items():
+        assert means.dtype == maxes.dtype == torch.float32, name
+        torch.testing.assert_close(means.double(), expected[name][0], rtol=rtol, atol=1e-9, msg=name)
+        torch.testing.assert_close(maxes.double(), expected[name][1], rtol=rtol, atol=1e-9, msg=name)
+
+
+def assert_no_hooks(model: nn.Module) -> None:
+    assert all(not m._forward_hooks for m in relu_modules(model).values())
+
+
+def test_means_and_maxima_of_all_layers_match_the_feature_extractor(model, batch):
+    with ChannelReducer(model, LAYER_NAMES) as reducer, torch.inference_mode():
+        model(batch)
+        got = reducer.take()
+    assert_no_hooks(model)
+    assert [tuple(got[n][0].shape) for n in LAYER_NAMES] == [(2, c) for c in layer_channels(model).values()]
+    assert all(got[n][0].max() > 0 for n in LAYER_NAMES)  # live activations, not an all-zero comparison
+    assert_matches(got, reference(model, batch, LAYER_NAMES))
+
+
+def test_a_subset_of_layers_and_take_clears_the_store(model, batch):
+    with ChannelReducer(model, SUBSET) as reducer, torch.inference_mode():
+        model(batch[:1])
+        first = reducer.take()
+        with pytest.raises(RuntimeError, match="no forward pass recorded"):
+            reducer.take()
+        model(batch)
+        second = reducer.take()
+    assert list(first) == SUBSET and first["conv5_3"][0].shape == (1, 512)
+    assert_matches(second, reference(model, batch, SUBSET))
+
+
+def test_channels_last_input_and_model(model, batch):
+    seen = []
+    probe = relu_modules(model)["conv3_3"].register_forward_hook(
+        lambda m, i, out: seen.append(out.is_contiguous(memory_format=torch.channels_last)))
+    model.to(memory_format=torch.channels_last)
+    x = batch.contiguous(memory_format=torch.channels_last)
+    try:
+        with ChannelReducer(model, SUBSET) as reducer, torch.inference_mode():
+            model(x)
+            got = reducer.take()
+        # same layout for the reference: channels_last convs sum in another order (~2e-4 relative by conv5_3)
+        expected = reference(model, x, SUBSET)
+    finally:
+        probe.remove()
+        model.to(memory_format=torch.contiguous_format)
+    assert seen == [True]  # the hooks really saw channels_last maps
+    assert_matches(got, expected)
+
+
+def test_bf16_autocast_means_are_accumulated_in_float32(model, batch):
+    layers = ["conv1_1", "conv2_2"]
+    with ChannelReducer(model, layers) as reducer, torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        model(batch)
+        got = reducer.take()
+    with torch.autocast("cpu", torch.bfloat16):
+        expected = reference(model, batch, layers)  # the same bf16 maps, reduced in float64
+    # a bf16 accumulation of 2304 / 576 values would be off by ~1e-2
+    assert_matches(got, expected, rtol=1e-5)
+
+
+def test_with_autograd_on_the_results_hold_no_graph(model, batch):
+    with ChannelReducer(model, ["conv5_3"]) as reducer:
+        model(batch[:1])
+        means, maxes = reducer.take()["conv5_3"]
+    assert means.grad_fn is None and maxes.grad_fn is None  # a graph would keep the feature maps alive
+
+
+def test_hooks_are_removed_when_the_block_raises(model, batch):
+    with pytest.raises(ZeroDivisionError):
+        with ChannelReducer(model, LAYER_NAMES):
+            assert all(m._forward_hooks for m in relu_modules(model).values())
+            1 / 0
+    assert_no_hooks(model)
+
+
+def test_an_unknown_layer_lists_the_valid_names(model):
+    with pytest.raises(ValueError, match=r"unknown layer 'conv6_1'; valid layers: conv1_1, conv1_2, .*conv5_3"):
+        ChannelReducer(model, ["conv5_3", "conv6_1"])
