@@ -240,3 +240,24 @@ def test_missing_data_fails_in_one_line(tmp_path, capsys):
     assert run(tmp_path / "nope", tmp_path / "out", "--weights", "random") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope" in err
+
+
+def test_classification_pytorch_parity_on_the_real_seed_photos(tmp_path, seed_images):
+    """Real, non-square photos (299x196, 499x375) at the recipe's 224 px: resize rounding must agree too."""
+    import shutil
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for name in ("cat.jpg", "dog.jpg"):
+        shutil.copy(seed_images / name, data / name)
+    torch.manual_seed(7)
+    model = make_vgg16(2).eval()
+    ckpt = tmp_path / "best_epoch_weights.pth"
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / "out"
+    assert run(data, out, "--weights", str(ckpt), "--preprocess", "classification-pytorch", "--image-size", "224",
+               "--classes-file", str(seed_images / "cls_classes.txt"), "--layers", "conv5_3") == 0
+    preds = pd.read_parquet(out / "predictions").set_index("image_id")
+    for name in ("cat.jpg", "dog.jpg"):
+        np.testing.assert_allclose(preds.loc[name, ["logit_cat", "logit_dog"]].to_numpy(np.float64),
+                                   _recipe_logits(model, data / name, 224), rtol=1e-4, atol=1e-5)
