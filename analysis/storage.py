@@ -111,12 +111,16 @@ def make_prediction_table(rows: Mapping[str, Sequence[Any]], schema: pa.Schema) 
     return pa.Table.from_arrays([pa.array(rows[f.name], f.type) for f in schema], schema=schema)
 
 
+_FILE_MODE = 0o644  # mkstemp makes 0600 files; outputs are meant to be read by others (a web server, a team)
+
+
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -132,6 +136,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="snappy")

@@ -61,3 +61,16 @@ def test_wrong_activation_width_is_refused(tmp_path):
     rows[storage.IMAGE_ID] = ["a"]
     with pytest.raises(ValueError, match="expected 10"):
         w.add(rows, [True], np.zeros((1, 9), np.float32))
+
+
+def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
+    from analysis.storage import write_bytes_atomic
+
+    write_bytes_atomic(b"x", tmp_path / "a" / "f.json")
+    w = UnitWriter(tmp_path, ["cat"], False, {"conv1_1": 1}, 1, {})
+    rows = {f.name: [None] for f in storage.prediction_schema(["cat"], False)}
+    rows[storage.IMAGE_ID], rows[storage.STATUS] = ["a"], ["ok"]
+    w.add(rows, [True], np.zeros((1, 2), np.float32))
+    for f in [tmp_path / "a" / "f.json", *storage.list_parts(tmp_path / storage.PREDICTIONS)]:
+        assert f.stat().st_mode & 0o777 == 0o644, f  # mkstemp's 0600 would hide outputs from a team or server
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
