@@ -13,18 +13,24 @@ OUT     ?=
 WEIGHTS ?=
 CONFIG  ?=
 ARGS    ?=
+NPROC   ?=
+IMAGE   ?=
+LAYERS  ?=
 RUN     ?= $(OUT)
+
+# NPROC=N: N processes on this machine through torchrun, one shard each (one GPU each when there are enough).
+EXTRACT = $(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m jobs.extract,$(BIN)/python -m jobs.extract)
 
 # Job flags from make variables; quoted so that paths with spaces survive.
 JOB_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
             $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(CONFIG),--config "$(CONFIG)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup analyze extract test bench
+.PHONY: help setup analyze extract finalize inspect test bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: DATA=<folder or .zip> OUT=<dir> WEIGHTS=imagenet|random|<file> CONFIG=<yaml> ARGS=\"<flags>\""
+	@echo "  Variables: DATA=<folder or .zip> OUT=<dir> WEIGHTS=imagenet|random|<file> CONFIG=<yaml> ARGS=\"<flags>\" NPROC=<processes>"
 
 setup: $(DEV_STAMP) ## Create .venv and install the pinned dependencies (runtime and tests)
 
@@ -38,10 +44,18 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	@touch $@
 
 analyze: $(RUNTIME_STAMP) ## Extract activations of DATA into Parquet, then write the report (OUT defaults to runs/<name>)
-	$(BIN)/python -m jobs.extract $(JOB_FLAGS) $(ARGS)
+	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
 
 extract: $(RUNTIME_STAMP) ## The extract stage alone: DATA -> OUT/predictions, OUT/activations[_max]/<layer>
-	$(BIN)/python -m jobs.extract $(JOB_FLAGS) $(ARGS)
+	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
+
+finalize: $(RUNTIME_STAMP) ## Mark a sharded run complete once all its units are done (RUN=OUT); says what is missing
+	$(BIN)/python -m jobs.finalize --run "$(RUN)"
+
+inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, feature maps (IMAGE=, LAYERS=, RUN=)
+	$(BIN)/python -m jobs.inspect $(if $(IMAGE),--image "$(IMAGE)") $(if $(OUT),--out "$(OUT)") \
+	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(LAYERS),--layers "$(LAYERS)") \
+	  $(if $(filter command line environment,$(origin RUN)),--run "$(RUN)") $(if $(CONFIG),--config "$(CONFIG)") $(ARGS)
 
 test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests)
 	$(BIN)/python -m pytest -q $(ARGS)

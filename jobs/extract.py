@@ -1,19 +1,20 @@
 """Extract: VGG16 over a whole dataset -> per-image predictions and per-channel activations in Parquet.
 
     python -m jobs.extract --data ./dogs-vs-cats [--out runs/x] [--weights imagenet|random|FILE] [--set key=value]
+    torchrun --standalone --nproc_per_node=4 -m jobs.extract --data ...     (one shard per process)
+
+Rerunning the same command on the same OUT resumes: finished units are skipped.
 """
 from __future__ import annotations
 
 import logging
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from analysis import storage
+from analysis import manifest, storage
 from analysis.config import ConfigError, ExtractConfig
 from analysis.dataset import ImageDataset, collate_images
 from analysis.discovery import apply_labels, find_images, read_labels_csv
@@ -22,18 +23,19 @@ from analysis.activations import ChannelReducer
 from analysis.model import layer_channels, load_model
 from analysis.preprocessing import make_preprocessing
 from analysis.predictions import make_prediction_rows
+from analysis.shards import iter_unit_sizes, make_unit_batches, make_units, select_units
 from analysis.writer import UnitWriter
-from jobs import cli, outputs, runtime
+from jobs import cli, cluster, finalize, outputs, runtime
 
 log = logging.getLogger("cnn_blackbox")
 
 
 def main(cfg: ExtractConfig) -> int:
-    t0 = time.perf_counter()
     out = outputs.resolve_out(cfg.data, cfg.out)
-    outputs.prepare_out(out, cfg.overwrite)
+    shard = cluster.pick_shard(cfg.shard)
 
-    # 1. Find the images (names only: nothing is decoded yet).
+    # 1. Find the images (names only: nothing is decoded yet). Every shard lists them all, sorted, and checks below
+    #    that it saw the same list as the run it joins.
     found = find_images(cfg.data)
     if cfg.labels:
         found, unmatched = apply_labels(found, read_labels_csv(cfg.labels))
@@ -43,7 +45,7 @@ def main(cfg: ExtractConfig) -> int:
              sum(found.skipped.values()), dict(found.skipped) or "")
 
     # 2. The model and its weights, before any image is read.
-    device = runtime.pick_device(cfg.device)
+    device = cluster.pick_device(cfg.device)
     precision = runtime.pick_precision(cfg.precision, device)
     loaded = load_model(cfg.weights, classes=cfg.classes, classes_file=cfg.classes_file,
                         class_map=cfg.imagenet_classes, download=cfg.download, seed=cfg.seed)
@@ -54,51 +56,77 @@ def main(cfg: ExtractConfig) -> int:
     channels = {name: layer_channels(model)[name] for name in cfg.layers}
     preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
 
-    # 3. Stream the dataset through the model, reducing every layer inside its hook.
+    # 3. The run in OUT: create it, resume it, or refuse a different one. This shard's units, less those done.
     workers = runtime.pick_workers(cfg.workers, device)
+    meta = outputs.make_metadata(cfg, found, loaded, channels, preprocessing, device, precision, workers)
+    run = outputs.make_run_manifest(meta, found, cfg, shard)
+    if outputs.open_run(out, run, cfg.overwrite) or not (out / storage.CONFIG_YAML).exists():
+        outputs.write_config(out, cfg)
+    run = manifest.read_run_manifest(out)
+    mine = select_units(make_units(found.n_images, cfg.unit_size), shard)
+    todo = manifest.plan_resume(out, mine, run["identity_sha256"], channels)
+    log.info("shard %s (%s): %d of %d units of %d images; %d done before, %d to do", shard, shard.source,
+             len(mine), run["n_units"], cfg.unit_size, len(mine) - len(todo), len(todo))
+
+    # 4. Stream this shard's units through the model, reducing every layer inside its hook; each unit is committed
+    #    as it completes. SIGINT/SIGTERM stop at the next unit boundary.
     loader = torch.utils.data.DataLoader(
         ImageDataset(found.records, preprocessing, cfg.max_image_pixels, cfg.max_file_bytes),
-        batch_size=cfg.batch_size, shuffle=False, num_workers=workers, collate_fn=collate_images,
-        pin_memory=device.type == "cuda", persistent_workers=False, prefetch_factor=4 if workers else None)
-    meta = outputs.make_metadata(cfg, found, loaded, channels, preprocessing, device, precision, workers)
-    outputs.write_config(out, cfg)
-    writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, meta)
-    counts = {"ok": 0, "error": 0}
-    imagenet_head = loaded.head == "imagenet"
-    t_loop = time.perf_counter()
-    bar = tqdm(total=found.n_images, unit="img", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
-    with torch.inference_mode(), ChannelReducer(model, cfg.layers) as reducer:
-        for batch in loader:
-            k = len(loaded.classes)
-            host = np.zeros((0, 2 * sum(channels.values()) + 2 * k), np.float32)
-            top1 = np.zeros(0, np.int64) if imagenet_head else None
-            if len(batch.images):
-                x = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with runtime.autocast(device, precision):
-                    raw = model(x)                                  # (B_ok, 1000 or K)
-                reduced = reducer.take()                            # layer -> ((B_ok, C) mean, (B_ok, C) max)
-                logits = compute_class_logits(raw.float(), loaded)  # (B_ok, K)
-                # One device-to-host copy per batch: [means of every layer, maxima of every layer, logits, probs]
-                host = torch.cat([reduced[n][0] for n in channels] + [reduced[n][1] for n in channels]
-                                 + [logits, compute_probabilities(logits)], dim=1).cpu().numpy()
-                if imagenet_head:
-                    top1 = raw.argmax(dim=1).cpu().numpy()
-            acts, class_logits, probs = host[:, :-2 * k], host[:, -2 * k:-k], host[:, -k:]
-            rows = make_prediction_rows(found.records, batch.indices, batch.ok, batch.errors, batch.widths,
-                                        batch.heights, batch.formats, loaded.classes, class_logits, probs,
-                                        top1, loaded.imagenet_categories)
+        batch_sampler=make_unit_batches(todo, cfg.batch_size), num_workers=workers, collate_fn=collate_images,
+        pin_memory=device.type == "cuda", persistent_workers=False, prefetch_factor=4 if workers else None,
+        worker_init_fn=cluster.ignore_stop_signals)
+    writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, meta,
+                        units=iter_unit_sizes(todo), stamp=outputs.make_unit_stamp(run, shard, device, cfg))
+    bar = tqdm(total=sum(len(u) for u in todo), unit="img", disable=not cfg.progress, dynamic_ncols=True,
+               file=sys.stderr)
+    with cluster.StopSignals() as stop, torch.inference_mode(), ChannelReducer(model, cfg.layers) as reducer:
+        for batch in (loader if todo else ()):
+            acts, rows = compute_batch(model, reducer, batch, loaded, found.records, channels, device, precision)
             writer.add(rows, batch.ok, acts)
-            counts["ok"] += sum(batch.ok)
-            counts["error"] += len(batch.ok) - sum(batch.ok)
             bar.update(len(batch.indices))
+            if stop.requested and writer.at_unit_boundary:
+                break
     bar.close()
+    if stop.requested and writer.unit < len(todo):
+        log.warning("stopped: %d units committed by this process; rerun the same command to resume", writer.unit)
+        return stop.exit_code()
     writer.close()
-    seconds = time.perf_counter() - t_loop
 
-    # 4. run.json last: its presence says the run is complete.
-    summary = outputs.write_run_json(out, meta, found, counts, writer, t0, seconds)
-    outputs.log_summary(out, summary)
+    # 5. The shard that finds every unit done marks the run complete: run.json, written once.
+    missing = manifest.find_missing_units(out, run)
+    if missing:
+        log.info("shard %s done; the run is complete when the others are: %s", shard,
+                 manifest.describe_missing(missing, run["shards"]))
+        return 0
+    summary, wrote = finalize.finalize_run(out)
+    if wrote:
+        outputs.log_summary(out, summary)
+    else:
+        log.info("the run in %s was already complete (finished %s)", out, summary.get("finished"))
     return 0
+
+
+def compute_batch(model, reducer, batch, loaded, records, channels, device, precision):
+    """One batch through the model -> ((B_ok, 2 * channels) activations, prediction rows of every file)."""
+    k = len(loaded.classes)
+    imagenet_head = loaded.head == "imagenet"
+    host = np.zeros((0, 2 * sum(channels.values()) + 2 * k), np.float32)
+    top1 = np.zeros(0, np.int64) if imagenet_head else None
+    if len(batch.images):
+        x = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with runtime.autocast(device, precision):
+            raw = model(x)                                  # (B_ok, 1000 or K)
+        reduced = reducer.take()                            # layer -> ((B_ok, C) mean, (B_ok, C) max)
+        logits = compute_class_logits(raw.float(), loaded)  # (B_ok, K)
+        # One device-to-host copy per batch: [means of every layer, maxima of every layer, logits, probs]
+        host = torch.cat([reduced[n][0] for n in channels] + [reduced[n][1] for n in channels]
+                         + [logits, compute_probabilities(logits)], dim=1).cpu().numpy()
+        if imagenet_head:
+            top1 = raw.argmax(dim=1).cpu().numpy()
+    acts, class_logits, probs = host[:, :-2 * k], host[:, -2 * k:-k], host[:, -k:]
+    rows = make_prediction_rows(records, batch.indices, batch.ok, batch.errors, batch.widths, batch.heights,
+                                batch.formats, loaded.classes, class_logits, probs, top1, loaded.imagenet_categories)
+    return acts, rows
 
 
 def parse(argv: list[str] | None = None) -> ExtractConfig:
@@ -116,7 +144,10 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     p.add_argument("--workers", help="DataLoader worker processes, or auto")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", help="auto | fp32 | bf16 | fp16")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    p.add_argument("--shard", help="i/N (0-based): this process does units k with k %% N == i (default: from "
+                   "torchrun RANK/WORLD_SIZE or Slurm, else all)")
+    p.add_argument("--unit-size", type=int, help="images per unit: the part files committed, resumed and sharded")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in OUT (the same run resumes)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     cli.add_config_args(p)
     args = p.parse_args(argv)
@@ -124,7 +155,8 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     flags = dict(data=args.data, out=args.out, weights=args.weights, labels=args.labels, classes=args.classes,
                  classes_file=args.classes_file, preprocess=args.preprocess, image_size=args.image_size,
                  layers=args.layers, batch_size=args.batch_size, workers=workers, device=args.device,
-                 precision=args.precision, progress=args.progress, overwrite=args.overwrite or None)
+                 precision=args.precision, progress=args.progress, overwrite=args.overwrite or None,
+                 shard=args.shard, unit_size=args.unit_size)
     cfg = cli.resolve_config(ExtractConfig, "extract", args, flags)
     if not cfg.data:
         raise ConfigError("data: no dataset given; pass --data PATH (make analyze DATA=PATH)")

@@ -1,13 +1,16 @@
 """Where the extract job's files go, and the metadata written with them."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import datetime as dt
-import hashlib
 import logging
+import os
 import platform
+import random
 import shutil
+import socket
 import time
+import uuid
 from collections import Counter
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -15,12 +18,13 @@ from typing import Any, Sequence
 
 import yaml
 
-from analysis import storage
+from analysis import manifest, storage
 from analysis.config import ConfigError
 
 log = logging.getLogger("cnn_blackbox")
 TOOL = "cnn-blackbox"
-_TABLE_DIRS = (storage.PREDICTIONS, storage.ACTIVATIONS, storage.ACTIVATIONS_MAX, "report")
+_TABLE_DIRS = (storage.PREDICTIONS, storage.ACTIVATIONS, storage.ACTIVATIONS_MAX, manifest.UNITS, storage.CONFIG_YAML,
+               "report")
 
 
 def resolve_out(data: str, out: str | None) -> Path:
@@ -31,18 +35,94 @@ def resolve_out(data: str, out: str | None) -> Path:
     return Path("runs") / (name[:-4] if name.lower().endswith(".zip") else name or "data")
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """Refuse to mix with a run already in OUT unless told to replace it; then remove only our own files."""
-    present = [d for d in (storage.RUN_JSON, *_TABLE_DIRS) if (out / d).exists()]
-    if not present:
-        return
-    if not overwrite:
-        raise ConfigError(f"OUT {str(out)!r} already holds a run ({', '.join(present)}); "
-                          "pass --overwrite (make: ARGS=--overwrite) or choose another OUT")
-    (out / storage.RUN_JSON).unlink(missing_ok=True)  # first: the run stops looking complete
-    for d in _TABLE_DIRS:
-        if (out / d).is_dir():
-            shutil.rmtree(out / d)
+def open_run(out: Path, run: dict, overwrite: bool) -> bool:
+    """Make OUT hold the run described by `run` (analysis/manifest.py's run manifest). True: created here.
+
+    The same run (same identity) is resumed, with or without --overwrite, so that every shard of a launch, and a
+    rerun after a kill, can pass the same flags. A different run is refused naming what differs, and left as it is;
+    with --overwrite it is replaced, by one process under a lock (the others then find the new run and resume it).
+    """
+    there = manifest.read_run_manifest(out)
+    if there is not None and there.get("identity_sha256") == run["identity_sha256"]:
+        return False
+    with _lock(out):
+        there = manifest.read_run_manifest(out)
+        if there is not None and there.get("identity_sha256") == run["identity_sha256"]:
+            return False
+        present = [d for d in (storage.RUN_JSON, manifest.MANIFEST_JSON, *_TABLE_DIRS) if (out / d).exists()]
+        if present and not overwrite:
+            if there is None:
+                what = f"files of another run ({', '.join(present)}) without a {manifest.MANIFEST_JSON}"
+            else:
+                what = "a different run: " + "; ".join(manifest.describe_differences(there["identity"],
+                                                                                    run["identity"]))
+            raise ConfigError(f"OUT {str(out)!r} holds {what}; pass --overwrite (make: ARGS=--overwrite) to "
+                              "replace it, or choose another OUT")
+        trash = _move_aside(out, present) if present else None
+        if present:
+            log.warning("replaced the run in %s (--overwrite)", out)
+        manifest.write_json_exclusive(run, out / manifest.MANIFEST_JSON)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _move_aside(out: Path, present: list[str]) -> Path:
+    """Rename the old run's files into a hidden folder (fast, and readers never see half of them), run.json first:
+    the old run stops looking complete before anything else goes."""
+    trash = out / f".replaced-{uuid.uuid4().hex[:12]}"
+    trash.mkdir()
+    for name in sorted(present, key=lambda n: n != storage.RUN_JSON):
+        os.replace(out / name, trash / name)
+    return trash
+
+
+@contextlib.contextmanager
+def _lock(out: Path, stale_s: float = 60.0):
+    """OUT/.lock, created exclusively, held for the few milliseconds of creating or replacing a run. A lock older
+    than stale_s was left by a killed process and is broken."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".lock"
+    deadline_note = time.monotonic() + 5
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime > stale_s:
+                    log.warning("breaking a stale lock %s", path)
+                    path.unlink(missing_ok=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            if deadline_note and time.monotonic() > deadline_note:
+                log.info("waiting for %s (another process is creating or replacing the run)", path)
+                deadline_note = 0
+            time.sleep(0.05 + random.random() * 0.05)
+    try:
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        os.close(fd)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def make_run_manifest(meta: dict, found, cfg, shard) -> dict:
+    """What OUT/manifest.json records: the identity, the creator's metadata and what finalize needs."""
+    identity = manifest.make_identity(meta, found.records, cfg.max_image_pixels, cfg.max_file_bytes)
+    return {"tool": TOOL, "identity": identity, "identity_sha256": manifest.compute_identity_digest(identity),
+            "meta": meta, "created": manifest.now(), "created_unix": time.time(),
+            "n_images": found.n_images, "unit_size": cfg.unit_size,
+            "n_units": -(-found.n_images // cfg.unit_size), "shards": shard.count,
+            "discovery": {"root": found.root, "layout": found.layout, "skipped": dict(found.skipped),
+                          "skipped_examples": [list(e) for e in found.skipped_examples]}}
+
+
+def make_unit_stamp(run: dict, shard, device, cfg) -> dict:
+    """Fields of every unit manifest this process writes."""
+    return {"identity_sha256": run["identity_sha256"], "shard": str(shard), "device": str(device),
+            "batch_size": cfg.batch_size}
 
 
 def warn_unknown_labels(records: Sequence, classes: Sequence[str]) -> None:
@@ -89,10 +169,7 @@ def make_metadata(cfg, found, loaded, channels: dict[str, int], preprocessing, d
 
 def fingerprint(image_ids) -> str:
     """sha256 of the sorted image ids: tells whether two runs saw the same file list."""
-    h = hashlib.sha256()
-    for i in image_ids:
-        h.update(i.encode("utf-8", "surrogateescape") + b"\n")
-    return h.hexdigest()
+    return manifest.compute_ids_digest(image_ids)
 
 
 def _plain(value: Any) -> Any:
@@ -105,34 +182,6 @@ def write_config(out: Path, cfg) -> None:
     values = {k: _plain(v) for k, v in dataclasses.asdict(cfg).items()}
     values["imagenet_classes"] = {name: [lo, hi] for name, lo, hi in cfg.imagenet_classes}
     storage.write_bytes_atomic(yaml.safe_dump({"extract": values}, sort_keys=False).encode(), out / storage.CONFIG_YAML)
-
-
-def write_run_json(out: Path, meta: dict, found, counts: dict, writer, t0: float, loop_seconds: float) -> dict:
-    import pyarrow.compute as pc  # noqa: PLC0415  (only needed once, at the end)
-    import pyarrow.dataset as ds  # noqa: PLC0415
-
-    preds = ds.dataset(out / storage.PREDICTIONS, format="parquet").to_table(
-        columns=[storage.STATUS, storage.ERROR, storage.LABEL, storage.CORRECT])
-    errors = Counter(e for e in preds.column(storage.ERROR).to_pylist() if e is not None)
-    labeled = int(pc.sum(pc.is_valid(preds.column(storage.CORRECT))).as_py() or 0)
-    correct = int(pc.sum(preds.column(storage.CORRECT)).as_py() or 0) if labeled else 0
-    total = time.perf_counter() - t0
-    summary = {
-        **meta,
-        "complete": True,
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "counts": {"found": found.n_images, "ok": counts["ok"], "error": counts["error"],
-                   "errors_by_reason": dict(errors.most_common()),
-                   "skipped": sum(found.skipped.values()), "skipped_by_reason": dict(found.skipped),
-                   "skipped_examples": [list(e) for e in found.skipped_examples],
-                   "labeled": labeled, "correct": correct,
-                   "accuracy": correct / labeled if labeled else None},
-        "timings": {"seconds": round(total, 3), "extract_seconds": round(loop_seconds, 3),
-                    "images_per_s": round(found.n_images / loop_seconds, 3) if loop_seconds > 0 else None},
-        "tables": {"units": writer.unit, "files": writer.files_written},
-    }
-    storage.write_json_atomic(summary, out / storage.RUN_JSON)
-    return summary
 
 
 def log_summary(out: Path, s: dict) -> None:

@@ -37,3 +37,14 @@ def seed_images() -> Path:
     if not SEED_IMAGES.is_dir():
         pytest.skip(f"shared seed images not found at {SEED_IMAGES} (a fresh clone has no ../shared)")
     return SEED_IMAGES
+
+
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+                "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_PROCID", "SLURM_NTASKS")
+
+
+@pytest.fixture(autouse=True)
+def no_launcher_env(monkeypatch):
+    """Tests run as one whole process even inside a Slurm job or torchrun: the shard comes from these otherwise."""
+    for name in LAUNCHER_ENV:
+        monkeypatch.delenv(name, raising=False)

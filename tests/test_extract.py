@@ -225,15 +225,20 @@ def test_duckdb_and_polars_read_the_same_tables(tmp_path):
     assert n == 3
 
 
-def test_existing_run_is_not_replaced_without_overwrite(tmp_path, capsys):
+def test_same_run_resumes_and_a_different_one_is_not_replaced_without_overwrite(tmp_path, capsys):
     data = make_flat(tmp_path / "train", 2)
     out = tmp_path / "out"
     assert run(data, out, "--weights", "random", "--layers", "conv1_1") == 0
     before = (out / "run.json").read_bytes()
-    assert run(data, out, "--weights", "random", "--layers", "conv1_1") == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert run(data, out, "--weights", "random", "--layers", "conv1_1") == 0   # the same run: resumed (complete)
     assert (out / "run.json").read_bytes() == before
-    assert run(data, out, "--weights", "random", "--layers", "conv1_1", "--overwrite") == 0
+    capsys.readouterr()
+    assert run(data, out, "--weights", "random", "--layers", "conv1_2") == 2   # a different run: refused
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "layers" in err
+    assert (out / "run.json").read_bytes() == before
+    assert run(data, out, "--weights", "random", "--layers", "conv1_2", "--overwrite") == 0
+    assert json.loads((out / "run.json").read_text())["layers"] == {"conv1_2": 64}
 
 
 def test_missing_data_fails_in_one_line(tmp_path, capsys):

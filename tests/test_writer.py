@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import storage
+from analysis import manifest, storage
 from analysis.writer import UnitWriter
 
 LAYERS = {"conv1_1": 3, "conv5_3": 2}
@@ -74,3 +74,35 @@ def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
     for f in [tmp_path / "a" / "f.json", *storage.list_parts(tmp_path / storage.PREDICTIONS)]:
         assert f.stat().st_mode & 0o777 == 0o644, f  # mkstemp's 0600 would hide outputs from a team or server
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_shards_units_keep_their_global_numbers_and_commit_a_manifest_last(tmp_path):
+    rng = np.random.default_rng(1)
+    # shard 1 of 3 over 23 files in units of 5: units 1 (files 5..9) and 4 (files 20..22), in batches inside units
+    w = UnitWriter(tmp_path, ["cat", "dog"], False, LAYERS, 5, {"x": 1}, units=[(1, 5), (4, 3)],
+                   stamp={"identity_sha256": "abc", "shard": "1/3"})
+    batches = list(_batches(23, 1, 3, rng))
+    for i in list(range(5, 10)) + list(range(20, 23)):
+        rows, ok, acts = batches[i]
+        w.add(rows, ok, acts)
+        assert w.at_unit_boundary == (i in (9, 22))
+    w.close()
+    assert [p.name for p in storage.list_parts(tmp_path / storage.PREDICTIONS)] == ["part-00001.parquet",
+                                                                                   "part-00004.parquet"]
+    units = manifest.read_unit_manifests(tmp_path, "abc")
+    assert sorted(units) == [1, 4]
+    u = units[1]
+    assert (u["first_id"], u["last_id"], u["shard"]) == ("img005.jpg", "img009.jpg", "1/3")
+    assert u["counts"]["files"] == 5 and u["counts"]["ok"] == 3 and u["counts"]["error"] == 2   # 6 and 9 are bad
+    assert sorted(u["parts"]) == sorted(["predictions/part-00001.parquet"]
+                                        + [f"{d}/{layer}/part-00001.parquet" for d in ("activations", "activations_max")
+                                           for layer in LAYERS])
+    assert manifest.read_unit_manifests(tmp_path, "another run") == {}
+
+
+def test_a_planned_unit_left_unfilled_is_an_error_at_close(tmp_path):
+    w = UnitWriter(tmp_path, ["cat", "dog"], False, LAYERS, 5, {}, units=[(0, 5)])
+    rows, ok, acts = next(_batches(3, 3, 100, np.random.default_rng(0)))
+    w.add(rows, ok, acts)
+    with pytest.raises(ValueError, match="unit 0 was planned with 5 files"):
+        w.close()

@@ -1,0 +1,123 @@
+"""Finalize: mark a run whose units are all done as complete, by writing OUT/run.json once.
+
+    python -m jobs.finalize --run OUT          (make finalize RUN=OUT)
+
+The extract job does this itself in whichever shard finishes last; this command is for a run whose last shard was
+killed after its last unit, or to check a run by hand. The counts come from every unit's manifest (summed over all
+shards), checked against the Parquet parts on disk, never from one process's counters.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from analysis import manifest, storage
+from analysis.config import ConfigError
+from analysis.crashpoints import crash_point
+from jobs import cli, outputs, runtime
+
+log = logging.getLogger("cnn_blackbox")
+
+
+def finalize_run(out: str | os.PathLike) -> tuple[dict, bool]:
+    """(run.json's contents, whether this call wrote it). IncompleteRunError when a unit is missing."""
+    out = Path(out)
+    if (out / storage.RUN_JSON).is_file():
+        return storage.read_run_json(out), False
+    run = manifest.read_run_manifest(out)
+    if run is None:
+        raise manifest.IncompleteRunError(f"run {str(out)!r}: no {manifest.MANIFEST_JSON}; RUN must be the OUT of "
+                                          "an extract run")
+    units = manifest.read_unit_manifests(out, run["identity_sha256"])
+    missing = [k for k in range(run["n_units"]) if k not in units]
+    if missing:
+        raise manifest.IncompleteRunError(f"run {str(out)!r}: {len(missing)} of {run['n_units']} units missing; "
+                                          f"{manifest.describe_missing(missing, run['shards'])}; rerun them (the same command resumes)")
+    check_parts(out, run, units)
+    crash_point("before-finalize")
+    summary = make_summary(run, units)
+    if manifest.write_json_exclusive(summary, out / storage.RUN_JSON):
+        return summary, True
+    return storage.read_run_json(out), False  # another shard finished at the same moment
+
+
+def check_parts(out: Path, run: dict, units: dict[int, dict]) -> None:
+    """Every part a unit manifest names is on disk, and each predictions part holds that unit's files."""
+    listed: dict[Path, set[str]] = {}
+    for k, u in sorted(units.items()):
+        for rel in u["parts"]:
+            folder = (out / rel).parent
+            if folder not in listed:
+                listed[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+            if Path(rel).name not in listed[folder]:
+                raise manifest.IncompleteRunError(
+                    f"run {str(out)!r}: unit {k} names {rel}, which is missing; delete "
+                    f"{manifest.unit_manifest_path(out, k)} and rerun its shard to redo the unit")
+        rows = pq.ParquetFile(out / storage.PREDICTIONS / storage.part_name(k)).metadata.num_rows
+        if rows != u["counts"]["files"]:
+            raise manifest.IncompleteRunError(
+                f"run {str(out)!r}: unit {k}: predictions part has {rows} rows, its manifest {u['counts']['files']}")
+    files = sum(u["counts"]["files"] for u in units.values())
+    if files != run["n_images"]:
+        raise manifest.IncompleteRunError(f"run {str(out)!r}: units hold {files} files, the run found "
+                                          f"{run['n_images']}")
+
+
+def make_summary(run: dict, units: dict[int, dict]) -> dict:
+    """run.json: the creator's metadata, counts summed over the units, timings, tables, who did the work."""
+    c = manifest.sum_counts(units.values())
+    d = run["discovery"]
+    devices = sorted({u["device"] for u in units.values()})
+    busy = sum(float(u["seconds"]) for u in units.values())
+    wall = time.time() - float(run["created_unix"])
+    processes = Counter((u["host"], u["shard"], u["device"]) for u in units.values())
+    return {
+        **run["meta"],
+        "device": devices[0] if len(devices) == 1 else ", ".join(devices),
+        "complete": True,
+        "finished": manifest.now(),
+        "counts": {"found": run["n_images"], "ok": c["ok"], "error": c["error"],
+                   "errors_by_reason": c["errors_by_reason"],
+                   "skipped": sum(d["skipped"].values()), "skipped_by_reason": d["skipped"],
+                   "skipped_examples": d["skipped_examples"],
+                   "labeled": c["labeled"], "correct": c["correct"],
+                   "accuracy": c["correct"] / c["labeled"] if c["labeled"] else None},
+        # seconds: wall time from the run's creation (resumes included); extract_seconds: time spent on units,
+        # summed over every process; images_per_s: per process, over that time.
+        "timings": {"seconds": round(wall, 3), "extract_seconds": round(busy, 3),
+                    "images_per_s": round(run["n_images"] / busy, 3) if busy > 0 else None},
+        "tables": {"units": run["n_units"], "unit_size": run["unit_size"],
+                   "files": sum(len(u["parts"]) for u in units.values())},
+        "shards": {"count": run["shards"],
+                   "processes": [{"host": h, "shard": s, "device": dev, "units": n}
+                                 for (h, s, dev), n in sorted(processes.items())]},
+    }
+
+
+def main(out: str) -> int:
+    summary, wrote = finalize_run(out)
+    if wrote:
+        outputs.log_summary(Path(out), summary)
+    else:
+        log.info("%s was already complete (%s)", out, summary.get("finished"))
+    return 0
+
+
+def parse(argv: list[str] | None = None) -> str:
+    p = cli.ArgumentParser(prog="python -m jobs.finalize", description=__doc__.splitlines()[0])
+    p.add_argument("--run", help="the OUT of an extract run")
+    args = p.parse_args(argv)
+    if not args.run:
+        raise ConfigError("run: no run given; pass --run OUT (make finalize RUN=OUT)")
+    return args.run
+
+
+if __name__ == "__main__":
+    runtime.setup_logging()
+    sys.exit(cli.run_main(parse, main, "finalize"))
