@@ -26,7 +26,7 @@ JOB_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
             $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(CONFIG),--config "$(CONFIG)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup analyze extract finalize inspect test bench
+.PHONY: help setup analyze extract report demo finalize inspect test bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,9 +45,17 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 
 analyze: $(RUNTIME_STAMP) ## Extract activations of DATA into Parquet, then write the report (OUT defaults to runs/<name>)
 	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
+	$(BIN)/python -m jobs.report --run "$$($(BIN)/python -m jobs.extract --print-out $(JOB_FLAGS) $(ARGS))" \
+	  $(if $(CONFIG),--config "$(CONFIG)")
 
 extract: $(RUNTIME_STAMP) ## The extract stage alone: DATA -> OUT/predictions, OUT/activations[_max]/<layer>
 	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
+
+report: $(RUNTIME_STAMP) ## Channel rankings, galleries with overlays and the HTML page of a finished run (RUN=OUT)
+	$(BIN)/python -m jobs.report --run "$(RUN)" $(if $(CONFIG),--config "$(CONFIG)") $(ARGS)
+
+demo: $(RUNTIME_STAMP) ## A first run: synthetic cats and dogs -> extract -> report on the CPU; prints where the page is
+	$(BIN)/python -m jobs.demo $(if $(OUT),--out "$(OUT)") $(if $(CONFIG),--config "$(CONFIG)") $(ARGS)
 
 finalize: $(RUNTIME_STAMP) ## Mark a sharded run complete once all its units are done (RUN=OUT); says what is missing
 	$(BIN)/python -m jobs.finalize --run "$(RUN)"
@@ -61,4 +69,6 @@ test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the test
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward vs naive loop; report stage at scale
-	$(BIN)/python -m benchmarks.bench_extract $(ARGS)
+	$(BIN)/python -m benchmarks.bench_extract
+	$(BIN)/python -m benchmarks.bench_report
+	$(BIN)/python -m benchmarks.bench_scale

@@ -149,6 +149,7 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     p.add_argument("--unit-size", type=int, help="images per unit: the part files committed, resumed and sharded")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in OUT (the same run resumes)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--print-out", action="store_true", help="print the resolved OUT folder and exit (for scripts)")
     cli.add_config_args(p)
     args = p.parse_args(argv)
     workers = args.workers if args.workers in (None, "auto") else cli.parse_int("--workers", args.workers)
@@ -160,6 +161,9 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     cfg = cli.resolve_config(ExtractConfig, "extract", args, flags)
     if not cfg.data:
         raise ConfigError("data: no dataset given; pass --data PATH (make analyze DATA=PATH)")
+    if args.print_out:
+        print(outputs.resolve_out(cfg.data, cfg.out))
+        sys.exit(0)
     return cfg
 
 

@@ -134,10 +134,3 @@ def test_pin_memory_pins_the_images_and_keeps_everything_else(monkeypatch):
     assert isinstance(out, Batch) and out.images is pinned_marker
     assert (out.indices, out.ok, out.errors, out.widths, out.formats) == \
         (batch.indices, batch.ok, batch.errors, batch.widths, batch.formats)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
-def test_dataloader_pin_memory_pins_batches(tmp_path):
-    ds = ImageDataset(write_zip(tmp_path), make_preprocessing("imagenet", N), max_pixels=10**6, max_file_bytes=10**6)
-    batches = run_loader(ds, 2, pin_memory=True)
-    assert all(isinstance(b, Batch) and b.images.is_pinned() for b in batches)

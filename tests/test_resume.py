@@ -158,3 +158,17 @@ def test_many_processes_opening_one_out_at_once_create_or_replace_it_once(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [manifest.MANIFEST_JSON]   # the old run gone, no lock, no trash
     with pytest.raises(ConfigError, match=r"layers: \[\"conv5_3\"\] there, \[\"conv1_1\"\] here"):
         outputs.open_run(out, old, overwrite=False)
+
+
+def test_the_report_refuses_an_incomplete_run_naming_the_missing_shards(tmp_path, capsys, one_thread):
+    from jobs import report
+
+    data = make_dataset(tmp_path / "train")
+    out = tmp_path / "out"
+    assert run_here(data, out, "--shard", "1/3") == 0           # units 1 only; 0 and 2 are not done
+    capsys.readouterr()
+    assert cli.run_main(report.parse, report.main, "report", ["--run", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "incomplete" in err and "0/3" in err and "2/3" in err and "1/3" not in err
+    assert not (out / "report").exists()

@@ -1,0 +1,154 @@
+"""Feature maps of the images a report shows: the run's model re-run on those images only, each once.
+
+The run's resolved config (OUT/config.yaml) rebuilds the same weights and preprocessing. On the way, each
+recomputed channel mean is compared with the one extract recorded: a mismatch means the dataset, the weights or
+the preprocessing changed since the run, and the page says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+import yaml
+
+from analysis import storage
+from analysis.config import normalize_class_map, normalize_classes
+from analysis.decoding import DecodeError, decode_image
+from analysis.discovery import DataError, find_images
+from analysis.featuremaps import FeatureMapRecorder
+from analysis.model import LoadedModel, WeightsError, load_model
+from analysis.preprocessing import Preprocessing, make_preprocessing
+from analysis.sources import SourceError, read_bytes
+
+log = logging.getLogger(__name__)
+TOLERANCE = {"fp32": (1e-3, 1e-4), "bf16": (5e-2, 2e-2), "fp16": (2e-2, 1e-2)}  # (rtol, atol) by the run's precision
+
+
+class RecomputeError(RuntimeError):
+    """The shown images cannot be re-run (data, weights or config gone); one line for the page."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunModel:
+    loaded: LoadedModel
+    preprocessing: Preprocessing
+    data: str
+    max_image_pixels: int
+    max_file_bytes: int
+    notes: tuple[str, ...]       # differences from the run worth a line on the page
+
+
+@dataclasses.dataclass
+class ShownImage:
+    image_id: str
+    view: np.ndarray | None                      # (T, T, 3) uint8 thumbnail of the crop the network saw
+    maps: dict[str, dict[int, np.ndarray]]       # layer -> channel -> (h, w) float32 map after ReLU
+    error: str | None = None
+
+
+def read_run_config(run: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run) / storage.CONFIG_YAML
+    try:
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {})["extract"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise RecomputeError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def load_run_model(run: str | os.PathLike, meta: Mapping[str, Any]) -> RunModel:
+    """The run's model and preprocessing, never downloading; RecomputeError when they cannot be rebuilt."""
+    cfg = read_run_config(run)
+    try:
+        loaded = load_model(cfg["weights"], classes=normalize_classes("classes", cfg.get("classes")),
+                            classes_file=cfg.get("classes_file"),
+                            class_map=normalize_class_map("imagenet_classes", cfg["imagenet_classes"]),
+                            download=False, seed=int(cfg.get("seed", 0)), progress=False)
+        preprocessing = make_preprocessing(cfg["preprocess"], int(cfg["image_size"]))
+    except (WeightsError, KeyError, ValueError) as e:
+        raise RecomputeError(f"the run's model cannot be rebuilt: {e}") from None
+    notes = []
+    run_weights = meta.get("weights") or {}
+    if run_weights.get("sha256") and run_weights.get("sha256") != loaded.weights_sha256:
+        notes.append(f"the weights file now differs from the run's (sha256 {str(loaded.weights_sha256)[:12]} "
+                     f"here, {str(run_weights.get('sha256'))[:12]} in the run)")
+    ran = {k: v for k, v in (meta.get("preprocess") or {}).items() if k in ("name", "resize", "crop")}
+    now = {k: v for k, v in preprocessing.describe().items() if k in ran}
+    if ran != now:
+        notes.append(f"preprocessing differs from the run's: {now} here, {ran} in the run")
+    return RunModel(loaded, preprocessing, str(cfg.get("data") or ""), int(cfg["max_image_pixels"]),
+                    int(cfg["max_file_bytes"]), tuple(notes))
+
+
+def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[int]]], device: torch.device,
+                       precision: str, batch_size: int, thumbnail: int) -> list[ShownImage]:
+    """needs: {image_id: {layer: channels}} -> one ShownImage per image (an error instead when it cannot be read).
+
+    Each image is decoded and run once, in batches; only the channels asked for are kept.
+    """
+    try:
+        records = {r.image_id: r for r in find_images(rm.data).records}
+    except DataError as e:
+        raise RecomputeError(f"the run's DATA cannot be read any more: {e}") from None
+    layers = sorted({layer for want in needs.values() for layer in want})
+    model = rm.loaded.model.to(device).eval()
+    shown: list[ShownImage] = []
+    pending: list[tuple[ShownImage, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        x = torch.stack([t for _, t in pending]).to(device)                  # (B, 3, N, N)
+        with torch.inference_mode(), FeatureMapRecorder(model, layers) as rec, _autocast(device, precision):
+            model(x)
+            maps = rec.take()                                                # layer -> (B, C, h, w)
+        for b, (item, _) in enumerate(pending):
+            item.maps = {layer: {c: maps[layer][b, c].numpy().copy() for c in needs[item.image_id].get(layer, ())}
+                         for layer in layers}
+        pending.clear()
+
+    for image_id in needs:
+        record = records.get(image_id)
+        if record is None:
+            shown.append(ShownImage(image_id, None, {}, "not found in DATA any more"))
+            continue
+        try:
+            pil = decode_image(read_bytes(record, rm.max_file_bytes), rm.max_image_pixels).image
+        except (SourceError, DecodeError) as e:
+            shown.append(ShownImage(image_id, None, {}, f"cannot be read now ({e.reason})"))
+            continue
+        view = rm.preprocessing.view(pil).resize((thumbnail, thumbnail), resample=2)  # 2: bilinear
+        item = ShownImage(image_id, np.asarray(view, dtype=np.uint8).copy(), {})
+        shown.append(item)
+        pending.append((item, rm.preprocessing.transform(pil)))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return shown
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32" or (device.type == "cpu" and precision == "fp16"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def check_means(shown: Iterable[ShownImage], recorded: Mapping[tuple[str, str, int], float],
+                precision: str) -> list[dict[str, Any]]:
+    """Recomputed channel means against the recorded ones ({(image_id, layer, channel): value}); the mismatches."""
+    rtol, atol = TOLERANCE.get(precision, TOLERANCE["fp32"])
+    out = []
+    for item in shown:
+        for layer, channels in item.maps.items():
+            for c, fmap in channels.items():
+                want = recorded.get((item.image_id, layer, c))
+                if want is None:
+                    continue
+                got = float(fmap.mean(dtype=np.float64))
+                if not abs(got - want) <= atol + rtol * abs(want):
+                    out.append({"image_id": item.image_id, "layer": layer, "channel": c, "recorded": want,
+                                "recomputed": got})
+    return out

@@ -1,0 +1,179 @@
+"""Top-activating images per channel, streamed over a layer's Parquet, and the most confident mistakes.
+
+Memory stays bounded: one pass over a layer reads only the channels that will be shown, batch by batch, and keeps
+k values per channel and scope (dissect's runningstats top-k is the model). Order is total and documented:
+higher value first, then the earlier row of the table, so the result equals a full sort of the whole table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import report_tables as rt
+from analysis import storage
+from analysis.statistics import Groups, read_image_ids, sortable_bits
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+_ROW_COLUMNS = [rt.LAYER, rt.CLASS, rt.SCOPE, rt.CHANNEL, rt.CHANNEL_RANK, rt.IMAGE_RANK, storage.IMAGE_ID, rt.VALUE,
+                rt.PUSH]
+
+
+def _first_k(values: np.ndarray, k: int) -> np.ndarray:
+    """values (C, m) -> (C, min(k, m)) column indices of the k largest, larger first, ties to the lower index.
+
+    Key = descending value bits in the high word, index in the low word: unique keys, so a partition and a sort of
+    k keys on numpy's SIMD integer paths give the exact order. NaN counts as the lowest value.
+    """
+    values = np.where(np.isnan(values), -np.inf, values)
+    m = values.shape[1]
+    key = ((~sortable_bits(values)).astype(np.uint64) << np.uint64(32)) | np.arange(m, dtype=np.uint64)
+    if m > k:
+        key = np.partition(key, k - 1, axis=1)[:, :k]
+    key.sort(axis=1)
+    return (key & _LOW32).astype(np.int64)
+
+
+class TopK:
+    """Running top-k of each of C columns over rows streamed in table order; mergeable."""
+
+    def __init__(self, k: int, n_columns: int):
+        self.k = k
+        self.values = np.zeros((n_columns, 0), np.float32)     # (C, <=k), best first
+        self.positions = np.zeros((n_columns, 0), np.int64)    # (C, <=k), rows of the table
+
+    def add(self, values: np.ndarray, positions: np.ndarray) -> None:
+        """values (C, n) of the rows at `positions` (n,), increasing and after every row added before."""
+        if not len(positions):
+            return
+        if self.positions.size and positions[0] <= self.positions.max():
+            raise ValueError("TopK.add: rows must come in table order; use merge() for another stream")
+        self._keep(np.concatenate([self.values, values], axis=1),
+                   np.concatenate([self.positions, np.broadcast_to(positions, values.shape)], axis=1))
+
+    def merge(self, other: "TopK") -> None:
+        """Fold in another stream's state (any rows): candidates ordered by position keep ties exact."""
+        pos = np.concatenate([self.positions, other.positions], axis=1)
+        order = np.argsort(pos, axis=1, kind="stable")
+        self._keep(np.take_along_axis(np.concatenate([self.values, other.values], axis=1), order, 1),
+                   np.take_along_axis(pos, order, 1))
+
+    def _keep(self, values: np.ndarray, positions: np.ndarray) -> None:
+        # candidates are in position order among equal values (state first, then later rows), so index = tie-break
+        idx = _first_k(values, self.k)
+        self.values = np.take_along_axis(values, idx, 1)
+        self.positions = np.take_along_axis(positions, idx, 1)
+
+
+@dataclasses.dataclass
+class LayerScan:
+    image_ids: np.ndarray        # (N,) image ids in table order
+    channels: list[int]          # the columns scanned
+    top_all: TopK                # over every image
+    top_class: list[TopK]        # within each class
+    gathered: np.ndarray         # (G, len(channels)) values of the images asked for (nan when not in the table)
+
+
+def scan_layer(table_dir: str | os.PathLike, channels: Sequence[int], groups: Groups, k: int,
+               gather: Sequence[str] = (), batch_size: int = 65536) -> LayerScan:
+    """One pass over one layer's table: top-k of `channels` over all images and within each class, and the
+    values of the `gather` images (e.g. the mistakes)."""
+    channels = list(channels)
+    ids = read_image_ids(table_dir)
+    codes = groups.codes_of(ids)
+    where = pd.Index(ids).get_indexer(pd.Index(list(gather)))            # (G,) row of each gathered image or -1
+    gathered = np.full((len(where), len(channels)), np.nan, np.float32)
+    top_all = TopK(k, len(channels))
+    top_class = [TopK(k, len(channels)) for _ in groups.classes]
+    offset = 0
+    for batch in storage.iter_parquet_batches(table_dir, [storage.channel_column(c) for c in channels], batch_size):
+        n = batch.num_rows
+        values = np.stack([col.to_numpy(zero_copy_only=False) for col in batch.columns])  # (C, n)
+        pos = np.arange(offset, offset + n)
+        top_all.add(values, pos)
+        for c, top in enumerate(top_class):
+            inside = codes[offset:offset + n] == c
+            top.add(values[:, inside], pos[inside])
+        hit = np.flatnonzero((where >= offset) & (where < offset + n))
+        gathered[hit] = values[:, where[hit] - offset].T
+        offset += n
+    return LayerScan(ids, channels, top_all, top_class, gathered)
+
+
+def select_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> dict[str, list[int]]:
+    """{class: its m most selective channels of `layer` (channel means), most selective first}."""
+    s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN) & (stats[rt.RANK_SELECTIVITY] <= m)]
+    return {cls: s[s[rt.CLASS] == cls].sort_values(rt.RANK_SELECTIVITY)[rt.CHANNEL].astype(int).tolist()
+            for cls in classes}
+
+
+def make_top_examples(layer: str, scan: LayerScan, selected: Mapping[str, Sequence[int]],
+                      classes: Sequence[str]) -> pd.DataFrame:
+    """Rows of top_examples for one layer: per class, its selected channels, top images over all and within."""
+    col = {c: j for j, c in enumerate(scan.channels)}
+    rows = []
+    for cls, channels in selected.items():
+        for rank, channel in enumerate(channels, start=1):
+            for scope, top in ((rt.SCOPE_ALL, scan.top_all), (rt.SCOPE_CLASS, scan.top_class[classes.index(cls)])):
+                j = col[channel]
+                for i, (value, pos) in enumerate(zip(top.values[j], top.positions[j]), start=1):
+                    rows.append((layer, cls, scope, channel, rank, i, scan.image_ids[pos], float(value), np.nan))
+    return pd.DataFrame(rows, columns=_ROW_COLUMNS)
+
+
+def find_mistakes(predictions: pd.DataFrame, groups: Groups, n: int) -> pd.DataFrame:
+    """The n most confident wrong predictions among labeled ok images (none on an unlabeled run)."""
+    if groups.by != rt.GROUP_LABEL or n == 0:
+        return predictions.iloc[:0]
+    p = predictions
+    wrong = p[(p[storage.STATUS] == storage.STATUS_OK) & p[storage.LABEL].isin(groups.classes)
+              & p[storage.PRED].notna() & (p[storage.PRED] != p[storage.LABEL])]
+    return wrong.sort_values([storage.CONFIDENCE, storage.IMAGE_ID], ascending=[False, True]).head(n)
+
+
+def make_mistake_examples(layer: str, mistakes: pd.DataFrame, scan: LayerScan, selected: Mapping[str, Sequence[int]],
+                          stats: pd.DataFrame) -> pd.DataFrame:
+    """Per mistake, the channel among the wrong class's selected ones that pushed hardest toward it:
+    the largest (value - mean of the true class) / its std."""
+    s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN)].set_index([rt.CLASS, rt.CHANNEL])
+    col = {c: j for j, c in enumerate(scan.channels)}
+    rows = []
+    for i, (_, m) in enumerate(mistakes.iterrows()):
+        pred, label = m[storage.PRED], m[storage.LABEL]
+        chans = list(selected.get(pred, ()))
+        if not chans or np.isnan(scan.gathered[i]).all():
+            continue
+        values = scan.gathered[i, [col[c] for c in chans]].astype(np.float64)
+        ref = s.loc[[(label, c) for c in chans]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (values - ref[rt.MEAN].to_numpy()) / ref[rt.STD].to_numpy()
+        z = np.where(np.isfinite(z), z, -np.inf)
+        best = int(np.argmax(z))
+        rows.append((layer, pred, rt.SCOPE_MISTAKE, chans[best], best + 1, i + 1, m[storage.IMAGE_ID],
+                     float(values[best]), float(z[best]) if np.isfinite(z[best]) else np.nan))
+    return pd.DataFrame(rows, columns=_ROW_COLUMNS)
+
+
+def attach_predictions(examples: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """Add label, pred and confidence of each example's image."""
+    cols = [storage.IMAGE_ID, storage.LABEL, storage.PRED, storage.CONFIDENCE]
+    return examples.merge(predictions[cols], on=storage.IMAGE_ID, how="left")
+
+
+def compute_top_examples(run: str | os.PathLike, layers: Sequence[str], stats: pd.DataFrame, groups: Groups,
+                         predictions: pd.DataFrame, mistakes: pd.DataFrame, m: int, k: int) -> pd.DataFrame:
+    """The top_examples table: per layer one pass over its channel means for the galleries and the mistakes."""
+    frames = []
+    gather = mistakes[storage.IMAGE_ID].tolist()
+    for layer in layers:
+        selected = select_channels(stats, layer, groups.classes, m)
+        channels = sorted({c for chans in selected.values() for c in chans})
+        scan = scan_layer(storage.activation_dir(run, layer), channels, groups, k, gather=gather)
+        frames.append(make_top_examples(layer, scan, selected, groups.classes))
+        frames.append(make_mistake_examples(layer, mistakes, scan, selected, stats))
+    frames = [f for f in frames if len(f)]
+    examples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ROW_COLUMNS)
+    return attach_predictions(examples, predictions)

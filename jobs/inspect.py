@@ -1,0 +1,164 @@
+"""Inspect one image: a single convolution, VGG16's answer, its feature maps and top channels, as one page.
+
+    python -m jobs.inspect --image cat.jpg [--out runs] [--weights imagenet|random|FILE] [--layers conv1_2,conv5_3]
+                           [--run RUN] [--kernel random|edge|sobel|blur|sharpen|identity] [--set key=value]
+
+Writes OUT/inspect/<image name>/index.html with its PNG figures and inspect.json (every number shown) beside it.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from analysis import storage
+from analysis.config import ConfigError, InspectConfig, read_config_section
+from analysis.convolution import compute_convolution, make_kernel
+from analysis.decoding import DecodeError, Decoded, decode_image
+from analysis.featuremaps import FeatureMapRecorder
+from analysis.inspection import compute_answer, summarize_layer
+from analysis.model import load_model
+from analysis.preprocessing import make_preprocessing
+from analysis.run_channels import compare_with_run, describe_mismatch, read_run_meta
+from analysis.sources import ImageRecord, SourceError, read_bytes
+from jobs import cli, runtime
+from reports import inspect_page
+from reports.inspect_html import Page, render_page
+
+log = logging.getLogger("cnn_blackbox")
+# Keys that must agree with the extract job, so they are read from its section unless the inspect section sets them.
+SHARED_WITH_EXTRACT = ("max_image_pixels", "max_file_bytes", "imagenet_classes")
+
+
+def main(cfg: InspectConfig) -> int:
+    t0 = time.perf_counter()
+    page_dir = Path(cfg.out or "runs") / "inspect" / make_page_name(cfg.image)
+    run_meta = read_run_meta(cfg.run) if cfg.run else None  # a wrong RUN fails before any work
+
+    # 1. The image as read (orientation fixed), and as the network sees it (resized, center-cropped).
+    decoded = read_image(cfg.image, cfg.max_file_bytes, cfg.max_image_pixels)
+    preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
+    view = np.asarray(preprocessing.view(decoded.image))                        # (N, N, 3) uint8
+
+    # 2. One convolution on its own, on that crop.
+    kernel = make_kernel(cfg.kernel, cfg.kernel_seed)
+    conv = compute_convolution(view, kernel)                                     # (3, N, N)
+
+    # 3. VGG16's answer, recording the chosen layers' feature maps on the way. One image on the CPU in fp32: moving
+    # the 0.5 GB model to a GPU would cost more than this forward, and fp32 keeps the numbers shown exact.
+    loaded = load_model(cfg.weights, classes=cfg.classes, classes_file=cfg.classes_file,
+                        class_map=cfg.imagenet_classes, download=cfg.download, seed=cfg.seed)
+    if loaded.random:
+        log.warning("RANDOM WEIGHTS (seed %d): the answer and the channels mean nothing", cfg.seed)
+    x = preprocessing.transform(decoded.image)[None]                             # (1, 3, N, N)
+    with torch.inference_mode(), FeatureMapRecorder(loaded.model, cfg.layers) as recorder:
+        raw = loaded.model(x)                                                    # (1, 1000 or K)
+        maps = recorder.take()                                                   # layer -> (1, C, h, w)
+    answer = compute_answer(raw, loaded)
+
+    # 4-5. Each layer: its feature maps, the mean of each channel, the channel with the highest mean.
+    layers = [summarize_layer(name, maps[name][0]) for name in cfg.layers]
+
+    # 6. With a dataset run: the channels it ranked most selective for the predicted class, and this image among it.
+    predicted = answer.classes[answer.pred]
+    comparisons = [compare_with_run(cfg.run, run_meta, lm.layer, lm.means, predicted, cfg.run_channels)
+                   for lm in layers] if run_meta else []
+
+    # The page: its figures, its numbers, and index.html last, so that it only ever references files that exist.
+    name = Path(cfg.image).name
+    page = inspect_page.start_page(name, cfg.image, loaded, preprocessing.describe()["steps"], cfg.layers)
+    inspect_page.add_image_section(page, np.asarray(fit_within(decoded, inspect_page.SHOWN_MAX_SIDE)),
+                                   decoded.width, decoded.height, decoded.format, view,
+                                   preprocessing.describe()["steps"])
+    inspect_page.add_conv_section(page, kernel, conv)
+    inspect_page.add_answer_section(page, answer)
+    for lm in layers:
+        inspect_page.add_layer_section(page, lm, view, cfg.grid_channels, cfg.colormap, cfg.alpha)
+    if run_meta:
+        notes = describe_mismatch(run_meta, loaded.weights_id, preprocessing.describe())
+        inspect_page.add_run_section(page, cfg.run, notes, comparisons, {lm.layer: lm for lm in layers}, view,
+                                     cfg.colormap, cfg.alpha)
+    inspect_page.add_numbers_section(page, inspect_page.make_numbers(name, answer, layers, kernel, conv,
+                                                                     comparisons, page.facts))
+    write_page(page_dir, page)
+    log.info("%s: %s (%.3f); page written in %.1f s: %s", name, predicted, float(answer.probs[answer.pred]),
+             time.perf_counter() - t0, page_dir / "index.html")
+    return 0
+
+
+def make_page_name(image: str) -> str:
+    """The folder name of an image's page: its file name, with anything but letters, digits, '.', '-' made '_'."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(image).name).lstrip(".")
+    return name or "image"
+
+
+def read_image(path: str, max_bytes: int, max_pixels: int) -> Decoded:
+    """The decoded image, or one line that names the file and says what is wrong with it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"image {path!r}: no such file")
+    if not p.is_file():
+        raise ConfigError(f"image {path!r}: not a file")
+    try:
+        data = read_bytes(ImageRecord(p.name, None, None, str(p.resolve())), max_bytes)
+        return decode_image(data, max_pixels)
+    except (SourceError, DecodeError) as e:
+        raise DecodeError(f"image {path!r} cannot be used: {e.reason}") from None
+
+
+def fit_within(decoded: Decoded, side: int):
+    """The image scaled down so that its longer side is at most `side` (never up)."""
+    image = decoded.image
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.LANCZOS)
+
+
+def write_page(page_dir: Path, page: Page) -> None:
+    """Every carried file atomically, then index.html; figures of an earlier page that this one dropped go."""
+    for file_name, data in page.files.items():
+        storage.write_bytes_atomic(data, page_dir / file_name)
+    storage.write_bytes_atomic(render_page(page).encode("utf-8"), page_dir / "index.html")
+    for stale in page_dir.glob("*.png"):
+        if stale.name not in page.files:
+            stale.unlink()
+
+
+def parse(argv: list[str] | None = None) -> InspectConfig:
+    p = cli.ArgumentParser(prog="python -m jobs.inspect", description=__doc__.splitlines()[0])
+    p.add_argument("--image", help="the image to inspect (any format PIL reads; EXIF orientation is applied)")
+    p.add_argument("--out", help="the page goes to OUT/inspect/<image name>/index.html (default runs/)")
+    p.add_argument("--run", help="a finished dataset run (the OUT of make analyze): adds its most selective channels")
+    p.add_argument("--weights", help="imagenet | random | path to a checkpoint (.pth, .pt, .safetensors)")
+    p.add_argument("--classes", help="comma-separated class names of an N-way checkpoint, in head order")
+    p.add_argument("--classes-file", help="class names, one a line (e.g. classification-pytorch's cls_classes.txt)")
+    p.add_argument("--preprocess", help="imagenet | classification-pytorch")
+    p.add_argument("--image-size", type=int, help="crop size the network sees (resize scales with it)")
+    p.add_argument("--layers", help="all, or comma-separated layer names (conv1_1 ... conv5_3)")
+    p.add_argument("--kernel", help="the single-convolution demo's kernel: random | edge | sobel | blur | sharpen "
+                                    "| identity")
+    cli.add_config_args(p)
+    args = p.parse_args(argv)
+    own = read_config_section(args.config, "inspect")
+    shared = {k: v for k, v in read_config_section(args.config, "extract").items()
+              if k in SHARED_WITH_EXTRACT and k not in own}
+    flags = dict(shared, image=args.image, out=args.out, run=args.run, weights=args.weights, classes=args.classes,
+                 classes_file=args.classes_file, preprocess=args.preprocess, image_size=args.image_size,
+                 layers=args.layers, kernel=args.kernel)
+    cfg = cli.resolve_config(InspectConfig, "inspect", args, flags)
+    if not cfg.image:
+        raise ConfigError("image: no image given; pass --image PATH (make inspect IMAGE=PATH)")
+    return cfg
+
+
+if __name__ == "__main__":
+    runtime.setup_logging()
+    sys.exit(cli.run_main(parse, main, "inspect"))

@@ -1,0 +1,186 @@
+"""Report: rank channels per class, show their top-activating images with overlays, write the HTML summary.
+
+    python -m jobs.report --run OUT [--out DIR] [--layers conv5_3,conv4_3] [--config YAML] [--set key=value]
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from analysis import report_tables as rt
+from analysis import manifest, statistics, storage, topk
+from analysis.config import ConfigError, ReportConfig
+from analysis.recompute import RecomputeError, check_means, compute_shown_maps, load_run_model
+from jobs import cli, runtime
+from reports import figures, gallery
+from reports.html import render_page
+from reports.page import Overlays, make_context
+
+log = logging.getLogger("cnn_blackbox")
+
+
+def main(cfg: ReportConfig) -> int:
+    t0 = time.perf_counter()
+    run, meta = Path(cfg.run), read_finished_run(cfg.run)
+    out = rt.report_dir(run, cfg.out)
+    layers = check_layers(cfg.layers, meta)
+    classes = tuple(meta["classes"])
+
+    # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class.
+    predictions = rt.read_predictions(run, classes)
+    groups = statistics.make_groups(predictions, classes)
+    log.info("statistics over %d images grouped by %s, %d layers", len(groups.code), groups.by, len(meta["layers"]))
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    stats = pd.concat([statistics.compute_channel_stats(run, {layer: channels}, groups, cfg.stats_memory_mb, threads)
+                       for layer, channels in tqdm(meta["layers"].items(), desc="statistics", unit="layer",
+                                                   disable=not cfg.progress, file=sys.stderr)], ignore_index=True)
+    rt.write_table(stats, rt.CHANNEL_STATS_SCHEMA, out / rt.CHANNEL_STATS)
+
+    # 2. Top-activating images of the most selective channels, and the most confident mistakes.
+    mistakes = topk.find_mistakes(predictions, groups, cfg.mistakes)
+    examples = topk.compute_top_examples(run, layers, stats, groups, predictions, mistakes, cfg.top_channels,
+                                         cfg.top_images)
+    rt.write_table(examples, rt.TOP_EXAMPLES_SCHEMA, out / rt.TOP_EXAMPLES)
+
+    # 3. Overlays: the model re-run on the shown images only, their means checked against the Parquet.
+    overlays = draw_overlays(cfg, run, meta, examples, out) if cfg.overlays else Overlays(
+        {}, {}, {}, [], 0, "Overlays are off (report.overlays: false).")
+
+    # 4. Figures, then the page.
+    figs = write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
+    context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
+                           cfg.top_channels, cfg.note, time.perf_counter() - t0)
+    storage.write_bytes_atomic(render_page(context).encode("utf-8"), out / rt.INDEX_HTML)
+    log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / rt.INDEX_HTML).resolve())
+    return 0
+
+
+def read_finished_run(run: str) -> dict:
+    manifest.check_complete(run)  # an unfinished (sharded) run is refused, naming the shards still missing
+    try:
+        meta = storage.read_run_json(run)
+    except FileNotFoundError:
+        raise ConfigError(f"run {run!r}: no {storage.RUN_JSON} there; RUN must be a finished extract output "
+                          "(its run.json is written last)") from None
+    except ValueError as e:
+        raise ConfigError(f"run {run!r}: {storage.RUN_JSON} cannot be read ({e})") from None
+    if not meta.get("layers") or not meta.get("classes"):
+        raise ConfigError(f"run {run!r}: {storage.RUN_JSON} names no layers or no classes")
+    return meta
+
+
+def check_layers(layers: tuple[str, ...], meta: dict) -> list[str]:
+    """The report's layers, as configured (conv5_3 first by default), all of them recorded by the run."""
+    missing = [name for name in layers if name not in meta["layers"]]
+    if missing:
+        raise ConfigError(f"layers: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}")
+    return sorted(layers, reverse=True)  # the deepest first: conv5_3 before conv4_3
+
+
+def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFrame, out: Path) -> Overlays:
+    """Re-run the model on each shown image once, for all the channels it is shown with; write the tiles."""
+    needs = gallery.list_needs(examples)
+    recorded = {(i, layer, int(c)): float(v) for i, layer, c, v in
+                zip(examples[storage.IMAGE_ID], examples[rt.LAYER], examples[rt.CHANNEL], examples[rt.VALUE])}
+    device = runtime.pick_device(cfg.device)
+    precision = meta.get("precision", "fp32")
+    try:
+        rm = load_run_model(run, meta)
+        log.info("overlays: re-running %d shown images on %s (%s)", len(needs), device, precision)
+        shown = compute_shown_maps(rm, needs, device, precision, cfg.batch_size, cfg.thumbnail)
+    except RecomputeError as e:
+        log.warning("no overlays: %s", e)
+        return Overlays({}, {}, {}, [], 0, f"No overlays: {e}")
+    scales = gallery.compute_channel_scales(shown)
+    tiles = gallery.make_tiles(shown, scales, cfg.colormap, cfg.alpha)
+    number = {item.image_id: n for n, item in enumerate(shown)}
+    for stale in (out / "tiles").glob("conv*-c*-*.jpg"):  # an earlier report's tiles, never the user's files
+        stale.unlink()
+    paths = {}
+    for (image_id, layer, channel), tile in tiles.items():
+        name = f"tiles/{layer}-c{channel}-{number[image_id]:05d}.jpg"  # never the file name from the data
+        write_jpeg(tile, out / name)
+        paths[(image_id, layer, channel)] = name
+    mismatches = check_means(shown, recorded, precision)
+    checked = sum(len(chans) for item in shown for chans in item.maps.values())
+    for m in mismatches:
+        log.warning("recomputed mean differs: %s %s c%d recorded %.5f, now %.5f", m["image_id"], m["layer"],
+                    m["channel"], m["recorded"], m["recomputed"])
+    unreadable = {item.image_id: item.error for item in shown if item.error}
+    notes = list(rm.notes) + ([f"{len(unreadable)} shown images could not be re-run"] if unreadable else [])
+    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None)
+
+
+def write_jpeg(tile: np.ndarray, path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(tile).save(buf, format="JPEG", quality=85)
+    storage.write_bytes_atomic(buf.getvalue(), path)
+
+
+def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: statistics.Groups,
+                  stats: pd.DataFrame, layers: list[str], m: int) -> dict:
+    """Render every chart to out/figures/*.png; returns their paths relative to the page."""
+    def save(fig, name: str) -> str:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        storage.write_bytes_atomic(buf.getvalue(), out / "figures" / f"{name}.png")
+        return f"figures/{name}.png"
+
+    classes = list(groups.classes)
+    ok = predictions[predictions[storage.STATUS] == storage.STATUS_OK]
+    column = ok[storage.LABEL] if groups.by == rt.GROUP_LABEL else ok[storage.PRED]
+    counts = {c: int((column == c).sum()) for c in classes}
+    errors = predictions[storage.ERROR].dropna().value_counts().to_dict()
+    labeled = ok[ok[storage.LABEL].isin(classes) & ok[storage.PRED].isin(classes)]
+    matrix = pd.crosstab(pd.Categorical(labeled[storage.LABEL], classes), pd.Categorical(labeled[storage.PRED], classes),
+                         dropna=False).to_numpy()
+    acc = float(np.trace(matrix) / matrix.sum()) if matrix.sum() else None
+    probs = {c: {g: ok.loc[column == g, storage.prob_column(c)].dropna().to_numpy() for g in classes} for c in classes}
+    figs = {"quality": save(figures.plot_data_quality(counts, errors), "quality"),
+            "classification": [(save(figures.plot_probability_histograms(probs, groups.by), "probabilities"),
+                                 "probability histograms per class")],
+            "selectivity": save(figures.plot_selectivity_distribution(stats, list(meta["layers"]), classes),
+                                "selectivity"),
+            "layers": {}}
+    if groups.by == rt.GROUP_LABEL:
+        figs["classification"].insert(0, (save(figures.plot_confusion(matrix, classes, acc), "confusion"),
+                                          "confusion matrix"))
+    for layer in layers:
+        selected = topk.select_channels(stats, layer, classes, m)
+        union = list(dict.fromkeys(c for chans in selected.values() for c in chans))
+        figs["layers"][layer] = [
+            (save(figures.plot_top_channels(stats, layer, classes, m), f"top-{layer}"), f"top channels of {layer}"),
+            (save(figures.plot_class_means(stats, layer, union, classes), f"means-{layer}"), f"class means, {layer}")]
+    return figs
+
+
+def parse(argv: list[str] | None = None) -> ReportConfig:
+    p = cli.ArgumentParser(prog="python -m jobs.report", description=__doc__.splitlines()[0])
+    p.add_argument("--run", help="a finished extract output folder (the OUT holding run.json)")
+    p.add_argument("--out", help="where the page goes (default RUN/report)")
+    p.add_argument("--layers", help="comma-separated layers with galleries (default conv5_3,conv4_3)")
+    p.add_argument("--device", help="device for the overlays: auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    cli.add_config_args(p)
+    args = p.parse_args(argv)
+    flags = dict(run=args.run, out=args.out, layers=args.layers, device=args.device, overlays=args.overlays,
+                 progress=args.progress)
+    cfg = cli.resolve_config(ReportConfig, "report", args, flags)
+    if not cfg.run:
+        raise ConfigError("run: no run given; pass --run OUT (make report RUN=OUT)")
+    return cfg
+
+
+if __name__ == "__main__":
+    runtime.setup_logging()
+    sys.exit(cli.run_main(parse, main, "report"))

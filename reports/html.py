@@ -1,0 +1,192 @@
+"""The report page, rendered from a context of plain data (never markup) into one self-contained HTML file.
+
+Every value from the data (file names, class names, error messages) is escaped for the place it lands:
+`_t` for text and double-quoted attributes, `_url` for src/href (relative paths only, percent-encoded),
+`_json` for the one inline data script. Styles and the script are inline; nothing is fetched from the network.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px 48px;color:#222}
+h1{margin:16px 0 4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}h3{margin:20px 0 6px}
+.banner{padding:10px 14px;margin:10px 0;border-radius:4px;font-weight:600}
+.warn{background:#fde2e1;border:1px solid #e0a0a0}.info{background:#e6f0fb;border:1px solid #a8c4e8}
+table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}img.fig{max-width:100%;display:block;margin:8px 0}
+.tiles{display:flex;flex-wrap:wrap;gap:6px}.tile{width:136px;font-size:11px;overflow-wrap:anywhere}
+.tile img,.tile .missing{width:128px;height:128px;display:block;background:#eee}
+.chan{margin:10px 0 18px}.pair{display:flex;gap:24px;flex-wrap:wrap}pre{background:#f6f6f6;padding:10px;overflow:auto}
+.muted{color:#777}nav a{margin-right:12px}
+"""
+
+_SCRIPT = """
+(function(){
+  var data = JSON.parse(document.getElementById('report-data').textContent);
+  var box = document.getElementById('filter');
+  box.addEventListener('input', function(){
+    var q = box.value.toLowerCase();
+    document.querySelectorAll('.tile[data-i]').forEach(function(el){
+      el.hidden = q !== '' && data.ids[+el.dataset.i].toLowerCase().indexOf(q) < 0;
+    });
+  });
+})();
+"""
+
+
+def _t(value: Any) -> str:
+    """Text or a double-quoted attribute value: & < > " ' escaped."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _url(path: str) -> str:
+    """A relative path for src/href: no scheme (javascript:, http:, data:), no absolute path; percent-encoded."""
+    if _SCHEME.match(path) or path.startswith(("/", "\\")):
+        raise ValueError(f"only relative paths may be referenced by the page, got {path!r}")
+    return _t(quote(path, safe="/"))
+
+
+def _json(obj: Any) -> str:
+    """JSON for inside <script>: no character sequence in it can close the element or open a comment."""
+    text = json.dumps(obj, ensure_ascii=True, allow_nan=False)
+    for ch in "<>&'":  # no </script>, <!--, entity or quote can appear, whatever the strings hold
+        text = text.replace(ch, f"\\u{ord(ch):04x}")
+    return text
+
+
+def _num(value: Any, fmt: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "&ndash;" if value is None or math.isnan(value) else _t(f"{value}")
+    return _t(format(value, fmt)) if isinstance(value, (int, float)) else _t(value)
+
+
+def _table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    """head: texts; rows: cells already rendered by _t/_num."""
+    out = ["<table><tr>", *(f"<th>{_t(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _figure(src: str, alt: str) -> str:
+    return f'<img class="fig" src="{_url(src)}" alt="{_t(alt)}" loading="lazy">'
+
+
+def _tile(tile: Mapping[str, Any]) -> str:
+    caption = (f"{_t(tile['image_id'])}<br>value {_num(tile.get('value'))}"
+               f"<br>label {_t(tile.get('label') or '-')}, pred {_t(tile.get('pred') or '-')}")
+    pic = (f'<img src="{_url(tile["src"])}" alt="{_t(tile["image_id"])}" title="{_t(tile["image_id"])}" loading="lazy">'
+           if tile.get("src") else f'<div class="missing" title="{_t(tile.get("why") or "")}"></div>')
+    return f'<div class="tile" data-i="{int(tile["i"])}">{pic}{caption}</div>'
+
+
+def _section_run(ctx: Mapping[str, Any]) -> str:
+    rows = [(_t(k), _t(v)) for k, v in ctx["run"]]
+    return "<h2 id='run'>The run</h2>" + _table(("", ""), rows)
+
+
+def _section_quality(q: Mapping[str, Any]) -> str:
+    out = ["<h2 id='quality'>Data quality</h2>", _figure(q["figure"], "images per class and errors by reason")]
+    if q["errors"]:
+        out.append(_table(("error", "images"), [(_t(r), _num(n, "d")) for r, n in q["errors"]]))
+    if q["skipped"]:
+        out.append("<p>Files found but not analyzed:</p>")
+        out.append(_table(("reason", "files"), [(_t(r), _num(n, "d")) for r, n in q["skipped"]]))
+    return "".join(out)
+
+
+def _section_classification(c: Mapping[str, Any]) -> str:
+    out = ["<h2 id='classification'>Classification</h2>", f"<p>{_t(c['summary'])}</p>"]
+    out += [_figure(src, alt) for src, alt in c["figures"]]
+    return "".join(out)
+
+
+def _channel_rows(rows) -> list[tuple[str, ...]]:
+    return [(_num(r["channel"], "d"), _num(r["auc"]), _num(r["d"], ".2f"), _num(r["mean"]), _num(r["rest_mean"]),
+              _num(r["rank_mean"], "d")) for r in rows]
+
+
+def _section_channels(ctx: Mapping[str, Any]) -> str:
+    out = ["<h2 id='channels'>Channels per class</h2>", f"<p>{_t(ctx['group_note'])}</p>",
+           _figure(ctx["selectivity_figure"], "selectivity per layer")]
+    head = ("channel", "AUC", "d", "mean, class", "mean, rest", "rank by mean")
+    for layer in ctx["layers"]:
+        out.append(f"<h3>{_t(layer['layer'])}</h3>")
+        out += [_figure(src, alt) for src, alt in layer["figures"]]
+        out.append('<div class="pair">')
+        for cls in layer["classes"]:
+            out.append(f"<div><b>{_t(cls['class'])}</b>: most selective" + _table(head, _channel_rows(cls["selective"])))
+            out.append("by mean activation (the article's ranking)" + _table(head, _channel_rows(cls["by_mean"])) + "</div>")
+        out.append("</div>")
+    return "".join(out)
+
+
+def _section_galleries(ctx: Mapping[str, Any]) -> str:
+    out = ["<h2 id='galleries'>Top-activating images</h2>",
+           f"<p>{_t(ctx['gallery_note'])}</p>",
+           '<p><label>Filter tiles by file name: <input id="filter" type="search"></label></p>']
+    if ctx.get("overlay_note"):
+        out.append(f'<div class="banner warn">{_t(ctx["overlay_note"])}</div>')
+    for g in ctx["galleries"]:
+        out.append(f"<h3>{_t(g['layer'])}: channels most selective for {_t(g['class'])}</h3>")
+        for ch in g["channels"]:
+            out.append(f"<div class='chan'><b>channel {_num(ch['channel'], 'd')}</b> (rank {_num(ch['rank'], 'd')}, "
+                       f"AUC {_num(ch['auc'])}, d {_num(ch['d'], '.2f')}); colour scale 0 to "
+                       f"{_num(ch['vmax'])} on every tile of this channel")
+            for scope in ch["scopes"]:
+                out.append(f"<div class='muted'>{_t(scope['title'])}</div><div class='tiles'>"
+                           + "".join(_tile(t) for t in scope["tiles"]) + "</div>")
+            out.append("</div>")
+    return "".join(out)
+
+
+def _section_mistakes(ctx: Mapping[str, Any]) -> str:
+    out = ["<h2 id='mistakes'>Most confident mistakes</h2>", f"<p>{_t(ctx['mistakes_note'])}</p>"]
+    for group in ctx["mistakes"]:
+        out.append(f"<h3>{_t(group['layer'])}</h3><div class='tiles'>" + "".join(_tile(t) for t in group["tiles"])
+                   + "</div>")
+    return "".join(out)
+
+
+def _section_check(ctx: Mapping[str, Any]) -> str:
+    rows = ctx["mismatches"]
+    out = ["<h2 id='check'>Recomputed activations</h2>", f"<p>{_t(ctx['check_note'])}</p>"]
+    if rows:
+        out.append(_table(("image", "layer", "channel", "recorded", "recomputed"),
+                          [(_t(r["image_id"]), _t(r["layer"]), _num(r["channel"], "d"), _num(r["recorded"], ".5f"),
+                            _num(r["recomputed"], ".5f")) for r in rows]))
+    return "".join(out)
+
+
+def _section_loading(load: Mapping[str, Any]) -> str:
+    links = "".join(f'<li><a href="{_url(href)}">{_t(text)}</a></li>' for text, href in load["links"])
+    return (f"<h2 id='data'>Load the data</h2><ul>{links}</ul><pre><code>{_t(load['snippet'])}</code></pre>"
+            f"<p>{_t(load['rerun'])}</p>")
+
+
+def render_page(ctx: Mapping[str, Any]) -> str:
+    """The whole page as a string."""
+    banners = "".join(f'<div class="banner {"warn" if b["level"] == "warn" else "info"}">{_t(b["text"])}</div>'
+                      for b in ctx["banners"])
+    nav = "".join(f'<a href="#{a}">{_t(t)}</a>' for a, t in (
+        ("run", "run"), ("quality", "data quality"), ("classification", "classification"),
+        ("channels", "channels"), ("galleries", "galleries"), ("mistakes", "mistakes"), ("check", "check"),
+        ("data", "load the data")))
+    body = "".join((
+        f"<h1>{_t(ctx['title'])}</h1>", f"<nav>{nav}</nav>", banners, _section_run(ctx),
+        _section_quality(ctx["quality"]), _section_classification(ctx["classification"]), _section_channels(ctx),
+        _section_galleries(ctx), _section_mistakes(ctx), _section_check(ctx), _section_loading(ctx["loading"])))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_t(ctx['title'])}</title><style>{_CSS}</style></head><body>{body}"
+            f'<script type="application/json" id="report-data">{_json({"ids": ctx["tile_ids"]})}</script>'
+            f"<script>{_SCRIPT}</script></body></html>\n")

@@ -1,0 +1,162 @@
+"""The report page's context: plain data (strings, numbers, relative paths) gathered for reports/html.py."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from analysis import report_tables as rt
+from analysis import storage
+
+
+@dataclasses.dataclass
+class Overlays:
+    tiles: dict[tuple[str, str, int], str]           # (image_id, layer, channel) -> tile path relative to the page
+    scales: dict[tuple[str, int], tuple[float, float]]  # (layer, channel) -> (vmin, vmax) of its colour scale
+    unreadable: dict[str, str]                         # image_id -> why it could not be re-run
+    mismatches: list[dict[str, Any]]                   # recomputed means that differ from the recorded ones
+    checked: int                                       # channel means compared
+    note: str | None                                   # why there are no overlays, or what differs from the run
+
+
+def _run_rows(meta: Mapping[str, Any], seconds: float) -> list[tuple[str, str]]:
+    w, c, t = meta.get("weights") or {}, meta.get("counts") or {}, meta.get("timings") or {}
+    pre = meta.get("preprocess") or {}
+    layers = meta.get("layers") or {}
+    return [
+        ("model", meta.get("model", "?")), ("weights", w.get("id", "?")), ("weights sha256", w.get("sha256") or "-"),
+        ("classes", ", ".join(meta.get("classes") or [])),
+        ("layers", f"{len(layers)}: " + ", ".join(f"{k} ({v})" for k, v in layers.items())),
+        ("preprocessing", f"{pre.get('name', '?')}: {pre.get('steps', '')}"),
+        ("device, precision", f"{meta.get('device', '?')}, {meta.get('precision', '?')}"),
+        ("images", f"{c.get('found', '?')} found, {c.get('ok', '?')} ok, {c.get('error', '?')} errors, "
+                   f"{c.get('skipped', 0)} other files skipped"),
+        ("throughput", f"{t.get('images_per_s', '?')} images/s over {t.get('seconds', '?')} s (extract)"),
+        ("data", f"{(meta.get('data') or {}).get('path', '?')} ({(meta.get('data') or {}).get('layout', '?')})"),
+        ("finished", meta.get("finished", "?")), ("report", f"{seconds:.1f} s"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())),
+    ]
+
+
+def _channel_table(s: pd.DataFrame, rank: str, m: int) -> list[dict[str, Any]]:
+    top = s.sort_values(rank).head(m)
+    return [{"channel": int(r[rt.CHANNEL]), "auc": float(r[rt.AUC]), "d": float(r[rt.COHENS_D]),
+             "mean": float(r[rt.MEAN]), "rest_mean": float(r[rt.REST_MEAN]), "rank_mean": int(r[rt.RANK_MEAN])}
+            for _, r in top.iterrows()]
+
+
+def _tile(row: pd.Series, overlays: Overlays, ids: list[str]) -> dict[str, Any]:
+    image_id = row[storage.IMAGE_ID]
+    ids.append(image_id)
+    src = overlays.tiles.get((image_id, row[rt.LAYER], int(row[rt.CHANNEL])))
+    conf = row.get(storage.CONFIDENCE)
+    return {"i": len(ids) - 1, "image_id": image_id, "src": src, "value": float(row[rt.VALUE]),
+            "label": row[storage.LABEL] if isinstance(row[storage.LABEL], str) else None,
+            "pred": (f"{row[storage.PRED]} ({conf:.0%})" if isinstance(row[storage.PRED], str) and pd.notna(conf)
+                     else None),
+            "why": overlays.unreadable.get(image_id) or overlays.note or "no overlay"}
+
+
+def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, ids: list[str]) -> list[dict]:
+    s = stats[stats[rt.STAT] == rt.STAT_MEAN].set_index([rt.LAYER, rt.CLASS, rt.CHANNEL])
+    out = []
+    shown = examples[examples[rt.SCOPE] != rt.SCOPE_MISTAKE]
+    for (layer, cls), g in shown.groupby([rt.LAYER, rt.CLASS], sort=False):
+        channels = []
+        for rank, ch in g.groupby(rt.CHANNEL_RANK, sort=True):
+            c = int(ch[rt.CHANNEL].iloc[0])
+            row = s.loc[(layer, cls, c)]
+            scopes = [{"title": title, "tiles": [_tile(r, overlays, ids) for _, r in
+                                                 ch[ch[rt.SCOPE] == scope].sort_values(rt.IMAGE_RANK).iterrows()]}
+                      for scope, title in ((rt.SCOPE_ALL, "top images over all images"),
+                                           (rt.SCOPE_CLASS, f"top images of class {cls}"))]
+            channels.append({"channel": c, "rank": int(rank), "auc": float(row[rt.AUC]),
+                             "d": float(row[rt.COHENS_D]), "vmax": overlays.scales.get((layer, c), (0, None))[1],
+                             "scopes": scopes})
+        out.append({"layer": layer, "class": cls, "channels": channels})
+    return out
+
+
+def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.DataFrame, group_by: str,
+                 stats: pd.DataFrame, examples: pd.DataFrame, overlays: Overlays, figures: Mapping[str, Any],
+                 layers: Sequence[str], top_channels: int, note: str | None, seconds: float) -> dict[str, Any]:
+    classes = list(meta.get("classes") or [])
+    ids: list[str] = []
+    banners = []
+    if (meta.get("weights") or {}).get("random"):
+        banners.append({"level": "warn", "text": "RANDOM WEIGHTS: this run used an untrained network; its "
+                        "predictions, channel rankings and pictures mean nothing. Use it to check the tool only."})
+    if note:
+        banners.append({"level": "info", "text": note})
+    if group_by == rt.GROUP_PRED:
+        banners.append({"level": "info", "text": "This run has no labels: every statistic groups images by the "
+                        "class the model predicted, not by a true class."})
+    if overlays.mismatches:
+        banners.append({"level": "warn", "text": f"{len(overlays.mismatches)} of {overlays.checked} recomputed "
+                        "channel means differ from the recorded ones: the images, weights or preprocessing changed "
+                        "since the run (see 'Recomputed activations')."})
+    ok = predictions[predictions[storage.STATUS] == storage.STATUS_OK]
+    labeled = ok[ok[storage.LABEL].isin(classes)]
+    acc = float((labeled[storage.PRED] == labeled[storage.LABEL]).mean()) if len(labeled) else None
+    summary = (f"Accuracy {acc:.1%} on {len(labeled)} labeled images." if acc is not None
+               else "No labels: no accuracy; the histograms show the predicted probabilities.")
+    errors = predictions[storage.ERROR].dropna().value_counts()
+    skipped = (meta.get("counts") or {}).get("skipped_by_reason") or {}
+    layer_ctx = []
+    for layer in layers:
+        s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN)]
+        layer_ctx.append({"layer": layer, "figures": figures["layers"][layer], "classes": [
+            {"class": cls, "selective": _channel_table(s[s[rt.CLASS] == cls], rt.RANK_SELECTIVITY, top_channels),
+             "by_mean": _channel_table(s[s[rt.CLASS] == cls], rt.RANK_MEAN, top_channels)} for cls in classes]})
+    mistakes = examples[examples[rt.SCOPE] == rt.SCOPE_MISTAKE]
+    mistake_groups = []
+    for layer in layers:
+        tiles = []
+        for _, r in mistakes[mistakes[rt.LAYER] == layer].sort_values(rt.IMAGE_RANK).iterrows():
+            tile = _tile(r, overlays, ids)
+            tile["label"] = f"{tile['label']}; c{int(r[rt.CHANNEL])} pushed hardest (z {r[rt.PUSH]:.1f})"
+            tiles.append(tile)
+        if tiles:
+            mistake_groups.append({"layer": layer, "tiles": tiles})
+    checked = (f"{overlays.checked} channel means of the shown images were recomputed; "
+               f"{len(overlays.mismatches)} differ from the recorded values beyond the tolerance of "
+               f"{meta.get('precision', 'fp32')}.") if overlays.checked else (overlays.note or "Nothing recomputed.")
+    rel = os.path.relpath(run, out)
+    return {
+        "title": f"CNN black box: {Path(str((meta.get('data') or {}).get('path') or run)).name}",
+        "banners": banners, "run": _run_rows(meta, seconds),
+        "quality": {"figure": figures["quality"], "errors": list(errors.items()), "skipped": list(skipped.items())},
+        "classification": {"summary": summary, "figures": figures["classification"]},
+        "group_note": (f"Statistics over the ok images grouped by {'label' if group_by == rt.GROUP_LABEL else 'predicted class'}"
+                       "; each class against all the others. ROC AUC: the chance that an image of the class has a "
+                       "higher channel mean than one of the others (0.5 = no preference); d: Cohen's d, the "
+                       "difference of the means in pooled standard deviations. Tables: the report's layers; "
+                       "channel_stats.parquet has every layer."),
+        "selectivity_figure": figures["selectivity"], "layers": layer_ctx,
+        "gallery_note": ("Tiles show the crop the network saw with the channel's map over it; the number is the "
+                         "channel mean recorded by extract."),
+        "overlay_note": overlays.note, "galleries": _galleries(examples, stats, overlays, ids),
+        "mistakes_note": ("Wrong predictions with the highest confidence, with the channel (among the predicted "
+                          "class's most selective) whose value was furthest above the true class's mean, in standard "
+                          "deviations (z)." if len(mistakes) else "No mistakes to show (no labels or no errors)."),
+        "mistakes": mistake_groups, "mismatches": overlays.mismatches[:50], "check_note": checked,
+        "tile_ids": ids,
+        "loading": {"links": [("channel_stats.parquet", rt.CHANNEL_STATS), ("top_examples.parquet", rt.TOP_EXAMPLES),
+                              ("predictions/", f"{rel}/{storage.PREDICTIONS}/"),
+                              ("activations/", f"{rel}/{storage.ACTIVATIONS}/"), ("run.json", f"{rel}/{storage.RUN_JSON}")],
+                    "snippet": _snippet(run, layers[0] if layers else "conv5_3"),
+                    "rerun": f"Rerun this page: make report RUN={run}  (or python -m jobs.report --run {run})"},
+    }
+
+
+def _snippet(run: Path, layer: str) -> str:
+    return (f"import pandas as pd\n"
+            f"run = {str(run)!r}\n"
+            f"preds = pd.read_parquet(f\"{{run}}/{storage.PREDICTIONS}\")\n"
+            f"acts = pd.read_parquet(f\"{{run}}/{storage.ACTIVATIONS}/{layer}\").set_index(\"{storage.IMAGE_ID}\")\n"
+            f"stats = pd.read_parquet(f\"{{run}}/{rt.REPORT_DIR}/{rt.CHANNEL_STATS}\")\n"
+            f"top = stats.query(\"{rt.LAYER} == '{layer}' and {rt.STAT} == 'mean' and {rt.RANK_SELECTIVITY} <= 8\")\n"
+            f"frame = acts.join(preds.set_index(\"{storage.IMAGE_ID}\")[[\"{storage.LABEL}\", \"{storage.PRED}\"]])\n")

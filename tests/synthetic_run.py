@@ -1,0 +1,113 @@
+"""A synthetic extract run written straight to Parquet with analysis/storage.py: no images, no model.
+
+Used by the report tests (small runs, a planted channel, hostile file names) and by benchmarks/bench_report.py
+(200,000 images x 13 layers). Values look like post-ReLU channel means: non-negative with many exact zeros.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from analysis import storage
+
+ERROR_REASONS = ("truncated", "not an image", "empty file")
+
+
+def make_image_ids(n: int, classes: Sequence[str], hostile: Sequence[str] = ()) -> list[str]:
+    """`cat.0.jpg`, `dog.1.jpg`, ... (class i % K), with the hostile names replacing the first ones."""
+    ids = [f"{classes[i % len(classes)]}.{i}.jpg" for i in range(n)]
+    ids[:len(hostile)] = list(hostile)
+    return ids
+
+
+def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
+                        layers: Mapping[str, int] | None = None, classes: Sequence[str] = ("cat", "dog"),
+                        planted: tuple[str, int, str] | None = None, labeled: bool = True, n_errors: int = 0,
+                        unit_size: int = 64, seed: int = 0, hostile: Sequence[str] = (),
+                        labels: Sequence[str | None] | None = None) -> Path:
+    """Write OUT/predictions, activations(_max)/<layer>, config.yaml and run.json; returns OUT.
+
+    planted=(layer, channel, class): that channel's values are shifted up on images of that class (by label when
+    labeled, else by prediction), so it separates the classes and must rank first. The first `n_errors` images
+    are decode errors (rows in predictions only). `labels` overrides the labels (None: unlabeled image).
+    """
+    out = Path(out)
+    layers = dict(layers or {"conv4_3": 16, "conv5_3": 16})
+    classes = list(classes)
+    rng = np.random.default_rng(seed)
+    ids = make_image_ids(n_images, classes, hostile)
+    if labels is None:
+        labels = [classes[i % len(classes)] if labeled else None for i in range(n_images)]
+    status = np.array([i >= n_errors for i in range(n_images)])
+    logits = rng.normal(size=(n_images, len(classes))).astype(np.float32)
+    if labeled:  # a mostly right classifier, so that there are correct predictions and a few mistakes
+        for i, lab in enumerate(labels):
+            if lab in classes:
+                logits[i, classes.index(lab)] += 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    preds = [classes[k] for k in probs.argmax(axis=1)]
+    group = [lab if labeled else p for lab, p in zip(labels, preds)]
+    schema = storage.prediction_schema(classes, imagenet=False)
+    act_schemas = {name: storage.activation_schema(c) for name, c in layers.items()}
+    for unit, lo in enumerate(range(0, n_images, unit_size)):
+        hi = min(n_images, lo + unit_size)
+        idx = np.arange(lo, hi)
+        ok = status[lo:hi]
+        rows = {
+            storage.IMAGE_ID: ids[lo:hi], storage.SPLIT: [None] * len(idx), storage.LABEL: list(labels[lo:hi]),
+            storage.STATUS: [storage.STATUS_OK if g else storage.STATUS_ERROR for g in ok],
+            storage.ERROR: [None if g else ERROR_REASONS[i % len(ERROR_REASONS)] for i, g in zip(idx, ok)],
+            storage.WIDTH: [500 if g else None for g in ok], storage.HEIGHT: [375 if g else None for g in ok],
+            storage.FORMAT: ["JPEG" if g else None for g in ok],
+            storage.PRED: [preds[i] if g else None for i, g in zip(idx, ok)],
+            storage.CONFIDENCE: [float(probs[i].max()) if g else None for i, g in zip(idx, ok)],
+            storage.CORRECT: [(labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)],
+        }
+        for k, c in enumerate(classes):
+            rows[storage.logit_column(c)] = [float(logits[i, k]) if g else None for i, g in zip(idx, ok)]
+            rows[storage.prob_column(c)] = [float(probs[i, k]) if g else None for i, g in zip(idx, ok)]
+        storage.write_parquet_atomic(storage.make_prediction_table(rows, schema),
+                                     out / storage.PREDICTIONS / storage.part_name(unit))
+        good = idx[ok]
+        good_ids = [ids[i] for i in good]
+        for name, channels in layers.items():
+            means = np.maximum(rng.standard_normal((len(good), channels), dtype=np.float32), 0)  # (n, C)
+            if planted and planted[0] == name:
+                hit = np.array([group[i] == planted[2] for i in good], dtype=bool)
+                means[hit, planted[1]] += 3.0
+            maxes = means * np.float32(4.0) + rng.random((len(good), channels), dtype=np.float32)
+            for stat, values in (("mean", means), ("max", maxes)):
+                storage.write_parquet_atomic(storage.make_activation_table(good_ids, values, act_schemas[name]),
+                                             storage.activation_dir(out, name, stat) / storage.part_name(unit))
+    write_run_metadata(out, n_images, int(status.sum()), layers, classes)
+    return out
+
+
+def write_run_metadata(out: Path, n_images: int, n_ok: int, layers: Mapping[str, int], classes: Sequence[str],
+                       data: str = "/nonexistent/synthetic-data") -> None:
+    extract = {"data": data, "out": str(out), "labels": None, "weights": "random", "classes": None,
+               "classes_file": None, "preprocess": "imagenet", "image_size": 64, "layers": list(layers),
+               "batch_size": 8, "workers": 0, "device": "cpu", "precision": "fp32", "unit_size": 64, "seed": 0,
+               "download": False, "progress": False, "max_image_pixels": 178956970, "max_file_bytes": 268435456,
+               "imagenet_classes": {"cat": [281, 285], "dog": [151, 268]}}
+    storage.write_bytes_atomic(yaml.safe_dump({"extract": extract}, sort_keys=False).encode(),
+                               out / storage.CONFIG_YAML)
+    storage.write_json_atomic({
+        "tool": "cnn-blackbox", "format_version": storage.FORMAT_VERSION, "model": "vgg16",
+        "weights": {"id": "random(seed=0)", "path": None, "sha256": None, "head": "imagenet", "random": True,
+                    "seed": 0},
+        "classes": list(classes), "layers": dict(layers),
+        "preprocess": {"name": "imagenet", "image_size": 64, "resize": 73},
+        "precision": "fp32", "device": "cpu", "batch_size": 8, "workers": 0, "unit_size": 64,
+        "versions": {"python": "3", "torch": "synthetic"},
+        "data": {"path": data, "layout": "synthetic", "labels_csv": None, "fingerprint": "synthetic"},
+        "complete": True, "finished": "2026-01-01T00:00:00+00:00",
+        "counts": {"found": n_images, "ok": n_ok, "error": n_images - n_ok,
+                   "errors_by_reason": {}, "skipped": 0, "skipped_by_reason": {}, "skipped_examples": [],
+                   "labeled": n_ok, "correct": 0, "accuracy": None},
+        "timings": {"seconds": 1.0, "extract_seconds": 1.0, "images_per_s": float(n_images)},
+    }, out / storage.RUN_JSON)

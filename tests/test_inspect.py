@@ -1,0 +1,223 @@
+"""The inspect job end to end on a test-made image (64 px, random weights): the numbers on the page against
+independent computations, the page's files and escaping, a real headless browser, and one-line failures."""
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import stats
+from torchvision.models.feature_extraction import create_feature_extractor
+
+import jobs.inspect as inspect_job
+from analysis.config import ConfigError
+from analysis.model import CONV_INDICES, load_model
+from analysis.preprocessing import make_preprocessing
+from analysis.storage import channel_column
+from jobs import cli
+from tests.conftest import write_image
+from tests.synthetic_run import write_synthetic_run
+
+HOSTILE = "cat.<img src=x onerror=alert(1)>.png"
+LAYERS = ("conv1_2", "conv5_3")
+PLANTED = 7  # the synthetic run's conv5_3 channel that separates dogs from cats
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def dog_model():
+    """Random weights, loaded once through the real loader, with a head that always answers dog (ImageNet 151-268)."""
+    loaded = load_model("random", classes=None, classes_file=None, class_map=(("cat", 281, 285), ("dog", 151, 268)),
+                        download=False, seed=0)
+    with torch.no_grad():
+        loaded.model.classifier[6].bias[151:269] += 30.0
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, dog_model):
+    root = tmp_path_factory.mktemp("inspect")
+    image = write_image(root / HOSTILE, size=(80, 64), seed=3)
+    run = write_synthetic_run(root / "run", n_images=40, layers={"conv1_2": 64, "conv5_3": 512},
+                              planted=("conv5_3", PLANTED, "dog"))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(inspect_job, "load_model", lambda *a, **k: dog_model)
+    try:
+        code = run_inspect(image, root / "out", "--run", str(run), "--kernel", "sobel")
+    finally:
+        mp.undo()
+    assert code == 0
+    page_dir = root / "out" / "inspect" / inspect_job.make_page_name(HOSTILE)
+    return {"dir": page_dir, "html": (page_dir / "index.html").read_text(encoding="utf-8"),
+            "numbers": json.loads((page_dir / "inspect.json").read_text()), "image": image, "run": run,
+            "model": dog_model}
+
+
+def run_inspect(image, out, *extra) -> int:
+    argv = ["--image", str(image), "--out", str(out), "--weights", "random", "--image-size", "64",
+            "--layers", ",".join(LAYERS), *extra]
+    return cli.run_main(inspect_job.parse, inspect_job.main, "inspect", argv)
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_conv_panel_equals_functional_conv2d(page):
+    view = read_png(page["dir"] / "view.png")                          # (64, 64, 3): the crop the demo reads
+    k = page["numbers"]["kernel"]
+    assert k["name"] == "sobel"
+    x = torch.from_numpy(view.copy()).permute(2, 0, 1).float()[None] / 255
+    y = F.conv2d(x, torch.tensor(k["weight"]), torch.tensor(k["bias"]), stride=1, padding=1)[0]  # (3, H, W)
+    lo, hi = float(y.min()), float(y.max())
+    np.testing.assert_allclose(k["display_range"], [lo, hi], rtol=1e-5, atol=1e-6)
+    expected = ((y - lo) / (hi - lo) * 255).permute(1, 2, 0).numpy()
+    shown = read_png(page["dir"] / "conv_rgb.png").astype(np.float64)
+    assert shown.shape == expected.shape
+    assert np.abs(shown - expected).max() <= 0.5 + 1e-3  # only the rounding to 0..255
+
+
+def test_probabilities_are_the_softmax_of_the_logits_shown(page):
+    n = page["numbers"]
+    logits, probs = np.array(n["logits"]), np.array(n["probabilities"])
+    np.testing.assert_allclose(probs, np.exp(logits) / np.exp(logits).sum(), rtol=1e-6)
+    assert n["classes"] == ["cat", "dog"] and n["predicted"] == "dog"
+    for z, p in zip(logits, probs):  # the table shows the same numbers
+        assert f"{z:.6g}" in page["html"] and f"{p:.6g}" in page["html"]
+    assert len(n["imagenet_top5"]) == 5
+
+
+def test_means_and_chosen_channel_against_an_independent_computation(page):
+    with Image.open(page["image"]) as im:
+        x = make_preprocessing("imagenet", 64).transform(im.convert("RGB"))[None]
+    nodes = {f"features.{CONV_INDICES[name] + 1}": name for name in LAYERS}
+    with torch.inference_mode():
+        maps = create_feature_extractor(page["model"].model, return_nodes=nodes)(x)
+    for name in LAYERS:
+        shown = page["numbers"]["layers"][name]
+        expected = maps[name][0].mean(dim=(1, 2)).numpy()
+        np.testing.assert_allclose(shown["means"], expected, rtol=1e-5, atol=1e-7)
+        assert shown["top_channel"] == int(np.argmax(shown["means"]))
+        assert shown["shape"] == list(maps[name][0].shape)
+
+
+def test_run_section_ranks_the_planted_channel_first_and_places_the_image(page):
+    conv5 = next(r for r in page["numbers"]["run"] if r["layer"] == "conv5_3")
+    assert conv5["class"] == "dog" and conv5["channels"][0]["channel"] == PLANTED
+    assert len(conv5["channels"]) == 3
+    means = np.array(page["numbers"]["layers"]["conv5_3"]["means"])
+    run_values = pd.read_parquet(page["run"] / "activations" / "conv5_3")
+    for ch in conv5["channels"]:
+        assert ch["value"] == pytest.approx(means[ch["channel"]])
+        column = run_values[channel_column(ch["channel"])].to_numpy()
+        assert ch["percentile"] == pytest.approx(stats.percentileofscore(column, ch["value"], kind="mean"))
+        assert (page["dir"] / f"run_conv5_3_c{ch['channel']}.png").is_file()
+    # the synthetic run used the same random weights id, so no caution about mismatched weights
+    assert "Caution: the run used weights" not in page["html"]
+
+
+class _Refs(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+def test_page_references_only_files_it_has_and_escapes_names(page):
+    parser = _Refs()
+    parser.feed(page["html"])
+    files = [r for r in parser.refs if not r.startswith("#")]
+    assert files and all((page["dir"] / r).is_file() for r in files), files
+    assert {"view.png", "conv_rgb.png", "features_conv5_3.png", "overlay_conv1_2.png", "inspect.json"} <= set(files)
+    assert "http://" not in page["html"].lower() and "https://" not in page["html"].lower()
+    assert "<img src=x" not in page["html"] and "&lt;img src=x onerror=alert(1)&gt;" in page["html"]
+    assert "Random weights" in page["html"]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt install chromium)")
+def test_page_opens_in_headless_chromium_without_console_errors(page, tmp_path):
+    shot = tmp_path / "shot.png"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2400",
+           "--enable-logging=stderr", "--v=0", (page["dir"] / "index.html").as_uri()]
+    env = dict(os.environ, HOME=str(tmp_path))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]  # console.* and CSP reports
+    assert shot.is_file(), proc.stderr[-2000:]
+    assert console == []
+    pixels = read_png(shot).astype(np.float32)
+    assert pixels.std() > 10  # text and figures, not a blank page
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "no such file"),
+    ("directory", "not a file"),
+    ("empty", "empty file"),
+    ("text", "not an image"),
+    ("layer", "unknown layer 'conv9_9'; valid layers: conv1_1, conv1_2"),
+    ("run", "RUN must be a finished dataset run"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, case, expected):
+    image = write_image(tmp_path / "ok.png", seed=1)
+    extra = []
+    if case == "missing":
+        image = tmp_path / "nope.jpg"
+    elif case == "directory":
+        image = tmp_path
+    elif case == "empty":
+        image = tmp_path / "empty.jpg"
+        image.write_bytes(b"")
+    elif case == "text":
+        image = tmp_path / "notes.jpg"
+        image.write_text("this is not a picture\n")
+    elif case == "layer":
+        extra = ["--layers", "conv1_2,conv9_9"]
+    elif case == "run":
+        extra = ["--run", str(tmp_path)]
+    argv = ["--image", str(image), "--out", str(tmp_path / "out"), "--weights", "random", "--image-size", "64",
+            *extra]
+    assert cli.run_main(inspect_job.parse, inspect_job.main, "inspect", argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("inspect: error: ") and expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_documents_the_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        inspect_job.parse(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--image", "--out", "--weights", "--layers", "--run", "--kernel", "--set"):
+        assert flag in text
+
+
+def test_page_name_is_safe():
+    assert inspect_job.make_page_name("/x/cat.1.jpg") == "cat.1.jpg"
+    assert inspect_job.make_page_name(HOSTILE) == "cat._img_src_x_onerror_alert_1__.png"
+    assert inspect_job.make_page_name("../..") == "image"
+
+
+def test_config_defaults_come_from_the_yaml_and_are_checked(tmp_path):
+    cfg = inspect_job.parse(["--image", "x.jpg"])
+    assert cfg.layers == ("conv1_2", "conv3_3", "conv5_3") and cfg.kernel == "random" and cfg.out is None
+    assert dict((c, (lo, hi)) for c, lo, hi in cfg.imagenet_classes) == {"cat": (281, 285), "dog": (151, 268)}
+    cfg = inspect_job.parse(["--image", "x.jpg", "--layers", "conv5_3,conv1_1", "--set", "alpha=0.25"])
+    assert cfg.layers == ("conv1_1", "conv5_3") and cfg.alpha == 0.25  # network order
+    with pytest.raises(ConfigError, match=r"alpha: 1.5 is not allowed; a number between 0 and 1"):
+        inspect_job.parse(["--image", "x.jpg", "--set", "alpha=1.5"])
+    own = tmp_path / "c.yaml"
+    own.write_text("extract:\n  max_file_bytes: 10\ninspect:\n  grid_channels: 16\n")
+    cfg = inspect_job.parse(["--image", "x.jpg", "--config", str(own)])
+    assert cfg.max_file_bytes == 10 and cfg.grid_channels == 16  # shared keys follow the extract section

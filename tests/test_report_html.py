@@ -1,0 +1,201 @@
+"""The report end to end on a tiny real run (random weights, 64 px, hostile file names), and its page:
+escaped, self-contained, every reference present, rendered by a real headless chromium without console errors."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis import report_tables as rt
+from analysis.config import ExtractConfig, ReportConfig, make_config, read_config_section
+from jobs import extract, report
+from tests.conftest import write_image
+
+HOSTILE = ("cat.<img src=x onerror=alert(1)>.jpg", 'dog." onmouseover="alert(2)" x=".jpg', "cat.'-alert(3)-'.jpg")
+CHROMIUM = "/usr/bin/chromium"
+
+
+def run_extract_and_report(data: Path, out: Path, **report_values) -> Path:
+    extract.main(make_config(ExtractConfig, {
+        **read_config_section(None, "extract"), "data": str(data), "out": str(out), "weights": "random",
+        "image_size": 64, "layers": ["conv4_3", "conv5_3"], "device": "cpu", "precision": "fp32", "batch_size": 4,
+        "workers": 0, "download": False, "progress": False}))
+    report.main(make_config(ReportConfig, {
+        **read_config_section(None, "report"), "run": str(out), "device": "cpu", "top_channels": 2,
+        "top_images": 5, "mistakes": 4, "thumbnail": 64, "progress": False, **report_values}))
+    return out / rt.REPORT_DIR
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    """Class folders (labels from the folder), including the hostile names and one broken file."""
+    data = tmp_path_factory.mktemp("data")
+    for i in range(5):
+        write_image(data / "Cat" / f"{i}.jpg", size=(80, 64), seed=i)
+        write_image(data / "Dog" / f"{i}.jpg", size=(64, 80), seed=100 + i)
+    for i, name in enumerate(HOSTILE):
+        write_image(data / ("Cat" if name.startswith("cat") else "Dog") / name, size=(72, 72), seed=200 + i)
+    (data / "Dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return run_extract_and_report(data, tmp_path_factory.mktemp("run") / "out")
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        (self.scripts if self._in_script else self.text).append(data)
+
+
+def parse(path: Path) -> tuple[str, Collector]:
+    text = path.read_text(encoding="utf-8")
+    c = Collector()
+    c.feed(text)
+    return text, c
+
+
+def test_tables_and_tiles_written(page):
+    stats = pd.read_parquet(page / rt.CHANNEL_STATS)
+    assert tuple(stats.columns) == rt.CHANNEL_STATS_COLUMNS
+    assert len(stats) == 2 * 2 * 2 * 512   # (conv4_3 + conv5_3) x (mean, max) x classes x 512 channels
+    top = pd.read_parquet(page / rt.TOP_EXAMPLES)
+    assert tuple(top.columns) == rt.TOP_EXAMPLES_COLUMNS
+    shown = top[top[rt.SCOPE] != rt.SCOPE_MISTAKE]
+    assert len(shown) == 2 * 2 * 2 * 2 * 5  # layers x classes x channels x scopes x images
+    tiles = list((page / "tiles").glob("*.jpg"))
+    assert tiles and all(Image.open(t).size == (64, 64) for t in tiles)
+    html = (page / rt.INDEX_HTML).read_text(encoding="utf-8")
+    assert "RANDOM WEIGHTS" in html
+    assert re.search(r"\d+ channel means of the shown images were recomputed; 0 differ", html)
+
+
+def test_hostile_names_are_escaped_everywhere(page):
+    text, c = parse(page / rt.INDEX_HTML)
+    for name in HOSTILE:
+        assert name not in text                                     # never raw
+        assert any(name in t for t in c.text)                        # but shown, as text
+        assert any(name in (a.get("title") or "") for _, a in c.tags)  # and as an attribute value, intact
+    for tag, attrs in c.tags:
+        assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
+        assert not (tag == "img" and attrs.get("src") == "x")
+    assert [t for t, _ in c.tags].count("script") == 2              # the data blob and the filter, nothing else
+    data = json.loads(c.scripts[0])
+    assert all(any(i.endswith("/" + name) for i in data["ids"]) for name in HOSTILE)
+
+
+def test_page_is_self_contained_and_references_exist(page):
+    text, c = parse(page / rt.INDEX_HTML)
+    assert not re.search(r"https?://", text)
+    refs = [a[k] for _, a in c.tags for k in ("src", "href") if a.get(k)]
+    assert refs
+    for ref in refs:
+        if ref.startswith("#"):
+            assert f'id="{ref[1:]}"' in text or f"id='{ref[1:]}'" in text, ref
+            continue
+        assert (page / unquote(ref)).exists(), ref
+
+
+def render_in_chromium(page: Path, tmp_path: Path) -> tuple[list[str], np.ndarray]:
+    """Console lines and the screenshot of `page`, with alert() turned into a console error: if anything on the
+    page runs script it was not meant to (a hostile name's onerror, say), it shows in the console."""
+    probe = page.with_name("probe.html")
+    hook = "<script>window.alert=function(x){console.error('ALERT '+x)};</script>"
+    probe.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + hook, 1), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    try:
+        result = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--enable-logging=stderr", "--v=0", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+             "--window-size=1200,1600", f"--screenshot={shot}", probe.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        probe.unlink()
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    return console, np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+
+
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                    reason=f"{CHROMIUM} missing (.ci/run installs chromium)")
+
+
+@needs_chromium
+def test_chromium_renders_page_without_console_errors(page, tmp_path):
+    console, pixels = render_in_chromium(page / rt.INDEX_HTML, tmp_path)
+    assert console == [], console
+    assert pixels.std() > 10 and (pixels < 200).mean() > 0.02   # not blank: text, figures and tiles drew
+
+
+@needs_chromium
+def test_chromium_probe_catches_an_unescaped_name(tmp_path):
+    """The control: the same probe on a page that pastes a hostile name raw reports the alert."""
+    bad = tmp_path / "bad.html"
+    bad.write_text(f"<!DOCTYPE html><html><head></head><body><p>{HOSTILE[0]}</p></body></html>", encoding="utf-8")
+    console, _ = render_in_chromium(bad, tmp_path)
+    assert any("ALERT 1" in line for line in console), console
+
+
+def test_unlabeled_run_ranks_by_prediction_and_says_so(tmp_path):
+    from tests.synthetic_run import write_synthetic_run
+    run = write_synthetic_run(tmp_path / "run", n_images=60, layers={"conv5_3": 8}, labeled=False,
+                              planted=("conv5_3", 2, "dog"))
+    report.main(make_config(ReportConfig, {**read_config_section(None, "report"), "run": str(run),
+                                           "layers": ["conv5_3"], "overlays": False, "progress": False}))
+    html = (run / rt.REPORT_DIR / rt.INDEX_HTML).read_text(encoding="utf-8")
+    assert "grouped by predicted class" in html and "no labels" in html
+    stats = pd.read_parquet(run / rt.REPORT_DIR / rt.CHANNEL_STATS)
+    assert (stats[rt.GROUP_BY] == rt.GROUP_PRED).all()
+
+
+def test_changed_image_is_reported_as_a_mismatch(tmp_path):
+    data = tmp_path / "data"
+    for i in range(3):
+        write_image(data / f"cat.{i}.jpg", size=(64, 64), seed=i)
+        write_image(data / f"dog.{i}.jpg", size=(64, 64), seed=50 + i)
+    out = tmp_path / "run"
+    extract.main(make_config(ExtractConfig, {
+        **read_config_section(None, "extract"), "data": str(data), "out": str(out), "weights": "random",
+        "image_size": 64, "layers": ["conv5_3"], "device": "cpu", "precision": "fp32", "workers": 0,
+        "download": False, "progress": False}))
+    for i in range(3):  # the dataset changes after the run
+        write_image(data / f"cat.{i}.jpg", size=(64, 64), seed=900 + i)
+    report.main(make_config(ReportConfig, {
+        **read_config_section(None, "report"), "run": str(out), "layers": ["conv5_3"], "device": "cpu",
+        "top_channels": 2, "top_images": 3, "progress": False}))
+    _, c = parse(out / rt.REPORT_DIR / rt.INDEX_HTML)
+    text = " ".join(c.text)
+    assert re.search(r"[1-9]\d* of \d+ recomputed channel means differ from the recorded ones", text)
+    assert "cat.0.jpg" in text
+
+
+def test_escaping_helpers_for_each_context():
+    from reports import html as page_html
+
+    assert page_html._t('a"b\'c<d>&') == "a&quot;b&#x27;c&lt;d&gt;&amp;"
+    assert page_html._url("tiles/conv5_3-c1-00001.jpg") == "tiles/conv5_3-c1-00001.jpg"
+    assert page_html._url('../a b/"x".parquet') == "../a%20b/%22x%22.parquet"
+    for bad in ("javascript:alert(1)", "http://example.com/x.png", "/etc/passwd", "data:text/html,x"):
+        with pytest.raises(ValueError):
+            page_html._url(bad)
+    blob = page_html._json({"ids": ["</script><script>alert(1)</script>", "<!--", "it's & done"]})
+    assert "<" not in blob and ">" not in blob and "&" not in blob and "'" not in blob
+    assert json.loads(blob)["ids"][0] == "</script><script>alert(1)</script>"
