@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -122,3 +123,18 @@ def test_hooks_are_removed_when_the_block_raises(model, batch):
 def test_an_unknown_layer_lists_the_valid_names(model):
     with pytest.raises(ValueError, match=r"unknown layer 'conv6_1'; valid layers: conv1_1, conv1_2, .*conv5_3"):
         ChannelReducer(model, ["conv5_3", "conv6_1"])
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 30])
+def test_sliced_mean_max_equals_numpy_on_any_values(monkeypatch, chunk_bytes):
+    """The cache-sized slices (CPU, channels_last) give numpy's mean and max, negatives and uneven slices included."""
+    import analysis.activations as acts
+
+    monkeypatch.setattr(acts, "_CHUNK_BYTES", chunk_bytes)
+    x = torch.randn(3, 5, 7, 9, generator=torch.Generator().manual_seed(0)) - 0.5
+    ref = x.double().numpy()
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        means, maxes = acts.compute_mean_max(t)
+        assert means.dtype == maxes.dtype == torch.float32 and means.shape == (3, 5)
+        np.testing.assert_allclose(means.numpy(), ref.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(maxes.numpy(), ref.max(axis=(2, 3)).astype(np.float32))

@@ -266,3 +266,29 @@ def test_classification_pytorch_parity_on_the_real_seed_photos(tmp_path, seed_im
     for name in ("cat.jpg", "dog.jpg"):
         np.testing.assert_allclose(preds.loc[name, ["logit_cat", "logit_dog"]].to_numpy(np.float64),
                                    _recipe_logits(model, data / name, 224), rtol=1e-4, atol=1e-5)
+
+
+def test_every_image_mode_gets_an_ok_row_with_its_stored_size(tmp_path):
+    """CMYK, grayscale, palette, RGBA, 16-bit and EXIF-rotated files all decode: one ok row each."""
+    from PIL import Image
+
+    data = tmp_path / "modes"
+    data.mkdir()
+    rgb = Image.open(write_image(tmp_path / "src.png", size=(80, 60), seed=3)).convert("RGB")
+    rgb.convert("CMYK").save(data / "cat.1.jpg")
+    rgb.convert("L").save(data / "cat.2.png")
+    rgb.convert("P").save(data / "dog.3.png")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(data / "dog.4.png")
+    Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257)).save(data / "cat.5.png")  # 16-bit grey
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    rgb.save(data / "dog.6.jpg", exif=exif)
+    out = tmp_path / "out"
+    assert run(data, out, "--weights", "random", "--layers", "conv1_1") == 0
+    preds = pd.read_parquet(out / "predictions").set_index("image_id")
+    assert len(preds) == 6 and (preds.status == "ok").all(), preds[["status", "error"]]
+    assert (preds.width == 80).all() and (preds.height == 60).all()  # as stored, before EXIF rotation
+    acts = pd.read_parquet(out / "activations" / "conv1_1").set_index("image_id")
+    assert np.isfinite(acts.to_numpy()).all() and len(acts) == 6
