@@ -6,38 +6,38 @@ map outlives the forward pass that made it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from analysis.config import ConfigError
 from analysis.model import relu_modules
 
 
-class ChannelReducer:
-    """Context manager: while inside, every forward pass records (means, maxes) per layer; `take()` hands them over.
+class LayerHooks:
+    """Context manager: a forward hook on the ReLU after each named conv turns that layer's output into what
+    `record(output)` returns, kept until `take()`. The handles are removed on exit, also when the block raises.
+    VGG16's ReLUs are inplace: `record` must reduce or copy the map, never keep the tensor it is given."""
 
-        with ChannelReducer(model, ["conv4_3", "conv5_3"]) as reducer:
-            for x in batches:
-                logits = model(x)
-                stats = reducer.take()  # {"conv4_3": (means (B, 512), maxes (B, 512)), ...}
-
-    A second forward before `take()` replaces the first one's values.
-    """
+    missing_message = "no forward pass recorded for {layers}: run the model inside the with block before take()"
 
     def __init__(self, model: nn.Module, layers: Sequence[str]):
         modules = relu_modules(model)
         for name in layers:
             if name not in modules:
-                raise ValueError(f"unknown layer {name!r}; valid layers: {', '.join(modules)}")
+                raise ConfigError(f"layers: unknown layer {name!r}; valid layers: {', '.join(modules)}")
         self.layers = tuple(dict.fromkeys(layers))
         self._modules = {name: modules[name] for name in self.layers}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._store: dict[str, Any] = {}
 
-    def __enter__(self) -> "ChannelReducer":
+    def record(self, output: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self):
         if self._handles:
-            raise RuntimeError("ChannelReducer is already active; it cannot be entered twice")
+            raise RuntimeError(f"{type(self).__name__} is already active; it cannot be entered twice")
         try:
             for name, module in self._modules.items():
                 self._handles.append(module.register_forward_hook(self._make_hook(name)))
@@ -50,26 +50,40 @@ class ChannelReducer:
         self._remove()
         self._store = {}
 
-    def take(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (means (B, C) float32, maxes (B, C) float32) of the last forward, on the model's device."""
+    def take(self) -> dict[str, Any]:
+        """{layer: what `record` made of it} for the last forward pass; forgotten afterwards."""
         missing = [name for name in self.layers if name not in self._store]
         if missing:
-            raise RuntimeError(f"no forward pass recorded for {', '.join(missing)}: "
-                               "run the model inside the with block before take()")
+            raise RuntimeError(self.missing_message.format(layers=", ".join(missing)))
         out, self._store = {name: self._store[name] for name in self.layers}, {}
         return out
 
     def _make_hook(self, name: str):
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            # output: (B, C, H, W), any memory format; under autocast it is bf16/fp16, so accumulate in float32.
-            # detach: with autograd on, amax's backward would otherwise keep the whole map alive.
-            self._store[name] = compute_mean_max(output.detach())
+            # detach: with autograd on, a reduction's backward would otherwise keep the whole map alive.
+            self._store[name] = self.record(output.detach())
         return hook
 
     def _remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+class ChannelReducer(LayerHooks):
+    """Every forward pass inside the block records (means, maxes) per layer; `take()` hands them over.
+
+        with ChannelReducer(model, ["conv4_3", "conv5_3"]) as reducer:
+            for x in batches:
+                logits = model(x)
+                stats = reducer.take()  # {"conv4_3": (means (B, 512), maxes (B, 512)), ...}, on the model's device
+
+    A second forward before `take()` replaces the first one's values.
+    """
+
+    def record(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # output: (B, C, H, W), any memory format; under autocast it is bf16/fp16, so accumulate in float32.
+        return compute_mean_max(output)
 
 
 _CHUNK_BYTES = 2 << 20  # a slice this size stays in the CPU's cache between its sum and its max

@@ -85,10 +85,6 @@ def make_config(cls: type, values: Mapping[str, Any]):
     return cls(**{n: values[n] for n in names})
 
 
-def config_to_dict(cfg) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Checks shared by the configs.
 

@@ -21,6 +21,7 @@ from analysis.config import normalize_class_map, normalize_classes
 from analysis.decoding import DecodeError, decode_image
 from analysis.discovery import DataError, find_images
 from analysis.featuremaps import FeatureMapRecorder
+from analysis.precision import autocast
 from analysis.model import LoadedModel, WeightsError, load_model
 from analysis.preprocessing import Preprocessing, make_preprocessing
 from analysis.sources import SourceError, read_bytes
@@ -102,7 +103,7 @@ def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[i
         if not pending:
             return
         x = torch.stack([t for _, t in pending]).to(device)                  # (B, 3, N, N)
-        with torch.inference_mode(), FeatureMapRecorder(model, layers) as rec, _autocast(device, precision):
+        with torch.inference_mode(), FeatureMapRecorder(model, layers) as rec, autocast(device, precision):
             model(x)
             maps = rec.take()                                                # layer -> (B, C, h, w)
         for b, (item, _) in enumerate(pending):
@@ -128,12 +129,6 @@ def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[i
             flush()
     flush()
     return shown
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32" or (device.type == "cpu" and precision == "fp16"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def check_means(shown: Iterable[ShownImage], recorded: Mapping[tuple[str, str, int], float],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ def write_images(root: Path, n: int, seed: int = 0) -> None:
 def bare_forward(batch_size: int, image_size: int, precision: str, batches: int, keep_memory: bool) -> float:
     """images/s of model(x) alone on a preprocessed batch, same precision and memory format as the job."""
     from analysis.model import make_vgg16  # noqa: PLC0415
+    from analysis.precision import autocast  # noqa: PLC0415
     from jobs import runtime  # noqa: PLC0415
 
     if keep_memory:
@@ -45,7 +45,7 @@ def bare_forward(batch_size: int, image_size: int, precision: str, batches: int,
     device = torch.device("cpu")
     model = make_vgg16(1000).eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch_size, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), runtime.autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         model(x)  # warm-up: oneDNN primitive creation, first page faults
         t = time.perf_counter()
         for _ in range(batches):

@@ -42,8 +42,7 @@ def pick_device(name: str) -> torch.device:
         torch.cuda.set_device(device)
     if device.type == "cpu" and int(local_world or 1) > 1:
         # torchrun sets OMP_NUM_THREADS=1; CPU processes on one node share its cores instead.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores // int(local_world)))
+        torch.set_num_threads(max(1, runtime.count_cores() // int(local_world)))
     return device
 
 

@@ -22,6 +22,7 @@ from analysis.heads import compute_class_logits, compute_probabilities
 from analysis.activations import ChannelReducer
 from analysis.model import layer_channels, load_model
 from analysis.preprocessing import make_preprocessing
+from analysis.precision import autocast
 from analysis.predictions import make_prediction_rows
 from analysis.shards import iter_unit_sizes, make_unit_batches, make_units, select_units
 from analysis.writer import UnitWriter
@@ -114,7 +115,7 @@ def compute_batch(model, reducer, batch, loaded, records, channels, device, prec
     top1 = np.zeros(0, np.int64) if imagenet_head else None
     if len(batch.images):
         x = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with runtime.autocast(device, precision):
+        with autocast(device, precision):
             raw = model(x)                                  # (B_ok, 1000 or K)
         reduced = reducer.take()                            # layer -> ((B_ok, C) mean, (B_ok, C) max)
         logits = compute_class_logits(raw.float(), loaded)  # (B_ok, K)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ def main(cfg: ReportConfig) -> int:
     predictions = rt.read_predictions(run, classes)
     groups = statistics.make_groups(predictions, classes)
     log.info("statistics over %d images grouped by %s, %d layers", len(groups.code), groups.by, len(meta["layers"]))
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = runtime.count_cores()
     stats = pd.concat([statistics.compute_channel_stats(run, {layer: channels}, groups, cfg.stats_memory_mb, threads)
                        for layer, channels in tqdm(meta["layers"].items(), desc="statistics", unit="layer",
                                                    disable=not cfg.progress, file=sys.stderr)], ignore_index=True)

@@ -1,7 +1,6 @@
 """Process-level choices that only entry points make: device, precision, workers, logging, allocator."""
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -56,12 +55,9 @@ def pick_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def autocast(device: torch.device, precision: str):
-    """The forward's autocast context: none for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def count_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. under Slurm or taskset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def pick_workers(workers: int | str, device: torch.device) -> int:
@@ -70,7 +66,7 @@ def pick_workers(workers: int | str, device: torch.device) -> int:
     (9.4 vs 9.0 img/s at 224 px). Many cores have room for a worker; a GPU run needs several to stay fed."""
     if workers != "auto":
         return int(workers)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = count_cores()
     if device.type == "cpu":
         return 0 if cores <= 4 else min(4, cores // 8 or 1)
     return max(1, min(8, cores - 1))
