@@ -6,20 +6,21 @@ folder, or a parent of splits, and makes one sorted record per image.
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from analysis.filetree import (IMAGE_EXTENSIONS, ZIP_ERRORS, Folder, Skips, count_images, read_folder_tree,
                                read_zip_tree)
+from analysis.names import make_id_part
 from analysis.sources import ImageRecord
 
-__all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DataError", "Discovery", "find_images", "read_labels_csv",
-           "apply_labels"]
+__all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DataError", "Discovery", "find_images"]
 
 SPLIT_NAMES = frozenset({"train", "test", "test1", "val", "valid", "validation", "dev"})
-_LABELED_NAME = re.compile(r"^([A-Za-z]+)[._-]\d+\.[^.]+$")   # cat.0.jpg, dog_12.png
+# Kaggle-style names: the label is the prefix of letters before the first '.', '_' or '-', whatever follows it up to
+# the extension (cat.0.jpg, dog_12.png, cat.fluffy.jpg, cat.ñandú 9027.jpg). cat.jpg alone names no label.
+_LABELED_NAME = re.compile(r"^([^\W\d_]+)[._-].+\.[^.]+$", re.DOTALL)
 
 
 class DataError(ValueError):
@@ -81,10 +82,12 @@ def _holds_dataset(folder: Folder) -> bool:
 
 def _add(out: list[ImageRecord], folder: Folder, split: str | None, labels) -> None:
     for name, label in zip(folder.images, labels):
+        image_id = folder.rel + make_id_part(name)
         if folder.member is None:
-            out.append(ImageRecord(folder.rel + name, split, label, os.path.join(folder.path, name)))
+            path = folder.targets.get(name) or os.path.join(folder.path, name)
+            out.append(ImageRecord(image_id, split, label, path))
         else:
-            out.append(ImageRecord(folder.rel + name, split, label, folder.path, folder.member + name))
+            out.append(ImageRecord(image_id, split, label, folder.path, folder.member + name))
 
 
 def _add_class(out: list[ImageRecord], folder: Folder, split: str | None, label: str) -> None:
@@ -100,6 +103,18 @@ def _image_names(folder: Folder) -> set[str]:
     return names
 
 
+def _add_named(out: list[ImageRecord], folder: Folder, split: str | None) -> None:
+    """A subfolder of a Kaggle flat folder (train/extra/cat.1.jpg): labels from the file names, all the way down."""
+    _add(out, folder, split, [m.group(1).lower() if (m := _LABELED_NAME.match(n)) else None for n in folder.images])
+    for child in folder.folders.values():
+        _add_named(out, child, split)
+
+
+def _label(folder: Folder) -> str:
+    """A class (or split) name from a folder name: as it stands in image ids, lower-cased."""
+    return make_id_part(folder.name).lower()
+
+
 def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skips) -> str:
     """Append the folder's records to `out`; returns its layout in words."""
     kind = _kind(folder)
@@ -108,17 +123,26 @@ def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skip
     if kind == "wrapper":
         inner = kids[0]
         if split is None and inner.name.lower() in SPLIT_NAMES:
-            split = inner.name
-        return f"{zip_of}{_emit(inner, split, out, skips)} ({inner.name}/)"
+            split = _label(inner)
+        return f"{zip_of}{_emit(inner, split, out, skips)} ({make_id_part(inner.name)}/)"
     labels = _name_labels(folder.images)
     _add(out, folder, split, labels or [None] * len(folder.images))
     if kind == "flat":
         return zip_of + ("kaggle-flat" if labels else "unlabeled")
     loose = f" + {len(folder.images)} loose images" if folder.images else ""
     if kind == "classes":
+        named = [k for k in kids if labels and _name_labels(list(_image_names(k)))]
         for k in kids:
-            _add_class(out, k, split, k.name.lower())
-        return f"{zip_of}class-folders ({', '.join(k.name.lower() for k in kids)}){loose}"
+            if k in named:
+                _add_named(out, k, split)
+            else:
+                _add_class(out, k, split, _label(k))
+        if named:
+            classes = [_label(k) for k in kids if k not in named]
+            return (f"{zip_of}kaggle-flat{loose} with subfolders labelled from file names too "
+                    f"({', '.join(make_id_part(k.name) for k in named)})"
+                    + (f" and class folders ({', '.join(classes)})" if classes else ""))
+        return f"{zip_of}class-folders ({', '.join(_label(k) for k in kids)}){loose}"
     parts = []
     by_name = {k.name: k for k in kids}
     class_names = {c.name.lower() for k in kids if _kind(k) == "classes" for c in _kids(k)}
@@ -127,12 +151,13 @@ def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skip
             k.kind = "classes"   # a split holding one class folder, beside splits holding several
     for k in kids:
         stem = k.name[:-4] if k.is_zip else k.name
+        shown = make_id_part(stem)
         # Kaggle's train.zip, unzipped where it lies, leaves train/ beside it: analyzing both would count twice.
         twin = by_name.get(stem)
         if k.is_zip and twin is not None and not twin.is_zip and _image_names(twin) == _image_names(k):
-            skips.add(k.rel.rstrip("/"), f"zip already unpacked beside it ({stem}/)", k.total)
+            skips.add(k.rel.rstrip("/"), f"zip already unpacked beside it ({shown}/)", k.total)
             continue
-        parts.append(f"{stem}={_emit(k, stem if split is None else f'{split}/{stem}', out, skips)}")
+        parts.append(f"{shown}={_emit(k, shown if split is None else f'{split}/{shown}', out, skips)}")
     return f"{zip_of}parent: {', '.join(parts)}{loose}"
 
 
@@ -164,45 +189,3 @@ def find_images(data: str | os.PathLike) -> Discovery:
     layout = _emit(top, None, records, skips)
     records.sort(key=lambda r: r.image_id)
     return Discovery(root, layout, tuple(records), dict(sorted(skips.counts.items())), tuple(skips.examples))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Labels from a CSV file.
-
-def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
-    """{image_id: label} from a CSV with an `image_id,label` header (other columns ignored); labels lower-cased."""
-    name = os.fspath(path)
-    labels: dict[str, str] = {}
-    try:
-        with open(name, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if "image_id" not in header or "label" not in header:
-                raise DataError(f"labels file {name!r}: the first line must be a header with columns "
-                                f"image_id,label; got {','.join(header)!r}")
-            i, j = header.index("image_id"), header.index("label")
-            for row in reader:
-                if not any(c.strip() for c in row):
-                    continue
-                image_id = row[i].strip().replace("\\", "/") if i < len(row) else ""
-                label = row[j].strip().lower() if j < len(row) else ""
-                if not image_id or not label:
-                    raise DataError(f"labels file {name!r} line {reader.line_num}: empty image_id or label")
-                if labels.setdefault(image_id, label) != label:
-                    raise DataError(f"labels file {name!r} line {reader.line_num}: {image_id!r} has two labels, "
-                                    f"{labels[image_id]!r} and {label!r}")
-    except FileNotFoundError:
-        raise DataError(f"labels file {name!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"labels file {name!r} cannot be read ({type(e).__name__}: {e})") from None
-    if not labels:
-        raise DataError(f"labels file {name!r} has a header but no rows")
-    return labels
-
-
-def apply_labels(discovery: Discovery, labels: dict[str, str]) -> tuple[Discovery, int]:
-    """Labels from `labels` replace discovered ones (others are kept); also returns how many ids matched no image."""
-    found = {r.image_id for r in discovery.records}
-    records = tuple(replace(r, label=labels[r.image_id].lower()) if r.image_id in labels else r
-                    for r in discovery.records)
-    return replace(discovery, records=records), len(labels.keys() - found)

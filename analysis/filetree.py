@@ -12,6 +12,8 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 
+from analysis.names import make_id_part
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp",
                               ".tif", ".tiff", ".ppm", ".pgm", ".pbm"})
 ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError)
@@ -22,13 +24,15 @@ _MAX_EXAMPLES = 20
 
 @dataclass(eq=False)
 class Folder:
-    name: str                 # a zip keeps its '.zip'
-    rel: str                  # image_id prefix: path from DATA with '/', ending in '/' (or "" for DATA)
+    name: str                 # as the file system gives it (surrogate-escaped); a zip keeps its '.zip'
+    rel: str                  # image_id prefix: path from DATA with '/', ending in '/' (or "" for DATA), each name
+                              # through analysis.names.make_id_part
     path: str                 # the folder's absolute path; inside a zip, the zip's path
     member: str | None        # member-name prefix inside a zip; None on disk
     is_zip: bool = False
-    images: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)   # names as the file system or the zip gives them
     folders: dict[str, "Folder"] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)  # image name -> real path, for symlinks inside DATA
     total: int = 0            # images in the whole subtree
     kind: str | None = None   # the layout, memoized by discovery: parents ask about their children first
 
@@ -89,7 +93,7 @@ def read_zip_tree(name: str, path: str, rel: str, skips: Skips) -> Folder:
         else:
             reason = skip_reason(parts[-1])
         if reason:
-            skips.add(rel + m, reason)
+            skips.add(rel + make_id_part(m), reason)
             continue
         seen.add(m)
         node = top
@@ -97,7 +101,7 @@ def read_zip_tree(name: str, path: str, rel: str, skips: Skips) -> Folder:
             child = node.folders.get(p)
             if child is None:
                 prefix = "/".join(parts[:i + 1]) + "/"
-                child = node.folders[p] = Folder(p, rel + prefix, path, prefix)
+                child = node.folders[p] = Folder(p, rel + make_id_part(prefix), path, prefix)
             node = child
         node.images.append(parts[-1])
     return top
@@ -138,7 +142,7 @@ class _Walker:
             self.skips.add(folder.rel, "unreadable folder")
             return
         for e in entries:
-            rel = folder.rel + e.name
+            rel = folder.rel + make_id_part(e.name)
             if e.is_symlink():
                 target = os.path.realpath(e.path)
                 if not (target == self.root_real or target.startswith(self.inside_prefix)):
@@ -146,7 +150,8 @@ class _Walker:
                 elif os.path.isdir(target):
                     self.deferred.append((folder, e.name, e.path, target, rel))
                 elif os.path.isfile(target):
-                    self.file(folder, e.name, e.path, rel)
+                    # Read through the checked target, never the link: a link swapped later cannot lead outside.
+                    self.file(folder, e.name, target, rel)
                 else:
                     self.skips.add(rel, "broken symlink")
             elif e.is_dir(follow_symlinks=False):
@@ -168,6 +173,8 @@ class _Walker:
             self.walk(child, real)
 
     def file(self, folder: Folder, name: str, path: str, rel: str) -> None:
+        if path != os.path.join(folder.path, name):
+            folder.targets[name] = path
         if name.lower().endswith(".zip") and not name.startswith("."):
             try:
                 folder.folders[name] = read_zip_tree(name, path, rel + "/", self.skips)

@@ -96,8 +96,12 @@ def describe_differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> l
 def write_json_exclusive(obj: Any, path: str | os.PathLike) -> bool:
     """Create `path` whole (temp file, fsync, hard link) unless it exists; False when it already did."""
     path = Path(path)
+    with storage.reporting_write_errors(path):
+        return _write_exclusive(storage.encode_json(obj), path)
+
+
+def _write_exclusive(data: bytes, path: Path) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

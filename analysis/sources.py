@@ -1,8 +1,12 @@
 """Where an image's bytes are, and reading them: a plain file or a member of a zip archive read in place."""
 from __future__ import annotations
 
+import errno
+import lzma
 import os
+import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 
@@ -23,6 +27,11 @@ class SourceError(Exception):
         self.reason = reason
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# What zipfile and its decompressors raise on a damaged or rewritten archive (RuntimeError: an encrypted member).
+_ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError,
+                      ValueError, zlib.error, lzma.LZMAError)
+
 # One open ZipFile per (process, archive): DataLoader workers are separate processes and must not share handles.
 _ZIPS: dict[tuple[int, str], zipfile.ZipFile] = {}
 
@@ -36,23 +45,60 @@ def _open_zip(path: str) -> zipfile.ZipFile:
 
 
 def read_bytes(record: ImageRecord, max_bytes: int) -> bytes:
-    """The raw bytes of one image, refusing files over `max_bytes` before reading them."""
+    """The raw bytes of one image, refusing files over `max_bytes` before reading them.
+
+    Files change between discovery and decoding on a live disk; each way ends as its own reason: `vanished` (deleted
+    or renamed), `truncated` (shorter than it was when opened), `replaced by a symlink` (never followed: a link
+    found at discovery was resolved and checked then, and its target is what is read), `not a regular file`.
+    """
+    if record.member is None:
+        return _read_file(record.path, max_bytes)
+    return _read_member(record.path, record.member, max_bytes)
+
+
+def _os_reason(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "vanished"
+    if e.errno == errno.ELOOP:
+        return "replaced by a symlink"
+    if isinstance(e, (IsADirectoryError, NotADirectoryError)):
+        return "not a regular file"
+    return f"unreadable ({e.strerror or type(e).__name__})"
+
+
+def _read_file(path: str, max_bytes: int) -> bytes:
     try:
-        if record.member is None:
-            size = os.stat(record.path).st_size
-            if size > max_bytes:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise SourceError(_os_reason(e)) from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())   # of what was opened: no window between a stat and the open
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceError("not a regular file")
+            if st.st_size > max_bytes:
                 raise SourceError("too large")
-            with open(record.path, "rb") as f:
-                return f.read(max_bytes + 1)
-        zf = _open_zip(record.path)
-        info = zf.getinfo(record.member)
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise SourceError(_os_reason(e)) from None
+    if len(data) < st.st_size:
+        raise SourceError("truncated")
+    return data
+
+
+def _read_member(path: str, member: str, max_bytes: int) -> bytes:
+    try:
+        zf = _open_zip(path)
+        info = zf.getinfo(member)
         if info.file_size > max_bytes:
             raise SourceError("too large")
         with zf.open(info) as f:
             return f.read(max_bytes + 1)
-    except SourceError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
+    except KeyError:
+        raise SourceError("vanished (not in the zip any more)") from None
+    except OSError as e:
+        raise SourceError(_os_reason(e) if isinstance(e, FileNotFoundError) else
+                          f"unreadable zip ({e.strerror or type(e).__name__})") from None
+    except _ZIP_MEMBER_ERRORS as e:
+        # An archive rewritten or damaged after discovery: each member says so, in its own row.
         raise SourceError(f"unreadable zip member ({type(e).__name__})") from None
-    except (OSError, KeyError) as e:
-        raise SourceError(f"unreadable ({getattr(e, 'strerror', None) or type(e).__name__})") from None

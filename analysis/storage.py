@@ -5,6 +5,8 @@ Every column name of every table is defined here and only here. Each table is a 
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -14,6 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from analysis.names import make_display
 
 PREDICTIONS = "predictions"
 ACTIVATIONS = "activations"          # channel means, one directory per layer
@@ -93,7 +97,39 @@ def activation_schema(channels: int) -> pa.Schema:
 
 
 def with_metadata(schema: pa.Schema, meta: Mapping[str, Any]) -> pa.Schema:
-    return schema.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+    return schema.with_metadata({METADATA_KEY: encode_json(meta, indent=None)})
+
+
+def _displayable(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return make_display(obj)
+    if isinstance(obj, Mapping):
+        return {_displayable(k): _displayable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_displayable(v) for v in obj]
+    return obj
+
+
+def encode_json(obj: Any, indent: int | None = 2) -> bytes:
+    """JSON that any reader takes: a path with bytes that are not UTF-8 is written as analysis.names shows it, never
+    as a lone surrogate (Python reads those back, DuckDB and jq do not)."""
+    text = json.dumps(_displayable(obj), indent=indent, sort_keys=True, default=str)
+    return (text + "\n").encode() if indent is not None else text.encode()
+
+
+class WriteError(Exception):
+    """An output could not be written (no space, no permission, read-only, ...); the message is one line."""
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path: str | os.PathLike):
+    """OSError while writing `path` -> WriteError naming the file and the cause (ENOSPC, EACCES, ...)."""
+    try:
+        yield
+    except OSError as e:
+        code = errno.errorcode.get(e.errno or 0, "")
+        raise WriteError(f"cannot write {make_display(path)!r}: {e.strerror or e}"
+                         + (f" [{code}]" if code else "")) from e
 
 
 def make_activation_table(image_ids: Sequence[str], values: np.ndarray, schema: pa.Schema) -> pa.Table:
@@ -115,41 +151,44 @@ _FILE_MODE = 0o644  # mkstemp makes 0600 files; outputs are meant to be read by 
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    """Write to a temp file in the same directory, fsync, then rename over `path`; WriteError when it cannot."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with reporting_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    """A Parquet file that appears only complete: temp file (hidden, so readers skip it), fsync, rename."""
+    """A Parquet file that appears only complete: temp file (hidden, so readers skip it), fsync, rename;
+    WriteError when it cannot be written (the temp file is removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="snappy")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with reporting_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _FILE_MODE)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="snappy")
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    write_bytes_atomic((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), path)
+    write_bytes_atomic(encode_json(obj), path)
 
 
 def read_run_json(out: str | os.PathLike) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable, Mapping
 
 from analysis.config import ConfigError, make_config, parse_override, read_config_section
+from analysis.names import make_log_safe
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,7 +47,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "unusable input", reported in one line rather than a traceback."""
     errors: list[type[BaseException]] = [ConfigError]
     for module, name in (("analysis.discovery", "DataError"), ("analysis.model", "WeightsError"),
-                         ("analysis.decoding", "DecodeError")):
+                         ("analysis.decoding", "DecodeError"), ("analysis.storage", "WriteError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -63,7 +64,7 @@ def run_main(parse: Callable[[list[str] | None], Any], main: Callable[[Any], int
         return main(cfg)
     except errors as e:
         reason = getattr(e, "reason", None) or str(e)
-        print(f"{prog}: error: {reason}", file=sys.stderr)
+        print(f"{prog}: error: {make_log_safe(reason)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

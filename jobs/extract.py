@@ -8,16 +8,18 @@ Rerunning the same command on the same OUT resumes: finished units are skipped.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from analysis import manifest, storage
+from analysis import manifest, names, storage
 from analysis.config import ConfigError, ExtractConfig
 from analysis.dataset import ImageDataset, collate_images
-from analysis.discovery import apply_labels, find_images, read_labels_csv
+from analysis.discovery import find_images
+from analysis.labels import apply_labels, match_class_names, read_labels_csv
 from analysis.heads import compute_class_logits, compute_probabilities
 from analysis.activations import ChannelReducer
 from analysis.model import layer_channels, load_model
@@ -37,21 +39,28 @@ def main(cfg: ExtractConfig) -> int:
 
     # 1. Find the images (names only: nothing is decoded yet). Every shard lists them all, sorted, and checks below
     #    that it saw the same list as the run it joins.
+    outputs.check_out_writable(out)
     found = find_images(cfg.data)
-    if cfg.labels:
-        found, unmatched = apply_labels(found, read_labels_csv(cfg.labels))
-        if unmatched:
-            log.warning("%d image ids in %s match no image found", unmatched, cfg.labels)
-    log.info("DATA %s: %s; %d images, %d other files skipped %s", found.root, found.layout, found.n_images,
-             sum(found.skipped.values()), dict(found.skipped) or "")
+    csv_labels = read_labels_csv(cfg.labels) if cfg.labels else None   # a bad file fails here, before the model
+    log.info("DATA %s: %s; %d images, %d other files skipped %s", names.make_display(found.root), found.layout,
+             found.n_images, sum(found.skipped.values()), dict(found.skipped) or "")
 
-    # 2. The model and its weights, before any image is read.
+    # 2. The model and its weights, before any image is read; then the labels: folder names that are plurals of
+    #    the model's classes (Keras's cats/, dogs/) mapped onto them, and last the --labels CSV, which wins.
     device = cluster.pick_device(cfg.device)
     precision = runtime.pick_precision(cfg.precision, device)
     loaded = load_model(cfg.weights, classes=cfg.classes, classes_file=cfg.classes_file,
                         class_map=cfg.imagenet_classes, download=cfg.download, seed=cfg.seed)
     if loaded.random:
         log.warning("RANDOM WEIGHTS (seed %d): a smoke run; these activations and predictions mean nothing", cfg.seed)
+    found, label_map = match_class_names(found, loaded.classes)
+    if label_map:
+        log.info("labels matched to the model's classes: %s (--labels FILE.csv overrides)",
+                 ", ".join(f"{k} -> {v}" for k, v in label_map.items()))
+    if csv_labels:
+        found, unmatched = apply_labels(found, csv_labels)
+        if unmatched:
+            log.warning("%d image ids in %s match no image found", unmatched, cfg.labels)
     outputs.warn_unknown_labels(found.records, loaded.classes)
     model = loaded.model.to(device, memory_format=torch.channels_last)
     channels = {name: layer_channels(model)[name] for name in cfg.layers}
@@ -59,7 +68,8 @@ def main(cfg: ExtractConfig) -> int:
 
     # 3. The run in OUT: create it, resume it, or refuse a different one. This shard's units, less those done.
     workers = runtime.pick_workers(cfg.workers, device)
-    meta = outputs.make_metadata(cfg, found, loaded, channels, preprocessing, device, precision, workers)
+    meta = outputs.make_metadata(cfg, found, loaded, channels, preprocessing, device, precision, workers,
+                                 label_map)
     run = outputs.make_run_manifest(meta, found, cfg, shard)
     if outputs.open_run(out, run, cfg.overwrite) or not (out / storage.CONFIG_YAML).exists():
         outputs.write_config(out, cfg)
@@ -80,18 +90,24 @@ def main(cfg: ExtractConfig) -> int:
                         units=iter_unit_sizes(todo), stamp=outputs.make_unit_stamp(run, shard, device, cfg))
     bar = tqdm(total=sum(len(u) for u in todo), unit="img", disable=not cfg.progress, dynamic_ncols=True,
                file=sys.stderr)
-    with cluster.StopSignals() as stop, torch.inference_mode(), ChannelReducer(model, cfg.layers) as reducer:
-        for batch in (loader if todo else ()):
-            acts, rows = compute_batch(model, reducer, batch, loaded, found.records, channels, device, precision)
-            writer.add(rows, batch.ok, acts)
-            bar.update(len(batch.indices))
-            if stop.requested and writer.at_unit_boundary:
-                break
+    try:
+        with cluster.StopSignals() as stop, torch.inference_mode(), ChannelReducer(model, cfg.layers) as reducer:
+            for batch in (loader if todo else ()):
+                acts, rows = compute_batch(model, reducer, batch, loaded, found.records, channels, device, precision)
+                writer.add(rows, batch.ok, acts)
+                bar.update(len(batch.indices))
+                if stop.requested and writer.at_unit_boundary:
+                    break
+        if not stop.requested:
+            writer.close()
+    except storage.WriteError as e:
+        bar.close()
+        raise storage.WriteError(f"OUT {names.make_display(out)!r}: {e}; the {writer.unit} units committed before "
+                                 "it are kept: fix that and rerun the same command to resume") from None
     bar.close()
     if stop.requested and writer.unit < len(todo):
         log.warning("stopped: %d units committed by this process; rerun the same command to resume", writer.unit)
         return stop.exit_code()
-    writer.close()
 
     # 5. The shard that finds every unit done marks the run complete: run.json, written once.
     missing = manifest.find_missing_units(out, run)
@@ -163,7 +179,8 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     if not cfg.data:
         raise ConfigError("data: no dataset given; pass --data PATH (make analyze DATA=PATH)")
     if args.print_out:
-        print(outputs.resolve_out(cfg.data, cfg.out))
+        # The real bytes, for a shell to pass on: a name that is not UTF-8 must reach `make report` unchanged.
+        sys.stdout.buffer.write(os.fsencode(outputs.resolve_out(cfg.data, cfg.out)) + b"\n")
         sys.exit(0)
     return cfg
 

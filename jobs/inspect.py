@@ -7,7 +7,9 @@ Writes OUT/inspect/<image name>/index.html with its PNG figures and inspect.json
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import sys
 import time
@@ -20,6 +22,7 @@ from PIL import Image
 from analysis import storage
 from analysis.config import ConfigError, InspectConfig, read_config_section
 from analysis.convolution import compute_convolution, make_kernel
+from analysis.names import make_display
 from analysis.decoding import DecodeError, Decoded, decode_image
 from analysis.featuremaps import FeatureMapRecorder
 from analysis.inspection import compute_answer, summarize_layer
@@ -71,8 +74,9 @@ def main(cfg: InspectConfig) -> int:
                    for lm in layers] if run_meta else []
 
     # The page: its figures, its numbers, and index.html last, so that it only ever references files that exist.
-    name = Path(cfg.image).name
-    page = inspect_page.start_page(name, cfg.image, loaded, preprocessing.describe()["steps"], cfg.layers)
+    name = make_display(Path(cfg.image).name)   # a name that is not UTF-8 is shown with \xHH escapes
+    page = inspect_page.start_page(name, make_display(cfg.image), loaded, preprocessing.describe()["steps"],
+                                   cfg.layers)
     inspect_page.add_image_section(page, np.asarray(fit_within(decoded, inspect_page.SHOWN_MAX_SIDE)),
                                    decoded.width, decoded.height, decoded.format, view,
                                    preprocessing.describe()["steps"])
@@ -82,8 +86,8 @@ def main(cfg: InspectConfig) -> int:
         inspect_page.add_layer_section(page, lm, view, cfg.grid_channels, cfg.colormap, cfg.alpha)
     if run_meta:
         notes = describe_mismatch(run_meta, loaded.weights_id, preprocessing.describe())
-        inspect_page.add_run_section(page, cfg.run, notes, comparisons, {lm.layer: lm for lm in layers}, view,
-                                     cfg.colormap, cfg.alpha)
+        inspect_page.add_run_section(page, make_display(cfg.run), notes, comparisons,
+                                     {lm.layer: lm for lm in layers}, view, cfg.colormap, cfg.alpha)
     inspect_page.add_numbers_section(page, inspect_page.make_numbers(name, answer, layers, kernel, conv,
                                                                      comparisons, page.facts))
     write_page(page_dir, page)
@@ -93,8 +97,16 @@ def main(cfg: InspectConfig) -> int:
 
 
 def make_page_name(image: str) -> str:
-    """The folder name of an image's page: its file name, with anything but letters, digits, '.', '-' made '_'."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(image).name).lstrip(".")
+    """The folder name of an image's page: its file name, with anything but letters, digits, '.', '-' made '_'.
+
+    When that changed the name, 8 hex digits of the sha256 of its real bytes follow, so that two names made alike
+    (dog.\xff.jpg and dog.\xfe.jpg, caf\u00e9 and its NFD twin, a?b and a*b) never share, and overwrite, a page;
+    a long name is cut so that the folder's name stays within the file system's 255 bytes.
+    """
+    real = Path(image).name
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", real).lstrip(".")[:200]
+    if name != real:
+        name = f"{name or 'image'}-{hashlib.sha256(os.fsencode(real)).hexdigest()[:8]}"
     return name or "image"
 
 

@@ -9,6 +9,7 @@ import platform
 import random
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from analysis import manifest, storage
+from analysis import manifest, names, storage
 from analysis.config import ConfigError
 
 log = logging.getLogger("cnn_blackbox")
@@ -33,6 +34,20 @@ def resolve_out(data: str, out: str | None) -> Path:
         return Path(out)
     name = Path(data.rstrip("/\\")).name
     return Path("runs") / (name[:-4] if name.lower().endswith(".zip") else name or "data")
+
+
+def check_out_writable(out: Path) -> None:
+    """OUT can hold a run: a folder (made if missing) where a file can be created; else one line naming OUT."""
+    shown = names.make_display(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"OUT {shown!r} is a file; OUT must be a folder (it is created when missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ConfigError(f"OUT {shown!r} is not writable ({e.strerror or e}); choose another OUT or fix its "
+                          "permissions") from None
 
 
 def open_run(out: Path, run: dict, overwrite: bool) -> bool:
@@ -143,7 +158,7 @@ def _versions() -> dict[str, str]:
 
 
 def make_metadata(cfg, found, loaded, channels: dict[str, int], preprocessing, device, precision: str,
-                  workers: int) -> dict[str, Any]:
+                  workers: int, label_map: dict[str, str] | None = None) -> dict[str, Any]:
     """What produced these tables: stored in every Parquet file's key-value metadata and in run.json."""
     return {
         "tool": TOOL,
@@ -163,6 +178,7 @@ def make_metadata(cfg, found, loaded, channels: dict[str, int], preprocessing, d
         "unit_size": cfg.unit_size,
         "versions": _versions(),
         "data": {"path": found.root, "layout": found.layout, "labels_csv": cfg.labels,
+                 "label_map": dict(label_map or {}),
                  "fingerprint": fingerprint(r.image_id for r in found.records)},
     }
 

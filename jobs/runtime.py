@@ -9,6 +9,7 @@ import sys
 import torch
 
 from analysis.config import ConfigError
+from analysis.names import make_log_safe
 
 log = logging.getLogger("cnn_blackbox")
 
@@ -17,9 +18,17 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
+class OneLineFormatter(logging.Formatter):
+    """Every record is one line: a file name with a newline or a byte that is not UTF-8 cannot forge or break one."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return make_log_safe(super().formatMessage(record))
+
+
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def pick_device(name: str) -> torch.device:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
@@ -51,7 +52,7 @@ def _url(path: str) -> str:
     """A relative path for src/href: no scheme (javascript:, http:, data:), no absolute path; percent-encoded."""
     if _SCHEME.match(path) or path.startswith(("/", "\\")):
         raise ValueError(f"only relative paths may be referenced by the page, got {path!r}")
-    return _t(quote(path, safe="/"))
+    return _t(quote(os.fsencode(path), safe="/"))   # the real bytes of a folder name that is not UTF-8
 
 
 def _json(obj: Any) -> str:

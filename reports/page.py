@@ -10,6 +10,7 @@ import pandas as pd
 
 from analysis import report_tables as rt
 from analysis import storage
+from analysis.names import make_display
 
 
 @dataclasses.dataclass
@@ -126,7 +127,7 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                f"{meta.get('precision', 'fp32')}.") if overlays.checked else (overlays.note or "Nothing recomputed.")
     rel = os.path.relpath(run, out)
     return {
-        "title": f"CNN black box: {Path(str((meta.get('data') or {}).get('path') or run)).name}",
+        "title": f"CNN black box: {make_display(Path(str((meta.get('data') or {}).get('path') or run)).name)}",
         "banners": banners, "run": _run_rows(meta, seconds),
         "quality": {"figure": figures["quality"], "errors": list(errors.items()), "skipped": list(skipped.items())},
         "classification": {"summary": summary, "figures": figures["classification"]},
@@ -148,7 +149,8 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                               ("predictions/", f"{rel}/{storage.PREDICTIONS}/"),
                               ("activations/", f"{rel}/{storage.ACTIVATIONS}/"), ("run.json", f"{rel}/{storage.RUN_JSON}")],
                     "snippet": _snippet(run, layers[0] if layers else "conv5_3"),
-                    "rerun": f"Rerun this page: make report RUN={run}  (or python -m jobs.report --run {run})"},
+                    "rerun": f"Rerun this page: make report RUN={make_display(run)}  "
+                             f"(or python -m jobs.report --run {make_display(run)})"},
     }
 
 

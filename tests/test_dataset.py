@@ -52,7 +52,7 @@ def write_mixed_folder(tmp_path):
         (tmp_path / name).write_bytes(data)
         records.append(record(tmp_path / name))
     records.append(record(tmp_path / "missing.jpg"))                      # vanished after discovery
-    expected = [e for _, _, e in files] + ["unreadable"]
+    expected = [e for _, _, e in files] + ["vanished"]
     return records, expected
 
 

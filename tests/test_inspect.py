@@ -2,6 +2,7 @@
 independent computations, the page's files and escaping, a real headless browser, and one-line failures."""
 from __future__ import annotations
 
+import hashlib
 import html.parser
 import json
 import os
@@ -204,9 +205,18 @@ def test_help_documents_the_flags(capsys):
 
 
 def test_page_name_is_safe():
+    def digest(name: str) -> str:
+        return hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+
     assert inspect_job.make_page_name("/x/cat.1.jpg") == "cat.1.jpg"
-    assert inspect_job.make_page_name(HOSTILE) == "cat._img_src_x_onerror_alert_1__.png"
-    assert inspect_job.make_page_name("../..") == "image"
+    assert inspect_job.make_page_name(HOSTILE) == f"cat._img_src_x_onerror_alert_1__.png-{digest(Path(HOSTILE).name)}"
+    assert inspect_job.make_page_name("../..") == f"image-{digest('..')}"
+    # Names that sanitize alike never share a page: bytes that are not UTF-8, NFC/NFD twins, other punctuation.
+    twins = [b"dog.\xff.jpg", b"dog.\xfe.jpg", "caf\u00e9.jpg".encode(), "cafe\u0301.jpg".encode(), b"a?b.jpg",
+             b"a*b.jpg"]
+    made = [inspect_job.make_page_name(os.fsdecode(t)) for t in twins]
+    assert len(set(made)) == len(made)
+    assert len(inspect_job.make_page_name("x" * 250 + "?.jpg").encode()) <= 255
 
 
 def test_config_defaults_come_from_the_yaml_and_are_checked(tmp_path):

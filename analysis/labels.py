@@ -1,0 +1,81 @@
+"""Labels beside discovery's: a CSV that overrides them, and folder names that are plurals of the model's classes.
+
+Both run after discovery, on its records; the CSV last, so that what the user wrote wins.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import replace
+from typing import Sequence
+
+from analysis.discovery import DataError, Discovery
+
+_PLURAL_ENDINGS = ("s", "es")
+
+
+def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
+    """{image_id: label} from a CSV with an `image_id,label` header (other columns ignored); labels lower-cased."""
+    name = os.fspath(path)
+    labels: dict[str, str] = {}
+    try:
+        with open(name, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "image_id" not in header or "label" not in header:
+                raise DataError(f"labels file {name!r}: the first line must be a header with columns "
+                                f"image_id,label; got {','.join(header)!r}")
+            i, j = header.index("image_id"), header.index("label")
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                image_id = row[i].strip() if i < len(row) else ""
+                label = row[j].strip().lower() if j < len(row) else ""
+                if not image_id or not label:
+                    raise DataError(f"labels file {name!r} line {reader.line_num}: empty image_id or label")
+                if labels.setdefault(image_id, label) != label:
+                    raise DataError(f"labels file {name!r} line {reader.line_num}: {image_id!r} has two labels, "
+                                    f"{labels[image_id]!r} and {label!r}")
+    except FileNotFoundError:
+        raise DataError(f"labels file {name!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"labels file {name!r} cannot be read ({type(e).__name__}: {e})") from None
+    if not labels:
+        raise DataError(f"labels file {name!r} has a header but no rows")
+    return labels
+
+
+def apply_labels(discovery: Discovery, labels: dict[str, str]) -> tuple[Discovery, int]:
+    """Labels from `labels` replace discovered ones (others are kept); also returns how many ids matched no image.
+
+    An id is taken as the tables write it (a backslash there is an escape: analysis.names); one that matches no
+    image but does with its backslashes read as '/' is a Windows path, and is taken that way.
+    """
+    found = {r.image_id for r in discovery.records}
+    by_id: dict[str, str] = {}
+    for image_id, label in labels.items():
+        if image_id not in found and image_id.replace("\\", "/") in found:
+            image_id = image_id.replace("\\", "/")
+        by_id[image_id] = label.lower()
+    records = tuple(replace(r, label=by_id[r.image_id]) if r.image_id in by_id else r for r in discovery.records)
+    return replace(discovery, records=records), len(by_id.keys() - found)
+
+
+def match_class_names(discovery: Discovery, classes: Sequence[str]) -> tuple[Discovery, dict[str, str]]:
+    """Labels that are plurals of the model's classes (Keras's cats/, dogs/ -> cat, dog) mapped onto them.
+
+    A label is mapped when exactly one class plus 's' or 'es' spells it, no other label maps to that class, and
+    the class itself is not a label already (cat/ beside cats/ is two folders, not one class). Returns the records
+    and {folder label: class} for what was mapped; labels already among the classes, or ambiguous, stay.
+    """
+    found = sorted({r.label for r in discovery.records if r.label is not None})
+    known = set(classes)
+    candidates = {lab: [c for c in classes if any(lab == c + e for e in _PLURAL_ENDINGS)]
+                  for lab in found if lab not in known}
+    targets = [c[0] for c in candidates.values() if len(c) == 1]
+    mapping = {lab: c[0] for lab, c in candidates.items()
+               if len(c) == 1 and targets.count(c[0]) == 1 and c[0] not in found}
+    if not mapping:
+        return discovery, {}
+    records = tuple(replace(r, label=mapping[r.label]) if r.label in mapping else r for r in discovery.records)
+    return replace(discovery, records=records), mapping
