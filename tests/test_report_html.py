@@ -3,14 +3,10 @@ escaped, self-contained, every reference present, rendered by a real headless ch
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -18,10 +14,10 @@ from PIL import Image
 from analysis import report_tables as rt
 from analysis.config import ExtractConfig, ReportConfig, make_config, read_config_section
 from jobs import extract, report
+from tests.browser import needs_chromium, parse, render_in_chromium
 from tests.conftest import write_image
 
 HOSTILE = ("cat.<img src=x onerror=alert(1)>.jpg", 'dog." onmouseover="alert(2)" x=".jpg', "cat.'-alert(3)-'.jpg")
-CHROMIUM = "/usr/bin/chromium"
 
 
 def run_extract_and_report(data: Path, out: Path, **report_values) -> Path:
@@ -46,32 +42,6 @@ def page(tmp_path_factory) -> Path:
         write_image(data / ("Cat" if name.startswith("cat") else "Dog") / name, size=(72, 72), seed=200 + i)
     (data / "Dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     return run_extract_and_report(data, tmp_path_factory.mktemp("run") / "out")
-
-
-class Collector(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-        self.scripts: list[str] = []
-        self._in_script = False
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-        self._in_script = tag == "script"
-
-    def handle_endtag(self, tag):
-        self._in_script = False
-
-    def handle_data(self, data):
-        (self.scripts if self._in_script else self.text).append(data)
-
-
-def parse(path: Path) -> tuple[str, Collector]:
-    text = path.read_text(encoding="utf-8")
-    c = Collector()
-    c.feed(text)
-    return text, c
 
 
 def test_tables_and_tiles_written(page):
@@ -113,29 +83,6 @@ def test_page_is_self_contained_and_references_exist(page):
             assert f'id="{ref[1:]}"' in text or f"id='{ref[1:]}'" in text, ref
             continue
         assert (page / unquote(ref)).exists(), ref
-
-
-def render_in_chromium(page: Path, tmp_path: Path) -> tuple[list[str], np.ndarray]:
-    """Console lines and the screenshot of `page`, with alert() turned into a console error: if anything on the
-    page runs script it was not meant to (a hostile name's onerror, say), it shows in the console."""
-    probe = page.with_name("probe.html")
-    hook = "<script>window.alert=function(x){console.error('ALERT '+x)};</script>"
-    probe.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + hook, 1), encoding="utf-8")
-    shot = tmp_path / "shot.png"
-    try:
-        result = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--enable-logging=stderr", "--v=0", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1200,1600", f"--screenshot={shot}", probe.resolve().as_uri()],
-            capture_output=True, text=True, timeout=120)
-    finally:
-        probe.unlink()
-    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
-    return console, np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
-
-
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                    reason=f"{CHROMIUM} missing (.ci/run installs chromium)")
 
 
 @needs_chromium
