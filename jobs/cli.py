@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any, Callable, Mapping
 
 from analysis.config import ConfigError, make_config, parse_override, read_config_section
-from analysis.names import make_log_safe
+from analysis.names import make_display, make_log_safe
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -34,6 +35,16 @@ def resolve_config(cls: type, section: str, args: argparse.Namespace, flags: Map
             raise ConfigError(f"--set {key}: unknown config key; valid keys: {', '.join(sorted(names))}")
         values[key] = value
     return make_config(cls, values)
+
+
+def check_utf8_path(what: str, path) -> None:
+    """pyarrow (and DuckDB, Polars) open only paths that are valid UTF-8: refuse another one at start, in one line."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} '{make_display(text)}': the path holds bytes that are not UTF-8, and Parquet "
+                          "readers cannot open such a path; choose one without them") from None
 
 
 def parse_int(flag: str, text: str) -> int:

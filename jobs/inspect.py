@@ -42,6 +42,8 @@ SHARED_WITH_EXTRACT = ("max_image_pixels", "max_file_bytes", "imagenet_classes")
 def main(cfg: InspectConfig) -> int:
     t0 = time.perf_counter()
     page_dir = Path(cfg.out or "runs") / "inspect" / make_page_name(cfg.image)
+    if cfg.run:
+        cli.check_utf8_path("RUN", cfg.run)
     run_meta = read_run_meta(cfg.run) if cfg.run else None  # a wrong RUN fails before any work
 
     # 1. The image as read (orientation fixed), and as the network sees it (resized, center-cropped).

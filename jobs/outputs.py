@@ -21,6 +21,7 @@ import yaml
 
 from analysis import manifest, names, storage
 from analysis.config import ConfigError
+from jobs import cli
 
 log = logging.getLogger("cnn_blackbox")
 TOOL = "cnn-blackbox"
@@ -29,24 +30,25 @@ _TABLE_DIRS = (storage.PREDICTIONS, storage.ACTIVATIONS, storage.ACTIVATIONS_MAX
 
 
 def resolve_out(data: str, out: str | None) -> Path:
-    """OUT, or runs/<name of DATA> (a zip's name without .zip)."""
+    """OUT, or runs/<name of DATA> (a zip's name without .zip; bytes that are not UTF-8 written as \\xHH)."""
     if out:
         return Path(out)
-    name = Path(data.rstrip("/\\")).name
+    name = names.make_display(Path(data.rstrip("/\\")).name)
     return Path("runs") / (name[:-4] if name.lower().endswith(".zip") else name or "data")
 
 
 def check_out_writable(out: Path) -> None:
     """OUT can hold a run: a folder (made if missing) where a file can be created; else one line naming OUT."""
     shown = names.make_display(out)
+    cli.check_utf8_path("OUT", out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"OUT {shown!r} is a file; OUT must be a folder (it is created when missing)")
+        raise ConfigError(f"OUT '{shown}' is a file; OUT must be a folder (it is created when missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as e:
-        raise ConfigError(f"OUT {shown!r} is not writable ({e.strerror or e}); choose another OUT or fix its "
+        raise ConfigError(f"OUT '{shown}' is not writable ({e.strerror or e}); choose another OUT or fix its "
                           "permissions") from None
 
 

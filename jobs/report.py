@@ -31,6 +31,7 @@ def main(cfg: ReportConfig) -> int:
     t0 = time.perf_counter()
     run, meta = Path(cfg.run), read_finished_run(cfg.run)
     out = rt.report_dir(run, cfg.out)
+    cli.check_utf8_path("--out", out)
     layers = check_layers(cfg.layers, meta)
     classes = tuple(meta["classes"])
 
@@ -64,6 +65,7 @@ def main(cfg: ReportConfig) -> int:
 
 
 def read_finished_run(run: str) -> dict:
+    cli.check_utf8_path("RUN", run)
     manifest.check_complete(run)  # an unfinished (sharded) run is refused, naming the shards still missing
     try:
         meta = storage.read_run_json(run)

@@ -121,8 +121,20 @@ def test_the_log_is_one_line_per_record_and_print_out_gives_the_real_bytes(tmp_p
     lines = result.stderr.decode("utf-8").splitlines()               # strict UTF-8, whatever the names hold
     assert lines and all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING) ", line) for line in lines), lines
     assert any("caf\\xe9" in line for line in lines)
+    # The default OUT is named as the id escape writes DATA's name, a path Parquet readers can open.
     printed = subprocess.run(cmd + ["--print-out"], cwd=ROOT, capture_output=True, timeout=120)
-    assert printed.stdout == b"runs/caf\xe9\n"                       # what `make analyze` hands to the report
+    assert printed.stdout == b"runs/caf\\xe9\n"
+
+
+def test_an_out_or_run_that_is_not_utf8_fails_at_start_in_one_line(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_tree(os.fsencode(data), [b"cat.1.jpg"])
+    bad = os.fsdecode(os.fsencode(tmp_path) + b"/out\xff")
+    assert run(data, bad, "--weights", "random") == 2
+    assert cli.run_main(report.parse, report.main, "report", ["--run", bad]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all("out\\xff': the path holds bytes that are not UTF-8" in line for line in lines)
+    assert not os.path.exists(bad)
 
 
 PART = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b)
