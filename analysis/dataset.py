@@ -7,6 +7,7 @@ found gets exactly one row.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,8 +34,10 @@ class ImageDataset(Dataset):
     archives are opened once per worker process by `read_bytes`)."""
 
     def __init__(self, records: Sequence[ImageRecord], preprocessing: Preprocessing, max_pixels: int,
-                 max_file_bytes: int):
+                 max_file_bytes: int, root: str | None = None):
+        """root: DATA; every file read must lie inside it (analysis.sources.read_bytes)."""
         self.records = records
+        self.root = os.path.realpath(root) if root is not None else None
         self.preprocessing = preprocessing
         self.max_pixels = max_pixels
         self.max_file_bytes = max_file_bytes
@@ -44,7 +47,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> Item:
         try:
-            data = read_bytes(self.records[i], self.max_file_bytes)
+            data = read_bytes(self.records[i], self.max_file_bytes, self.root)
         except SourceError as e:
             return Item(index=i, image=None, error=e.reason, width=None, height=None, format=None)
         try:

@@ -175,7 +175,7 @@ def find_images(data: str | os.PathLike) -> Discovery:
             raise DataError(f"DATA {shown!r} cannot be read ({e.strerror or e})") from None
     else:
         try:
-            top = read_zip_tree(os.path.basename(root), root, "", skips)
+            top = read_zip_tree(os.path.basename(root), os.path.realpath(root), "", skips)
         except ZIP_ERRORS as e:
             raise DataError(f"DATA {shown!r} is neither a folder nor a readable .zip archive "
                             f"({type(e).__name__}: {e})") from None

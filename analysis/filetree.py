@@ -108,9 +108,14 @@ def read_zip_tree(name: str, path: str, rel: str, skips: Skips) -> Folder:
 
 
 def read_folder_tree(root: str, skips: Skips) -> Folder:
-    """The tree under the folder `root` (absolute), zips included; raises OSError when `root` cannot be listed."""
-    top = Folder(os.path.basename(root), "", root, None)
-    _Walker(os.path.realpath(root), skips).run(top)
+    """The tree under the folder `root` (absolute), zips included; raises OSError when `root` cannot be listed.
+
+    Every path in it is a real path under realpath(root), with no link on the way (a link inside DATA is replaced
+    by the target it was checked against), so that reading can refuse to follow any link (analysis.sources).
+    """
+    real = os.path.realpath(root)
+    top = Folder(os.path.basename(root), "", real, None)
+    _Walker(real, skips).run(top)
     return top
 
 
@@ -169,7 +174,7 @@ class _Walker:
         elif real in self.seen:
             self.skips.add(rel + "/", "symlink to a folder already found")
         else:
-            child = folder.folders[name] = Folder(name, rel + "/", path, None)
+            child = folder.folders[name] = Folder(name, rel + "/", real, None)
             self.walk(child, real)
 
     def file(self, folder: Folder, name: str, path: str, rel: str) -> None:

@@ -91,9 +91,11 @@ def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[i
     Each image is decoded and run once, in batches; only the channels asked for are kept.
     """
     try:
-        records = {r.image_id: r for r in find_images(rm.data).records}
+        found = find_images(rm.data)
+        records = {r.image_id: r for r in found.records}
     except DataError as e:
         raise RecomputeError(f"the run's DATA cannot be read any more: {e}") from None
+    root = os.path.realpath(found.root)
     layers = sorted({layer for want in needs.values() for layer in want})
     model = rm.loaded.model.to(device).eval()
     shown: list[ShownImage] = []
@@ -117,7 +119,7 @@ def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[i
             shown.append(ShownImage(image_id, None, {}, "not found in DATA any more"))
             continue
         try:
-            pil = decode_image(read_bytes(record, rm.max_file_bytes), rm.max_image_pixels).image
+            pil = decode_image(read_bytes(record, rm.max_file_bytes, root), rm.max_image_pixels).image
         except (SourceError, DecodeError) as e:
             shown.append(ShownImage(image_id, None, {}, f"cannot be read now ({e.reason})"))
             continue

@@ -1,6 +1,7 @@
 """Where an image's bytes are, and reading them: a plain file or a member of a zip archive read in place."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import lzma
 import os
@@ -28,6 +29,9 @@ class SourceError(Exception):
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: a file swapped for a FIFO must not block the open; fstat then says it is not a regular file.
+_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 # What zipfile and its decompressors raise on a damaged or rewritten archive (RuntimeError: an encrypted member).
 _ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError,
                       ValueError, zlib.error, lzma.LZMAError)
@@ -36,24 +40,26 @@ _ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedEr
 _ZIPS: dict[tuple[int, str], zipfile.ZipFile] = {}
 
 
-def _open_zip(path: str) -> zipfile.ZipFile:
+def _open_zip(path: str, root: str | None) -> zipfile.ZipFile:
     key = (os.getpid(), path)
     zf = _ZIPS.get(key)
     if zf is None:
-        zf = _ZIPS[key] = zipfile.ZipFile(path)
+        zf = _ZIPS[key] = zipfile.ZipFile(_open_checked(path, root))
     return zf
 
 
-def read_bytes(record: ImageRecord, max_bytes: int) -> bytes:
+def read_bytes(record: ImageRecord, max_bytes: int, root: str | None = None) -> bytes:
     """The raw bytes of one image, refusing files over `max_bytes` before reading them.
 
     Files change between discovery and decoding on a live disk; each way ends as its own reason: `vanished` (deleted
     or renamed), `truncated` (shorter than it was when opened), `replaced by a symlink` (never followed: a link
     found at discovery was resolved and checked then, and its target is what is read), `not a regular file`.
+    With `root` (the real path of DATA), no link is followed on the way from it either: a folder swapped for a link
+    to elsewhere after discovery is caught too.
     """
     if record.member is None:
-        return _read_file(record.path, max_bytes)
-    return _read_member(record.path, record.member, max_bytes)
+        return _read_file(record.path, max_bytes, root)
+    return _read_member(record.path, record.member, max_bytes, root)
 
 
 def _os_reason(e: OSError) -> str:
@@ -66,13 +72,47 @@ def _os_reason(e: OSError) -> str:
     return f"unreadable ({e.strerror or type(e).__name__})"
 
 
-def _read_file(path: str, max_bytes: int) -> bytes:
+def _open_checked(path: str, root: str | None):
+    """The file at `path` open for reading, following no link on the way from `root` (the real DATA; every path
+    discovery makes is a real path under it), so nothing swapped in after discovery can lead outside DATA."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        if root is None or path == root:
+            fd = os.open(path, _FILE_FLAGS)
+        else:
+            fd = _open_beneath(root, os.path.relpath(path, root).split(os.sep))
     except OSError as e:
         raise SourceError(_os_reason(e)) from None
     try:
-        with os.fdopen(fd, "rb") as f:
+        return os.fdopen(fd, "rb")
+    except OSError as e:   # a folder now: io refuses it, and leaves the descriptor it was given open
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise SourceError(_os_reason(e)) from None
+
+
+def _open_beneath(root: str, parts: list[str]) -> int:
+    if parts[0] == os.pardir:
+        raise OSError(errno.ELOOP, "outside DATA")
+    dir_fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=dir_fd)
+            except NotADirectoryError:   # Linux's answer for a link there too: say which it is
+                if stat.S_ISLNK(os.lstat(part, dir_fd=dir_fd).st_mode):
+                    raise OSError(errno.ELOOP, "a folder was replaced by a symlink") from None
+                raise
+            os.close(dir_fd)
+            dir_fd = next_fd
+        return os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_file(path: str, max_bytes: int, root: str | None) -> bytes:
+    f = _open_checked(path, root)
+    try:
+        with f:
             st = os.fstat(f.fileno())   # of what was opened: no window between a stat and the open
             if not stat.S_ISREG(st.st_mode):
                 raise SourceError("not a regular file")
@@ -86,9 +126,9 @@ def _read_file(path: str, max_bytes: int) -> bytes:
     return data
 
 
-def _read_member(path: str, member: str, max_bytes: int) -> bytes:
+def _read_member(path: str, member: str, max_bytes: int, root: str | None) -> bytes:
     try:
-        zf = _open_zip(path)
+        zf = _open_zip(path, root)
         info = zf.getinfo(member)
         if info.file_size > max_bytes:
             raise SourceError("too large")

@@ -80,17 +80,30 @@ def main(cfg: ExtractConfig) -> int:
              len(mine), run["n_units"], cfg.unit_size, len(mine) - len(todo), len(todo))
 
     # 4. Stream this shard's units through the model, reducing every layer inside its hook; each unit is committed
-    #    as it completes. SIGINT/SIGTERM stop at the next unit boundary.
+    #    as it completes. SIGINT/SIGTERM stop at the next unit boundary. 5. The shard that finds every unit done
+    #    marks the run complete: run.json, written once. A failed write (a full disk) ends both in one line.
+    try:
+        stopped = stream_units(cfg, out, found, loaded, model, channels, preprocessing, device, precision, workers,
+                               meta, run, shard, todo)
+        return stopped if stopped is not None else complete_run(out, run, shard)
+    except storage.WriteError as e:
+        done = len(manifest.read_unit_manifests(out, run["identity_sha256"]))
+        raise storage.WriteError(f"OUT '{names.make_display(out)}': {e}; {done} of {run['n_units']} units are "
+                                 "committed and kept: fix that and rerun the same command to resume") from None
+
+
+def stream_units(cfg, out, found, loaded, model, channels, preprocessing, device, precision, workers, meta, run,
+                 shard, todo) -> int | None:
+    """Run and commit this shard's units to do; the exit code when a signal stopped it early, else None."""
     loader = torch.utils.data.DataLoader(
-        ImageDataset(found.records, preprocessing, cfg.max_image_pixels, cfg.max_file_bytes),
+        ImageDataset(found.records, preprocessing, cfg.max_image_pixels, cfg.max_file_bytes, found.root),
         batch_sampler=make_unit_batches(todo, cfg.batch_size), num_workers=workers, collate_fn=collate_images,
         pin_memory=device.type == "cuda", persistent_workers=False, prefetch_factor=4 if workers else None,
         worker_init_fn=cluster.ignore_stop_signals)
     writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, meta,
                         units=iter_unit_sizes(todo), stamp=outputs.make_unit_stamp(run, shard, device, cfg))
-    bar = tqdm(total=sum(len(u) for u in todo), unit="img", disable=not cfg.progress, dynamic_ncols=True,
-               file=sys.stderr)
-    try:
+    with tqdm(total=sum(len(u) for u in todo), unit="img", disable=not cfg.progress, dynamic_ncols=True,
+              file=sys.stderr) as bar:
         with cluster.StopSignals() as stop, torch.inference_mode(), ChannelReducer(model, cfg.layers) as reducer:
             for batch in (loader if todo else ()):
                 acts, rows = compute_batch(model, reducer, batch, loaded, found.records, channels, device, precision)
@@ -98,18 +111,14 @@ def main(cfg: ExtractConfig) -> int:
                 bar.update(len(batch.indices))
                 if stop.requested and writer.at_unit_boundary:
                     break
-        if not stop.requested:
-            writer.close()
-    except storage.WriteError as e:
-        bar.close()
-        raise storage.WriteError(f"OUT {names.make_display(out)!r}: {e}; the {writer.unit} units committed before "
-                                 "it are kept: fix that and rerun the same command to resume") from None
-    bar.close()
     if stop.requested and writer.unit < len(todo):
         log.warning("stopped: %d units committed by this process; rerun the same command to resume", writer.unit)
         return stop.exit_code()
+    writer.close()
+    return None
 
-    # 5. The shard that finds every unit done marks the run complete: run.json, written once.
+
+def complete_run(out, run, shard) -> int:
     missing = manifest.find_missing_units(out, run)
     if missing:
         log.info("shard %s done; the run is complete when the others are: %s", shard,
