@@ -22,8 +22,8 @@ RUN     ?= $(OUT)
 EXTRACT = $(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m jobs.extract,$(BIN)/python -m jobs.extract)
 
 # Job flags from make variables; quoted so that paths with spaces survive.
-JOB_FLAGS = $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
-            $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(CONFIG),--config "$(CONFIG)")
+JOB_FLAGS = $(if $(DATA),--data="$(DATA)") $(if $(OUT),--out="$(OUT)") \
+            $(if $(WEIGHTS),--weights="$(WEIGHTS)") $(if $(CONFIG),--config="$(CONFIG)")
 
 .DEFAULT_GOAL := help
 .PHONY: help setup analyze extract report demo finalize inspect test bench
@@ -45,25 +45,25 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 
 analyze: $(RUNTIME_STAMP) ## Extract activations of DATA into Parquet, then write the report (OUT defaults to runs/<name>)
 	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
-	$(BIN)/python -m jobs.report --run "$$($(BIN)/python -m jobs.extract --print-out $(JOB_FLAGS) $(ARGS))" \
-	  $(if $(CONFIG),--config "$(CONFIG)")
+	$(BIN)/python -m jobs.report --run="$$($(BIN)/python -m jobs.extract --print-out $(JOB_FLAGS) $(ARGS))" \
+	  $(if $(CONFIG),--config="$(CONFIG)")
 
 extract: $(RUNTIME_STAMP) ## The extract stage alone: DATA -> OUT/predictions, OUT/activations[_max]/<layer>
 	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
 
 report: $(RUNTIME_STAMP) ## Channel rankings, galleries with overlays and the HTML page of a finished run (RUN=OUT)
-	$(BIN)/python -m jobs.report --run "$(RUN)" $(if $(CONFIG),--config "$(CONFIG)") $(ARGS)
+	$(BIN)/python -m jobs.report --run="$(RUN)" $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
 demo: $(RUNTIME_STAMP) ## A first run: synthetic cats and dogs -> extract -> report on the CPU; prints where the page is
-	$(BIN)/python -m jobs.demo $(if $(OUT),--out "$(OUT)") $(if $(CONFIG),--config "$(CONFIG)") $(ARGS)
+	$(BIN)/python -m jobs.demo $(if $(OUT),--out="$(OUT)") $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
 finalize: $(RUNTIME_STAMP) ## Mark a sharded run complete once all its units are done (RUN=OUT); says what is missing
-	$(BIN)/python -m jobs.finalize --run "$(RUN)"
+	$(BIN)/python -m jobs.finalize --run="$(RUN)"
 
 inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, feature maps (IMAGE=, LAYERS=, RUN=)
-	$(BIN)/python -m jobs.inspect $(if $(IMAGE),--image "$(IMAGE)") $(if $(OUT),--out "$(OUT)") \
-	  $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(LAYERS),--layers "$(LAYERS)") \
-	  $(if $(filter command line environment,$(origin RUN)),--run "$(RUN)") $(if $(CONFIG),--config "$(CONFIG)") $(ARGS)
+	$(BIN)/python -m jobs.inspect $(if $(IMAGE),--image="$(IMAGE)") $(if $(OUT),--out="$(OUT)") \
+	  $(if $(WEIGHTS),--weights="$(WEIGHTS)") $(if $(LAYERS),--layers="$(LAYERS)") \
+	  $(if $(filter command line environment,$(origin RUN)),--run="$(RUN)") $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
 test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests)
 	$(BIN)/python -m pytest -q $(ARGS)

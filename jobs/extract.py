@@ -39,7 +39,7 @@ def main(cfg: ExtractConfig) -> int:
 
     # 1. Find the images (names only: nothing is decoded yet). Every shard lists them all, sorted, and checks below
     #    that it saw the same list as the run it joins.
-    outputs.check_out_writable(out)
+    outputs.check_out_writable(out, cfg.data)
     found = find_images(cfg.data)
     csv_labels = read_labels_csv(cfg.labels) if cfg.labels else None   # a bad file fails here, before the model
     log.info("DATA %s: %s; %d images, %d other files skipped %s", names.make_display(found.root), found.layout,

@@ -37,10 +37,15 @@ def resolve_out(data: str, out: str | None) -> Path:
     return Path("runs") / (name[:-4] if name.lower().endswith(".zip") else name or "data")
 
 
-def check_out_writable(out: Path) -> None:
-    """OUT can hold a run: a folder (made if missing) where a file can be created; else one line naming OUT."""
+def check_out_writable(out: Path, data: str) -> None:
+    """OUT can hold a run: a folder (made if missing) where a file can be created, not inside DATA (its report's
+    tiles would be found as images by the next run); else one line naming OUT."""
     shown = names.make_display(out)
     cli.check_utf8_path("OUT", out)
+    real_out, real_data = os.path.realpath(out), os.path.realpath(data)
+    if os.path.isdir(real_data) and (real_out + os.sep).startswith(real_data.rstrip(os.sep) + os.sep):
+        raise ConfigError(f"OUT '{shown}' is inside DATA '{names.make_display(data)}': a later run would analyze "
+                          "the run's own files; choose an OUT outside DATA")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"OUT '{shown}' is a file; OUT must be a folder (it is created when missing)")
     try:

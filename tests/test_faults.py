@@ -102,6 +102,15 @@ def test_unwritable_out_stops_before_any_image_is_read(tmp_path, monkeypatch, ca
     assert read == [] and list(out.iterdir()) == []
 
 
+def test_out_inside_data_is_refused_in_one_line(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")
+    for out in (data / "out", data):
+        assert run(data, out) == 2
+        line = one_error_line(capsys)
+        assert f"OUT '{out}' is inside DATA '{data}'" in line
+    assert sorted(p.name for p in data.iterdir()) == sorted(f"{'cat' if i % 2 == 0 else 'dog'}.{i}.jpg" for i in range(8))
+
+
 # --- a full disk while a unit is committed ------------------------------------------------------------------------
 
 def fail_parquet_write(nth: int):
