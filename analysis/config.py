@@ -1,8 +1,8 @@
-"""Frozen, validated configs loaded from YAML.
+"""Config machinery for frozen, validated configs loaded from YAML: the loader, overrides and the value checks.
 
-Defaults live in configs/default.yaml and nowhere else: the dataclasses below have no defaults, so a key missing
-from the YAML is an error, and so is a key the dataclass does not know. Every error is one line that names the key,
-the value and what is allowed.
+Defaults live in configs/default.yaml and nowhere else: the job configs (jobs/config.py) have no defaults, so a key
+missing from the YAML is an error, and so is a key the dataclass does not know. Every error is one line that names
+the key, the value and what is allowed.
 """
 from __future__ import annotations
 
@@ -88,33 +88,33 @@ def make_config(cls: type, values: Mapping[str, Any]):
 # ---------------------------------------------------------------------------------------------------------------
 # Checks shared by the configs.
 
-def _fail(key: str, value: Any, allowed: str) -> None:
+def reject(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}: {value!r} is not allowed; {allowed}")
 
 
 def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        _fail(key, value, "choose one of " + ", ".join(choices))
+        reject(key, value, "choose one of " + ", ".join(choices))
 
 
 def check_int(key: str, value: Any, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        _fail(key, value, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
+        reject(key, value, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
 
 
 def check_bool(key: str, value: Any) -> None:
     if not isinstance(value, bool):
-        _fail(key, value, "true or false")
+        reject(key, value, "true or false")
 
 
 def check_optional_str(key: str, value: Any) -> None:
     if value is not None and not (isinstance(value, str) and value):
-        _fail(key, value, "a non-empty string or null")
+        reject(key, value, "a non-empty string or null")
 
 
 def check_device(key: str, value: Any) -> None:
     if not isinstance(value, str) or not _DEVICE_RE.match(value):
-        _fail(key, value, "auto, cpu, mps, cuda or cuda:N")
+        reject(key, value, "auto, cpu, mps, cuda or cuda:N")
 
 
 def normalize_layers(key: str, value: Any) -> tuple[str, ...]:
@@ -124,7 +124,7 @@ def normalize_layers(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, (list, tuple)) or not value:
-        _fail(key, value, "'all' or a list of layer names: " + ", ".join(LAYER_NAMES))
+        reject(key, value, "'all' or a list of layer names: " + ", ".join(LAYER_NAMES))
     for name in value:
         if name not in LAYER_NAMES:
             raise ConfigError(f"{key}: unknown layer {name!r}; valid layers: {', '.join(LAYER_NAMES)}")
@@ -134,13 +134,13 @@ def normalize_layers(key: str, value: Any) -> tuple[str, ...]:
 def normalize_class_map(key: str, value: Any) -> tuple[tuple[str, int, int], ...]:
     """{class: [first, last]} ImageNet index ranges (inclusive) -> ((class, first, last), ...)."""
     if not isinstance(value, dict) or not value:
-        _fail(key, value, "a mapping of class name to [first, last] ImageNet indices")
+        reject(key, value, "a mapping of class name to [first, last] ImageNet indices")
     out = []
     for name, rng in value.items():
         ok = (isinstance(rng, (list, tuple)) and len(rng) == 2
               and all(isinstance(i, int) and not isinstance(i, bool) for i in rng) and 0 <= rng[0] <= rng[1] < 1000)
         if not ok:
-            _fail(f"{key}.{name}", rng, "[first, last] with 0 <= first <= last <= 999")
+            reject(f"{key}.{name}", rng, "[first, last] with 0 <= first <= last <= 999")
         out.append((str(name), int(rng[0]), int(rng[1])))
     return tuple(out)
 
@@ -151,176 +151,18 @@ def normalize_classes(key: str, value: Any) -> tuple[str, ...] | None:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
-        _fail(key, value, "null or a list of class names")
+        reject(key, value, "null or a list of class names")
     if len(set(value)) != len(value):
-        _fail(key, value, "class names without repeats")
+        reject(key, value, "class names without repeats")
     return tuple(value)
 
 
 def check_colormap(key: str, value: Any) -> None:
     import matplotlib  # noqa: PLC0415  (only to list the colormaps)
     if not isinstance(value, str) or value not in matplotlib.colormaps:
-        _fail(key, value, "a matplotlib colormap such as jet, viridis, magma, inferno")
+        reject(key, value, "a matplotlib colormap such as jet, viridis, magma, inferno")
 
 
 def check_fraction(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        _fail(key, value, "a number between 0 and 1")
-
-
-def check_model_keys(cfg) -> None:
-    """The keys that choose the model, its weights and its preprocessing: the same in extract and inspect."""
-    set_ = object.__setattr__
-    check_optional_str("classes_file", cfg.classes_file)
-    if not isinstance(cfg.weights, str) or not cfg.weights:
-        _fail("weights", cfg.weights, "imagenet, random or the path of a checkpoint file")
-    set_(cfg, "classes", normalize_classes("classes", cfg.classes))
-    check_choice("preprocess", cfg.preprocess, PREPROCESS_NAMES)
-    check_int("image_size", cfg.image_size, 32, 4096)
-    set_(cfg, "layers", normalize_layers("layers", cfg.layers))
-    check_int("seed", cfg.seed, 0)
-    check_bool("download", cfg.download)
-    check_int("max_image_pixels", cfg.max_image_pixels, 1)
-    check_int("max_file_bytes", cfg.max_file_bytes, 1)
-    set_(cfg, "imagenet_classes", normalize_class_map("imagenet_classes", cfg.imagenet_classes))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class ExtractConfig:
-    data: str | None
-    out: str | None
-    labels: str | None
-    weights: str
-    classes: tuple[str, ...] | None
-    classes_file: str | None
-    preprocess: str
-    image_size: int
-    layers: tuple[str, ...]
-    batch_size: int
-    workers: int | str
-    device: str
-    precision: str
-    unit_size: int
-    shard: str | None
-    seed: int
-    download: bool
-    progress: bool
-    overwrite: bool
-    max_image_pixels: int
-    max_file_bytes: int
-    imagenet_classes: tuple[tuple[str, int, int], ...]
-
-    def __post_init__(self):
-        check_optional_str("data", self.data)
-        check_optional_str("out", self.out)
-        check_optional_str("labels", self.labels)
-        check_model_keys(self)
-        check_int("batch_size", self.batch_size, 1)
-        if self.workers != "auto":
-            check_int("workers", self.workers, 0, 256)
-        check_device("device", self.device)
-        check_choice("precision", self.precision, PRECISIONS)
-        check_int("unit_size", self.unit_size, 1)
-        if self.shard is not None:
-            from analysis.shards import parse_shard  # noqa: PLC0415  (shards imports this module)
-            parse_shard(self.shard)
-        check_bool("progress", self.progress)
-        check_bool("overwrite", self.overwrite)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The report stage (appended; owned by the report stage).
-
-@dataclasses.dataclass(frozen=True)
-class ReportConfig:
-    run: str | None
-    out: str | None
-    layers: tuple[str, ...]
-    top_channels: int
-    top_images: int
-    mistakes: int
-    overlays: bool
-    colormap: str
-    alpha: float
-    thumbnail: int
-    device: str
-    batch_size: int
-    stats_memory_mb: int
-    note: str | None
-    progress: bool
-
-    def __post_init__(self):
-        check_optional_str("run", self.run)
-        check_optional_str("out", self.out)
-        object.__setattr__(self, "layers", normalize_layers("layers", self.layers))
-        check_int("top_channels", self.top_channels, 1, 512)
-        check_int("top_images", self.top_images, 1, 1000)
-        check_int("mistakes", self.mistakes, 0, 10000)
-        check_bool("overlays", self.overlays)
-        check_colormap("colormap", self.colormap)
-        check_fraction("alpha", self.alpha)
-        check_int("thumbnail", self.thumbnail, 16, 1024)
-        check_device("device", self.device)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("stats_memory_mb", self.stats_memory_mb, 1)
-        check_optional_str("note", self.note)
-        check_bool("progress", self.progress)
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    out: str
-    images_per_class: int
-    image_size: int
-    weights: str
-    device: str
-
-    def __post_init__(self):
-        if not isinstance(self.out, str) or not self.out:
-            _fail("out", self.out, "a folder path")
-        check_int("images_per_class", self.images_per_class, 2, 10000)
-        check_int("image_size", self.image_size, 32, 4096)
-        if self.weights not in ("auto", "imagenet", "random"):
-            _fail("weights", self.weights, "auto, imagenet or random")
-        check_device("device", self.device)
-
-
-KERNEL_NAMES = ("random", "edge", "sobel", "blur", "sharpen", "identity")  # analysis/convolution.py's kernels
-
-
-@dataclasses.dataclass(frozen=True)
-class InspectConfig:
-    image: str | None
-    out: str | None
-    run: str | None
-    weights: str
-    classes: tuple[str, ...] | None
-    classes_file: str | None
-    preprocess: str
-    image_size: int
-    layers: tuple[str, ...]
-    kernel: str
-    kernel_seed: int
-    seed: int
-    download: bool
-    grid_channels: int
-    run_channels: int
-    colormap: str
-    alpha: float
-    max_image_pixels: int
-    max_file_bytes: int
-    imagenet_classes: tuple[tuple[str, int, int], ...]
-
-    def __post_init__(self):
-        check_optional_str("image", self.image)
-        check_optional_str("out", self.out)
-        check_optional_str("run", self.run)
-        check_model_keys(self)
-        check_choice("kernel", self.kernel, KERNEL_NAMES)
-        check_int("kernel_seed", self.kernel_seed, 0)
-        check_int("grid_channels", self.grid_channels, 1, 512)
-        check_int("run_channels", self.run_channels, 1, 64)
-        check_colormap("colormap", self.colormap)
-        check_fraction("alpha", self.alpha)
+        reject(key, value, "a number between 0 and 1")

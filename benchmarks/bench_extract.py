@@ -36,8 +36,8 @@ def write_images(root: Path, n: int, seed: int = 0) -> None:
 
 def bare_forward(batch_size: int, image_size: int, precision: str, batches: int, keep_memory: bool) -> float:
     """images/s of model(x) alone on a preprocessed batch, same precision and memory format as the job."""
-    from analysis.model import make_vgg16  # noqa: PLC0415
-    from analysis.precision import autocast  # noqa: PLC0415
+    from analysis.model.vgg16 import make_vgg16  # noqa: PLC0415
+    from analysis.model.precision import autocast  # noqa: PLC0415
     from jobs import runtime  # noqa: PLC0415
 
     if keep_memory:
@@ -76,7 +76,7 @@ def naive_loop(data: Path, n: int, image_size: int) -> float:
     import matplotlib.image as mpimg  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
 
-    from analysis.model import make_vgg16, relu_modules  # noqa: PLC0415
+    from analysis.model.vgg16 import make_vgg16, relu_modules  # noqa: PLC0415
 
     model = make_vgg16(1000).eval()
     maps: dict[str, torch.Tensor] = {}

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import report_tables as rt
-from analysis import storage
+from analysis.store import contract
 from analysis.config import LAYER_NAMES
 
 VGG16_CHANNELS = dict(zip(LAYER_NAMES, (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)))
@@ -31,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_run(folder: Path, images: int, seed: int = 0) -> float:
     """The synthetic run in `folder`, reused only when written with the same parameters; seconds spent writing."""
-    from tests.synthetic_run import write_synthetic_run  # noqa: PLC0415  (the tests' helper, also used here)
+    from analysis.store.synthetic import write_synthetic_run  # noqa: PLC0415  (the tests' helper, also used here)
 
     params = {"images": images, "layers": VGG16_CHANNELS, "seed": seed, "unit_size": 2048,
-              "planted": ["conv5_3", 7, "dog"], "format": storage.FORMAT_VERSION}
+              "planted": ["conv5_3", 7, "dog"], "format": contract.FORMAT_VERSION}
     stamp = folder / "bench-params.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == params and (folder / storage.RUN_JSON).is_file():
+    if stamp.is_file() and json.loads(stamp.read_text()) == params and (folder / contract.RUN_JSON).is_file():
         return 0.0
     shutil.rmtree(folder, ignore_errors=True)
     t = time.perf_counter()
@@ -81,10 +80,10 @@ def main() -> int:
     print(f"report stage: {seconds:.1f} s wall, {values / seconds / 1e6:.1f} M values/s; peak RSS {peak:.0f} MiB "
           f"(stats_memory_mb={args.memory_mb}), of which {base:.0f} MiB is importing the job (torch, pandas, ...)")
     print("  " + log.strip().splitlines()[-1])
-    stats = pd.read_parquet(folder / rt.REPORT_DIR / rt.CHANNEL_STATS,
-                            filters=[(rt.LAYER, "==", "conv5_3"), (rt.STAT, "==", rt.STAT_MEAN),
-                                     (rt.CLASS, "==", "dog"), (rt.RANK_SELECTIVITY, "==", 1)])
-    print(f"  check: conv5_3 channel ranked first for dog = c{int(stats[rt.CHANNEL].iloc[0])} (planted: c7)")
+    stats = pd.read_parquet(folder / contract.REPORT_DIR / contract.CHANNEL_STATS,
+                            filters=[(contract.LAYER, "==", "conv5_3"), (contract.STAT, "==", contract.STAT_MEAN),
+                                     (contract.CLASS, "==", "dog"), (contract.RANK_SELECTIVITY, "==", 1)])
+    print(f"  check: conv5_3 channel ranked first for dog = c{int(stats[contract.CHANNEL].iloc[0])} (planted: c7)")
     return 0
 
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import manifest, statistics, storage
-from analysis import report_tables as rt
-from analysis.discovery import find_images
-from analysis.shards import Shard, iter_unit_sizes, make_units, select_units
-from analysis.writer import UnitWriter
+from analysis.store import manifest
+from analysis.stats import selectivity as statistics
+from analysis.store import contract, tables
+from analysis.data.discovery import find_images
+from analysis.store.shards import Shard, iter_unit_sizes, make_units, select_units
+from analysis.store.writer import UnitWriter
 from jobs import finalize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +55,12 @@ def make_rows(ids: list[str], labels: list[str], rng: np.random.Generator) -> tu
     n = len(ids)
     p = rng.random(n).astype(np.float32)
     pred = np.where(p > 0.5, "dog", "cat")
-    rows = {storage.IMAGE_ID: ids, storage.SPLIT: [None] * n, storage.LABEL: labels, storage.STATUS: ["ok"] * n,
-            storage.ERROR: [None] * n, storage.WIDTH: [500] * n, storage.HEIGHT: [375] * n,
-            storage.FORMAT: ["JPEG"] * n, storage.logit_column("cat"): (-p).tolist(),
-            storage.logit_column("dog"): p.tolist(), storage.prob_column("cat"): (1 - p).tolist(),
-            storage.prob_column("dog"): p.tolist(), storage.PRED: pred.tolist(),
-            storage.CONFIDENCE: np.maximum(p, 1 - p).tolist(), storage.CORRECT: (pred == np.array(labels)).tolist()}
+    rows = {contract.IMAGE_ID: ids, contract.SPLIT: [None] * n, contract.LABEL: labels, contract.STATUS: ["ok"] * n,
+            contract.ERROR: [None] * n, contract.WIDTH: [500] * n, contract.HEIGHT: [375] * n,
+            contract.FORMAT: ["JPEG"] * n, contract.logit_column("cat"): (-p).tolist(),
+            contract.logit_column("dog"): p.tolist(), contract.prob_column("cat"): (1 - p).tolist(),
+            contract.prob_column("dog"): p.tolist(), contract.PRED: pred.tolist(),
+            contract.CONFIDENCE: np.maximum(p, 1 - p).tolist(), contract.CORRECT: (pred == np.array(labels)).tolist()}
     return rows, [True] * n
 
 
@@ -77,7 +78,7 @@ def write_units(out: Path, records, units, shard: Shard, channels: int, identity
 
 
 def make_run_manifest(found, unit_size: int, shards: int, channels: int) -> dict:
-    meta = {"tool": "cnn-blackbox", "format_version": storage.FORMAT_VERSION, "model": "vgg16",
+    meta = {"tool": "cnn-blackbox", "format_version": contract.FORMAT_VERSION, "model": "vgg16",
             "weights": {"id": "synthetic", "path": None, "sha256": None, "head": "classes", "random": True, "seed": 0},
             "classes": list(CLASSES), "class_map": None, "layers": {LAYER: channels},
             "preprocess": {"name": "synthetic"}, "precision": "fp32", "device": "synthetic", "batch_size": 0,
@@ -150,10 +151,10 @@ def main() -> int:
 
     t = time.perf_counter()
     manifest.check_complete(out)
-    predictions = rt.read_predictions(out, CLASSES)
+    predictions = tables.read_predictions(out, CLASSES)
     groups = statistics.make_groups(predictions, CLASSES)
     t_groups = time.perf_counter() - t
-    ids, t_ids = timed(statistics.read_image_ids, storage.activation_dir(out, LAYER))
+    ids, t_ids = timed(statistics.read_image_ids, contract.activation_dir(out, LAYER))
     print(f"report first pass: {t_groups:.2f} s for completeness + predictions ({len(predictions):,} rows) + groups; "
           f"{t_ids:.2f} s for one activation table's {len(ids):,} image ids")
     return 0

@@ -8,7 +8,7 @@ import sys
 from typing import Any, Callable, Mapping
 
 from analysis.config import ConfigError, make_config, parse_override, read_config_section
-from analysis.names import make_display, make_log_safe
+from analysis.data.names import make_display, make_log_safe
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -57,8 +57,8 @@ def parse_int(flag: str, text: str) -> int:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "unusable input", reported in one line rather than a traceback."""
     errors: list[type[BaseException]] = [ConfigError]
-    for module, name in (("analysis.discovery", "DataError"), ("analysis.model", "WeightsError"),
-                         ("analysis.decoding", "DecodeError"), ("analysis.storage", "WriteError")):
+    for module, name in (("analysis.data.discovery", "DataError"), ("analysis.model.vgg16", "WeightsError"),
+                         ("analysis.data.decoding", "DecodeError"), ("analysis.store.tables", "WriteError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -12,7 +12,7 @@ import threading
 
 import torch
 
-from analysis.shards import Shard, read_shard
+from analysis.store.shards import Shard, read_shard
 from jobs import runtime
 
 log = logging.getLogger("cnn_blackbox")

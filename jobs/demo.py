@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from analysis.config import DemoConfig, ExtractConfig, ReportConfig, make_config, read_config_section
-from analysis.model import imagenet_weights_path
-from analysis.report_tables import INDEX_HTML, REPORT_DIR
+from analysis.config import make_config, read_config_section
+from jobs.config import DemoConfig, ExtractConfig, ReportConfig
+from analysis.model.vgg16 import imagenet_weights_path
+from analysis.store.contract import INDEX_HTML, REPORT_DIR
 from jobs import cli, extract, report, runtime
 
 log = logging.getLogger("cnn_blackbox")

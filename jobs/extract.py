@@ -15,19 +15,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from analysis import manifest, names, storage
-from analysis.config import ConfigError, ExtractConfig
-from analysis.dataset import ImageDataset, collate_images
-from analysis.discovery import find_images
-from analysis.labels import apply_labels, match_class_names, read_labels_csv
-from analysis.heads import compute_class_logits, compute_probabilities
-from analysis.activations import ChannelReducer
-from analysis.model import layer_channels, load_model
-from analysis.preprocessing import make_preprocessing
-from analysis.precision import autocast
-from analysis.predictions import make_prediction_rows
-from analysis.shards import iter_unit_sizes, make_unit_batches, make_units, select_units
-from analysis.writer import UnitWriter
+from analysis.store import contract, tables
+from analysis.store import manifest
+from analysis.data import names
+from analysis.config import ConfigError
+from jobs.config import ExtractConfig
+from analysis.data.dataset import ImageDataset, collate_images
+from analysis.data.discovery import find_images
+from analysis.data.labels import apply_labels, match_class_names, read_labels_csv
+from analysis.model.heads import compute_class_logits, compute_probabilities
+from analysis.model.activations import ChannelReducer
+from analysis.model.vgg16 import layer_channels, load_model
+from analysis.data.preprocessing import make_preprocessing
+from analysis.model.precision import autocast
+from analysis.store.predictions import make_prediction_rows
+from analysis.store.shards import iter_unit_sizes, make_unit_batches, make_units, select_units
+from analysis.store.writer import UnitWriter
 from jobs import cli, cluster, finalize, outputs, runtime
 
 log = logging.getLogger("cnn_blackbox")
@@ -71,7 +74,7 @@ def main(cfg: ExtractConfig) -> int:
     meta = outputs.make_metadata(cfg, found, loaded, channels, preprocessing, device, precision, workers,
                                  label_map)
     run = outputs.make_run_manifest(meta, found, cfg, shard)
-    if outputs.open_run(out, run, cfg.overwrite) or not (out / storage.CONFIG_YAML).exists():
+    if outputs.open_run(out, run, cfg.overwrite) or not (out / contract.CONFIG_YAML).exists():
         outputs.write_config(out, cfg)
     run = manifest.read_run_manifest(out)
     mine = select_units(make_units(found.n_images, cfg.unit_size), shard)
@@ -86,9 +89,9 @@ def main(cfg: ExtractConfig) -> int:
         stopped = stream_units(cfg, out, found, loaded, model, channels, preprocessing, device, precision, workers,
                                meta, run, shard, todo)
         return stopped if stopped is not None else complete_run(out, run, shard)
-    except storage.WriteError as e:
+    except tables.WriteError as e:
         done = len(manifest.read_unit_manifests(out, run["identity_sha256"]))
-        raise storage.WriteError(f"OUT '{names.make_display(out)}': {e}; {done} of {run['n_units']} units are "
+        raise tables.WriteError(f"OUT '{names.make_display(out)}': {e}; {done} of {run['n_units']} units are "
                                  "committed and kept: fix that and rerun the same command to resume") from None
 
 

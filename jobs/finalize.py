@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from analysis import manifest, storage
+from analysis.store import contract, tables
+from analysis.store import manifest
 from analysis.config import ConfigError
-from analysis.crashpoints import crash_point
+from analysis.store.crashpoints import crash_point
 from jobs import cli, outputs, runtime
 
 log = logging.getLogger("cnn_blackbox")
@@ -28,8 +29,8 @@ log = logging.getLogger("cnn_blackbox")
 def finalize_run(out: str | os.PathLike) -> tuple[dict, bool]:
     """(run.json's contents, whether this call wrote it). IncompleteRunError when a unit is missing."""
     out = Path(out)
-    if (out / storage.RUN_JSON).is_file():
-        return storage.read_run_json(out), False
+    if (out / contract.RUN_JSON).is_file():
+        return tables.read_run_json(out), False
     run = manifest.read_run_manifest(out)
     if run is None:
         raise manifest.IncompleteRunError(f"run {str(out)!r}: no {manifest.MANIFEST_JSON}; RUN must be the OUT of "
@@ -42,9 +43,9 @@ def finalize_run(out: str | os.PathLike) -> tuple[dict, bool]:
     check_parts(out, run, units)
     crash_point("before-finalize")
     summary = make_summary(run, units)
-    if manifest.write_json_exclusive(summary, out / storage.RUN_JSON):
+    if manifest.write_json_exclusive(summary, out / contract.RUN_JSON):
         return summary, True
-    return storage.read_run_json(out), False  # another shard finished at the same moment
+    return tables.read_run_json(out), False  # another shard finished at the same moment
 
 
 def check_parts(out: Path, run: dict, units: dict[int, dict]) -> None:
@@ -59,7 +60,7 @@ def check_parts(out: Path, run: dict, units: dict[int, dict]) -> None:
                 raise manifest.IncompleteRunError(
                     f"run {str(out)!r}: unit {k} names {rel}, which is missing; delete "
                     f"{manifest.unit_manifest_path(out, k)} and rerun its shard to redo the unit")
-        rows = pq.ParquetFile(out / storage.PREDICTIONS / storage.part_name(k)).metadata.num_rows
+        rows = pq.ParquetFile(out / contract.PREDICTIONS / contract.part_name(k)).metadata.num_rows
         if rows != u["counts"]["files"]:
             raise manifest.IncompleteRunError(
                 f"run {str(out)!r}: unit {k}: predictions part has {rows} rows, its manifest {u['counts']['files']}")

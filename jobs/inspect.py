@@ -19,20 +19,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from analysis import storage
-from analysis.config import ConfigError, InspectConfig, read_config_section
-from analysis.convolution import compute_convolution, make_kernel
-from analysis.names import make_display
-from analysis.decoding import DecodeError, Decoded, decode_image
-from analysis.featuremaps import FeatureMapRecorder
-from analysis.inspection import compute_answer, summarize_layer
-from analysis.model import load_model
-from analysis.preprocessing import make_preprocessing
-from analysis.run_channels import compare_with_run, describe_mismatch, read_run_meta
-from analysis.sources import ImageRecord, SourceError, read_bytes
+from analysis.store import tables
+from analysis.config import ConfigError, read_config_section
+from jobs.config import InspectConfig
+from analysis.walkthrough.convolution import compute_convolution, make_kernel
+from analysis.data.names import make_display
+from analysis.data.decoding import DecodeError, Decoded, decode_image
+from analysis.model.featuremaps import FeatureMapRecorder
+from analysis.walkthrough.inspection import compute_answer, summarize_layer
+from analysis.model.vgg16 import load_model
+from analysis.data.preprocessing import make_preprocessing
+from analysis.stats.run_channels import compare_with_run, describe_mismatch, read_run_meta
+from analysis.data.sources import ImageRecord, SourceError, read_bytes
 from jobs import cli, runtime
-from reports import inspect_page
-from reports.inspect_html import Page, render_page
+from reports.inspect import page as inspect_page
+from reports.inspect.html import Page, render_page
 
 log = logging.getLogger("cnn_blackbox")
 # Keys that must agree with the extract job, so they are read from its section unless the inspect section sets them.
@@ -139,8 +140,8 @@ def fit_within(decoded: Decoded, side: int):
 def write_page(page_dir: Path, page: Page) -> None:
     """Every carried file atomically, then index.html; figures of an earlier page that this one dropped go."""
     for file_name, data in page.files.items():
-        storage.write_bytes_atomic(data, page_dir / file_name)
-    storage.write_bytes_atomic(render_page(page).encode("utf-8"), page_dir / "index.html")
+        tables.write_bytes_atomic(data, page_dir / file_name)
+    tables.write_bytes_atomic(render_page(page).encode("utf-8"), page_dir / "index.html")
     for stale in page_dir.glob("*.png"):
         if stale.name not in page.files:
             stale.unlink()

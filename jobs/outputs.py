@@ -19,13 +19,15 @@ from typing import Any, Sequence
 
 import yaml
 
-from analysis import manifest, names, storage
+from analysis.store import contract, tables
+from analysis.store import manifest
+from analysis.data import names
 from analysis.config import ConfigError
 from jobs import cli
 
 log = logging.getLogger("cnn_blackbox")
 TOOL = "cnn-blackbox"
-_TABLE_DIRS = (storage.PREDICTIONS, storage.ACTIVATIONS, storage.ACTIVATIONS_MAX, manifest.UNITS, storage.CONFIG_YAML,
+_TABLE_DIRS = (contract.PREDICTIONS, contract.ACTIVATIONS, contract.ACTIVATIONS_MAX, manifest.UNITS, contract.CONFIG_YAML,
                "report")
 
 
@@ -71,7 +73,7 @@ def open_run(out: Path, run: dict, overwrite: bool) -> bool:
         there = manifest.read_run_manifest(out)
         if there is not None and there.get("identity_sha256") == run["identity_sha256"]:
             return False
-        present = [d for d in (storage.RUN_JSON, manifest.MANIFEST_JSON, *_TABLE_DIRS) if (out / d).exists()]
+        present = [d for d in (contract.RUN_JSON, manifest.MANIFEST_JSON, *_TABLE_DIRS) if (out / d).exists()]
         if present and not overwrite:
             if there is None:
                 what = f"files of another run ({', '.join(present)}) without a {manifest.MANIFEST_JSON}"
@@ -94,7 +96,7 @@ def _move_aside(out: Path, present: list[str]) -> Path:
     the old run stops looking complete before anything else goes."""
     trash = out / f".replaced-{uuid.uuid4().hex[:12]}"
     trash.mkdir()
-    for name in sorted(present, key=lambda n: n != storage.RUN_JSON):
+    for name in sorted(present, key=lambda n: n != contract.RUN_JSON):
         os.replace(out / name, trash / name)
     return trash
 
@@ -169,7 +171,7 @@ def make_metadata(cfg, found, loaded, channels: dict[str, int], preprocessing, d
     """What produced these tables: stored in every Parquet file's key-value metadata and in run.json."""
     return {
         "tool": TOOL,
-        "format_version": storage.FORMAT_VERSION,
+        "format_version": contract.FORMAT_VERSION,
         "model": "vgg16",
         "weights": {"id": loaded.weights_id, "path": loaded.weights_path, "sha256": loaded.weights_sha256,
                     "head": loaded.head, "random": loaded.random,
@@ -204,7 +206,7 @@ def _plain(value: Any) -> Any:
 def write_config(out: Path, cfg) -> None:
     values = {k: _plain(v) for k, v in dataclasses.asdict(cfg).items()}
     values["imagenet_classes"] = {name: [lo, hi] for name, lo, hi in cfg.imagenet_classes}
-    storage.write_bytes_atomic(yaml.safe_dump({"extract": values}, sort_keys=False).encode(), out / storage.CONFIG_YAML)
+    tables.write_bytes_atomic(yaml.safe_dump({"extract": values}, sort_keys=False).encode(), out / contract.CONFIG_YAML)
 
 
 def log_summary(out: Path, s: dict) -> None:

@@ -15,14 +15,17 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from analysis import report_tables as rt
-from analysis import manifest, statistics, storage, topk
-from analysis.config import ConfigError, ReportConfig
-from analysis.recompute import RecomputeError, check_means, compute_shown_maps, load_run_model
+from analysis.store import contract, tables
+from analysis.store import manifest
+from analysis.stats import selectivity as statistics
+from analysis.stats import topk
+from analysis.config import ConfigError
+from jobs.config import ReportConfig
+from analysis.stats.recompute import RecomputeError, check_means, compute_shown_maps, load_run_model
 from jobs import cli, runtime
-from reports import figures, gallery
-from reports.html import render_page
-from reports.page import Overlays, make_context
+from reports.run import figures, gallery
+from reports.run.html import render_page
+from reports.run.page import Overlays, make_context
 
 log = logging.getLogger("cnn_blackbox")
 
@@ -30,26 +33,26 @@ log = logging.getLogger("cnn_blackbox")
 def main(cfg: ReportConfig) -> int:
     t0 = time.perf_counter()
     run, meta = Path(cfg.run), read_finished_run(cfg.run)
-    out = rt.report_dir(run, cfg.out)
+    out = tables.report_dir(run, cfg.out)
     cli.check_utf8_path("--out", out)
     layers = check_layers(cfg.layers, meta)
     classes = tuple(meta["classes"])
 
     # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class.
-    predictions = rt.read_predictions(run, classes)
+    predictions = tables.read_predictions(run, classes)
     groups = statistics.make_groups(predictions, classes)
     log.info("statistics over %d images grouped by %s, %d layers", len(groups.code), groups.by, len(meta["layers"]))
     threads = runtime.count_cores()
     stats = pd.concat([statistics.compute_channel_stats(run, {layer: channels}, groups, cfg.stats_memory_mb, threads)
                        for layer, channels in tqdm(meta["layers"].items(), desc="statistics", unit="layer",
                                                    disable=not cfg.progress, file=sys.stderr)], ignore_index=True)
-    rt.write_table(stats, rt.CHANNEL_STATS_SCHEMA, out / rt.CHANNEL_STATS)
+    tables.write_table(stats, contract.CHANNEL_STATS_SCHEMA, out / contract.CHANNEL_STATS)
 
     # 2. Top-activating images of the most selective channels, and the most confident mistakes.
     mistakes = topk.find_mistakes(predictions, groups, cfg.mistakes)
     examples = topk.compute_top_examples(run, layers, stats, groups, predictions, mistakes, cfg.top_channels,
                                          cfg.top_images)
-    rt.write_table(examples, rt.TOP_EXAMPLES_SCHEMA, out / rt.TOP_EXAMPLES)
+    tables.write_table(examples, contract.TOP_EXAMPLES_SCHEMA, out / contract.TOP_EXAMPLES)
 
     # 3. Overlays: the model re-run on the shown images only, their means checked against the Parquet.
     overlays = draw_overlays(cfg, run, meta, examples, out) if cfg.overlays else Overlays(
@@ -59,8 +62,8 @@ def main(cfg: ReportConfig) -> int:
     figs = write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
                            cfg.top_channels, cfg.note, time.perf_counter() - t0)
-    storage.write_bytes_atomic(render_page(context).encode("utf-8"), out / rt.INDEX_HTML)
-    log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / rt.INDEX_HTML).resolve())
+    tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
+    log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
 
 
@@ -68,14 +71,14 @@ def read_finished_run(run: str) -> dict:
     cli.check_utf8_path("RUN", run)
     manifest.check_complete(run)  # an unfinished (sharded) run is refused, naming the shards still missing
     try:
-        meta = storage.read_run_json(run)
+        meta = tables.read_run_json(run)
     except FileNotFoundError:
-        raise ConfigError(f"run {run!r}: no {storage.RUN_JSON} there; RUN must be a finished extract output "
+        raise ConfigError(f"run {run!r}: no {contract.RUN_JSON} there; RUN must be a finished extract output "
                           "(its run.json is written last)") from None
     except ValueError as e:
-        raise ConfigError(f"run {run!r}: {storage.RUN_JSON} cannot be read ({e})") from None
+        raise ConfigError(f"run {run!r}: {contract.RUN_JSON} cannot be read ({e})") from None
     if not meta.get("layers") or not meta.get("classes"):
-        raise ConfigError(f"run {run!r}: {storage.RUN_JSON} names no layers or no classes")
+        raise ConfigError(f"run {run!r}: {contract.RUN_JSON} names no layers or no classes")
     return meta
 
 
@@ -91,7 +94,7 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
     """Re-run the model on each shown image once, for all the channels it is shown with; write the tiles."""
     needs = gallery.list_needs(examples)
     recorded = {(i, layer, int(c)): float(v) for i, layer, c, v in
-                zip(examples[storage.IMAGE_ID], examples[rt.LAYER], examples[rt.CHANNEL], examples[rt.VALUE])}
+                zip(examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL], examples[contract.VALUE])}
     device = runtime.pick_device(cfg.device)
     precision = meta.get("precision", "fp32")
     try:
@@ -124,7 +127,7 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
 def write_jpeg(tile: np.ndarray, path: Path) -> None:
     buf = io.BytesIO()
     Image.fromarray(tile).save(buf, format="JPEG", quality=85)
-    storage.write_bytes_atomic(buf.getvalue(), path)
+    tables.write_bytes_atomic(buf.getvalue(), path)
 
 
 def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: statistics.Groups,
@@ -133,26 +136,26 @@ def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: stat
     def save(fig, name: str) -> str:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
-        storage.write_bytes_atomic(buf.getvalue(), out / "figures" / f"{name}.png")
+        tables.write_bytes_atomic(buf.getvalue(), out / "figures" / f"{name}.png")
         return f"figures/{name}.png"
 
     classes = list(groups.classes)
-    ok = predictions[predictions[storage.STATUS] == storage.STATUS_OK]
-    column = ok[storage.LABEL] if groups.by == rt.GROUP_LABEL else ok[storage.PRED]
+    ok = predictions[predictions[contract.STATUS] == contract.STATUS_OK]
+    column = ok[contract.LABEL] if groups.by == contract.GROUP_LABEL else ok[contract.PRED]
     counts = {c: int((column == c).sum()) for c in classes}
-    errors = predictions[storage.ERROR].dropna().value_counts().to_dict()
-    labeled = ok[ok[storage.LABEL].isin(classes) & ok[storage.PRED].isin(classes)]
-    matrix = pd.crosstab(pd.Categorical(labeled[storage.LABEL], classes), pd.Categorical(labeled[storage.PRED], classes),
+    errors = predictions[contract.ERROR].dropna().value_counts().to_dict()
+    labeled = ok[ok[contract.LABEL].isin(classes) & ok[contract.PRED].isin(classes)]
+    matrix = pd.crosstab(pd.Categorical(labeled[contract.LABEL], classes), pd.Categorical(labeled[contract.PRED], classes),
                          dropna=False).to_numpy()
     acc = float(np.trace(matrix) / matrix.sum()) if matrix.sum() else None
-    probs = {c: {g: ok.loc[column == g, storage.prob_column(c)].dropna().to_numpy() for g in classes} for c in classes}
+    probs = {c: {g: ok.loc[column == g, contract.prob_column(c)].dropna().to_numpy() for g in classes} for c in classes}
     figs = {"quality": save(figures.plot_data_quality(counts, errors), "quality"),
             "classification": [(save(figures.plot_probability_histograms(probs, groups.by), "probabilities"),
                                  "probability histograms per class")],
             "selectivity": save(figures.plot_selectivity_distribution(stats, list(meta["layers"]), classes),
                                 "selectivity"),
             "layers": {}}
-    if groups.by == rt.GROUP_LABEL:
+    if groups.by == contract.GROUP_LABEL:
         figs["classification"].insert(0, (save(figures.plot_confusion(matrix, classes, acc), "confusion"),
                                           "confusion matrix"))
     for layer in layers:

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from analysis.config import ConfigError
-from analysis.names import make_log_safe
+from analysis.data.names import make_log_safe
 
 log = logging.getLogger("cnn_blackbox")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import storage
+from analysis.store import contract, tables
 from tests.conftest import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,17 +37,17 @@ def run_job(data: Path, out: Path, *extra: str, env: dict | None = None, launche
 
 def read_tables(out: Path) -> dict[str, pd.DataFrame]:
     """Every table of a run, rows sorted by image_id."""
-    dirs = {"predictions": out / storage.PREDICTIONS}
+    dirs = {"predictions": out / contract.PREDICTIONS}
     for layer in LAYERS:
-        dirs[f"mean/{layer}"] = storage.activation_dir(out, layer, "mean")
-        dirs[f"max/{layer}"] = storage.activation_dir(out, layer, "max")
-    return {name: pd.read_parquet(d).sort_values(storage.IMAGE_ID).reset_index(drop=True) for name, d in dirs.items()}
+        dirs[f"mean/{layer}"] = contract.activation_dir(out, layer, "mean")
+        dirs[f"max/{layer}"] = contract.activation_dir(out, layer, "max")
+    return {name: pd.read_parquet(d).sort_values(contract.IMAGE_ID).reset_index(drop=True) for name, d in dirs.items()}
 
 
 def assert_same_tables(out: Path, reference: Path) -> None:
     """The same rows and bit-identical values: batches are the same in both runs (see analysis/shards.py)."""
     got, want = read_tables(out), read_tables(reference)
     for name in want:
-        assert got[name][storage.IMAGE_ID].is_unique, f"{name}: an image appears twice"
+        assert got[name][contract.IMAGE_ID].is_unique, f"{name}: an image appears twice"
         pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=name)
-    assert len(storage.list_parts(out / storage.PREDICTIONS)) == len(storage.list_parts(reference / storage.PREDICTIONS))
+    assert len(tables.list_parts(out / contract.PREDICTIONS)) == len(tables.list_parts(reference / contract.PREDICTIONS))

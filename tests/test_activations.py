@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from analysis.activations import ChannelReducer
+from analysis.model.activations import ChannelReducer
 from analysis.config import LAYER_NAMES
-from analysis.model import CONV_INDICES, layer_channels, make_vgg16, relu_modules
+from analysis.model.vgg16 import CONV_INDICES, layer_channels, make_vgg16, relu_modules
 
 SUBSET = ["conv1_2", "conv3_3", "conv5_3"]
 
@@ -128,7 +128,7 @@ def test_an_unknown_layer_lists_the_valid_names(model):
 @pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 30])
 def test_sliced_mean_max_equals_numpy_on_any_values(monkeypatch, chunk_bytes):
     """The cache-sized slices (CPU, channels_last) give numpy's mean and max, negatives and uneven slices included."""
-    import analysis.activations as acts
+    import analysis.model.activations as acts
 
     monkeypatch.setattr(acts, "_CHUNK_BYTES", chunk_bytes)
     x = torch.randn(3, 5, 7, 9, generator=torch.Generator().manual_seed(0)) - 0.5

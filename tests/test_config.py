@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.config import ConfigError, ExtractConfig, LAYER_NAMES, make_config, read_config_section
+from analysis.config import ConfigError, LAYER_NAMES, make_config, read_config_section
+from jobs.config import ExtractConfig
 from jobs.extract import parse
 
 ROOT = Path(__file__).resolve().parents[1]

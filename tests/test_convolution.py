@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.convolution import (KERNEL_NAMES, compute_convolution, compute_display_rgb, image_to_unit,
+from analysis.walkthrough.convolution import (KERNEL_NAMES, compute_convolution, compute_display_rgb, image_to_unit,
                                   make_conv2d, make_kernel)
 
 

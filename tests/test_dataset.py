@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from analysis.dataset import Batch, ImageDataset, Item, collate_images
-from analysis.preprocessing import make_preprocessing
-from analysis.sources import ImageRecord
+from analysis.data.dataset import Batch, ImageDataset, Item, collate_images
+from analysis.data.preprocessing import make_preprocessing
+from analysis.data.sources import ImageRecord
 
 N = 64
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 50, 210), (240, 240, 30), (20, 20, 20)]

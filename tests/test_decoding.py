@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.decoding import DecodeError, decode_image
+from analysis.data.decoding import DecodeError, decode_image
 
 MAX_PIXELS = 10_000_000
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from analysis import report_tables as rt
-from analysis import storage
+from analysis.store import contract, tables
 from jobs import cli, demo
 from jobs.demo import write_synthetic_images
 
@@ -30,14 +29,14 @@ def test_demo_runs_extract_and_report(tmp_path):
          "--weights", "random"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    page = out / "run" / rt.REPORT_DIR / rt.INDEX_HTML
+    page = out / "run" / contract.REPORT_DIR / contract.INDEX_HTML
     assert str(page.resolve()) in result.stderr                     # it says where the page is
     html = page.read_text(encoding="utf-8")
     assert "SYNTHETIC DEMO DATA" in html and "RANDOM WEIGHTS" in html
-    meta = storage.read_run_json(out / "run")
+    meta = tables.read_run_json(out / "run")
     assert meta["counts"]["ok"] == 8 and meta["weights"]["random"] is True
-    stats = pd.read_parquet(page.parent / rt.CHANNEL_STATS)
-    assert set(stats[rt.LAYER]) == set(meta["layers"]) and (stats[rt.N] == 4).all()
+    stats = pd.read_parquet(page.parent / contract.CHANNEL_STATS)
+    assert set(stats[contract.LAYER]) == set(meta["layers"]) and (stats[contract.N] == 4).all()
     assert list((page.parent / "tiles").glob("*.jpg"))
 
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from analysis.discovery import DataError, find_images
-from analysis.labels import apply_labels, read_labels_csv
-from analysis.sources import read_bytes
+from analysis.data.discovery import DataError, find_images
+from analysis.data.labels import apply_labels, read_labels_csv
+from analysis.data.sources import read_bytes
 
 
 def _image_bytes(fmt: str, color: tuple[int, int, int]) -> bytes:

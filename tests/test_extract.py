@@ -13,11 +13,11 @@ import pytest
 import torch
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from analysis import storage
+from analysis.store import tables
 from analysis.config import LAYER_NAMES
-from analysis.decoding import decode_image
-from analysis.model import CONV_INDICES, make_vgg16, load_model
-from analysis.preprocessing import make_preprocessing
+from analysis.data.decoding import decode_image
+from analysis.model.vgg16 import CONV_INDICES, make_vgg16, load_model
+from analysis.data.preprocessing import make_preprocessing
 from jobs import cli
 from jobs.extract import main, parse
 from tests.conftest import write_image
@@ -70,7 +70,7 @@ def test_every_file_found_has_one_row_and_bad_ones_say_why(tmp_path):
     assert meta["counts"]["found"] == 10 and meta["counts"]["ok"] == 7 and meta["counts"]["error"] == 3
     assert meta["counts"]["skipped"] == 2
     assert meta["layers"] == dict(zip(LAYER_NAMES, [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]))
-    assert len(storage.list_parts(out / "predictions")) == 4  # 10 files in units of 3
+    assert len(tables.list_parts(out / "predictions")) == 4  # 10 files in units of 3
     for layer in LAYER_NAMES:
         acts = pd.read_parquet(out / "activations" / layer)
         assert sorted(acts.image_id) == sorted(ok.image_id)
@@ -148,13 +148,13 @@ def test_imagenet_weights_come_from_the_torch_hub_cache(tmp_path, torch_home):
 
 
 def test_uncached_weights_fail_before_reading_any_image(tmp_path, torch_home, monkeypatch, capsys):
-    import analysis.sources
+    import analysis.data.sources
 
     def fail(*_a, **_k):
         raise AssertionError("an image was read before the weights were checked")
 
-    monkeypatch.setattr(analysis.sources, "read_bytes", fail)
-    monkeypatch.setattr("analysis.dataset.read_bytes", fail, raising=False)
+    monkeypatch.setattr(analysis.data.sources, "read_bytes", fail)
+    monkeypatch.setattr("analysis.data.dataset.read_bytes", fail, raising=False)
     data = make_flat(tmp_path / "train", 2)
     assert run(data, tmp_path / "out", "--set", "download=false") == 2
     err = capsys.readouterr().err

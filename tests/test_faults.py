@@ -21,7 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import dataset, manifest, sources, storage
+from analysis.store import contract, tables
+from analysis.data import dataset
+from analysis.store import manifest
+from analysis.data import sources
 from jobs import cli, extract, outputs
 from tests.conftest import write_image
 from tests.run_tables import FLAGS, LAYERS, assert_same_tables, make_dataset, read_tables
@@ -116,7 +119,7 @@ def test_out_inside_data_is_refused_in_one_line(tmp_path, capsys):
 def fail_parquet_write(nth: int):
     """The nth Parquet write leaves half a file behind, as a full disk does, and raises ENOSPC."""
     def inject(mp):
-        real, calls = storage.pq.write_table, []
+        real, calls = tables.pq.write_table, []
 
         def write_table(table, where, **kwargs):
             real(table, where, **kwargs)
@@ -124,7 +127,7 @@ def fail_parquet_write(nth: int):
             if len(calls) == nth:
                 os.truncate(where, os.path.getsize(where) // 2)
                 raise enospc()
-        mp.setattr(storage.pq, "write_table", write_table)
+        mp.setattr(tables.pq, "write_table", write_table)
     return inject
 
 
@@ -138,7 +141,7 @@ def fail_unit_manifest(unit: int):
             if Path(dst).parent.name == manifest.UNITS and Path(dst).name == target:
                 raise enospc()
             return real(src, dst, *args, **kwargs)
-        mp.setattr(storage.os, "replace", replace)
+        mp.setattr(tables.os, "replace", replace)
     return inject
 
 
@@ -147,7 +150,7 @@ def fail_run_json(mp):
     real = manifest.tempfile.mkstemp
 
     def mkstemp(*args, prefix="", **kwargs):
-        if prefix.startswith(f".{storage.RUN_JSON}."):
+        if prefix.startswith(f".{contract.RUN_JSON}."):
             raise enospc()
         return real(*args, prefix=prefix, **kwargs)
     mp.setattr(manifest.tempfile, "mkstemp", mkstemp)
@@ -173,10 +176,10 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes_exactly(reference, 
     assert f"{kept} of 3 units are committed" in line
     assert [p for p in out.rglob("*") if p.name.endswith(".tmp")] == []
     for folder in manifest.table_dirs(out, LAYERS):
-        if folder.name != manifest.UNITS and storage.list_parts(folder):
+        if folder.name != manifest.UNITS and tables.list_parts(folder):
             pd.read_parquet(folder)
     assert len(list((out / manifest.UNITS).glob("part-*.json"))) == kept
-    assert not (out / storage.RUN_JSON).exists()
+    assert not (out / contract.RUN_JSON).exists()
 
     assert run(data, out) == 0
     assert_same_tables(out, ref)
@@ -252,8 +255,8 @@ def test_a_file_changed_after_discovery_gets_its_reason_and_the_others_keep_thei
     fn = fn or replace_with(lambda p: p.symlink_to(outside_path))
     got = run_changed_after_discovery(reference[0], tmp_path, monkeypatch, lambda data: fn(data / victim))
     want = read_tables(reference[1])
-    row = got["predictions"].set_index(storage.IMAGE_ID).loc[victim]
-    assert (row.status, row.error) == (storage.STATUS_ERROR, reason)
+    row = got["predictions"].set_index(contract.IMAGE_ID).loc[victim]
+    assert (row.status, row.error) == (contract.STATUS_ERROR, reason)
     for name in want:
         others = [t[t.image_id != victim].reset_index(drop=True) for t in (got[name], want[name])]
         # Not bit-exact: the victim's batch now runs one image fewer, and the CPU kernels round per batch shape.
@@ -272,7 +275,7 @@ def test_a_symlink_re_pointed_outside_after_discovery_is_read_through_its_checke
         (data / "cat.9.jpg").symlink_to(outside_path)
     got = run_changed_after_discovery(src, tmp_path, monkeypatch, re_point)
     for name, table in got.items():
-        rows = table.set_index(storage.IMAGE_ID)
+        rows = table.set_index(contract.IMAGE_ID)
         pd.testing.assert_series_equal(rows.loc["cat.9.jpg"], rows.loc["cat.0.jpg"], rtol=1e-5, atol=1e-6,
                                        check_names=False, obj=name)
     assert not any(opened)
@@ -289,8 +292,8 @@ def test_a_folder_replaced_by_a_symlink_outside_after_discovery_is_not_followed(
         shutil.rmtree(data / "extra")
         (data / "extra").symlink_to(outside_path.parent)
     got = run_changed_after_discovery(src, tmp_path, monkeypatch, swap)
-    row = got["predictions"].set_index(storage.IMAGE_ID).loc["extra/cat.10.jpg"]
-    assert (row.status, row.error) == (storage.STATUS_ERROR, "replaced by a symlink")
+    row = got["predictions"].set_index(contract.IMAGE_ID).loc["extra/cat.10.jpg"]
+    assert (row.status, row.error) == (contract.STATUS_ERROR, "replaced by a symlink")
     assert not any(opened)
 
 
@@ -317,8 +320,8 @@ def test_a_zip_changed_after_discovery_gives_each_member_an_error_row(tmp_path, 
     got = run_changed_after_discovery(src, tmp_path, monkeypatch, lambda data: fn(data / "train.zip"))
     preds = got["predictions"]
     members = preds[preds.image_id.str.startswith("train.zip/")]
-    assert len(members) == 4 and (members.status == storage.STATUS_ERROR).all()
+    assert len(members) == 4 and (members.status == contract.STATUS_ERROR).all()
     assert members.error.str.startswith(reason).all(), members.error.tolist()
     plain = preds[preds.image_id.str.startswith("test1/")]
-    assert len(plain) == 2 and (plain.status == storage.STATUS_OK).all()
+    assert len(plain) == 2 and (plain.status == contract.STATUS_OK).all()
     assert sorted(got[f"mean/{LAYERS[0]}"].image_id) == sorted(plain.image_id)

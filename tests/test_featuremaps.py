@@ -4,8 +4,8 @@ import torch
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from analysis.config import ConfigError
-from analysis.featuremaps import FeatureMapRecorder
-from analysis.model import CONV_INDICES, make_vgg16
+from analysis.model.featuremaps import FeatureMapRecorder
+from analysis.model.vgg16 import CONV_INDICES, make_vgg16
 
 LAYERS = ("conv1_1", "conv2_2", "conv5_3")
 

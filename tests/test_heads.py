@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from analysis.config import normalize_class_map, read_config_section
-from analysis.heads import compute_class_logits, compute_probabilities
-from analysis.model import LoadedModel
+from analysis.model.heads import compute_class_logits, compute_probabilities
+from analysis.model.vgg16 import LoadedModel
 
 CLASS_MAP = normalize_class_map("imagenet_classes", read_config_section(None, "extract")["imagenet_classes"])
 

@@ -20,9 +20,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from analysis import manifest
-from analysis import report_tables as rt
-from analysis.names import make_display, read_id_bytes
+from analysis.store import manifest
+from analysis.store import contract
+from analysis.data.names import make_display, read_id_bytes
 from jobs import cli, finalize, report
 from jobs import inspect as inspect_job
 from tests.browser import needs_chromium, parse, render_in_chromium
@@ -68,7 +68,7 @@ def check_tables(out: Path, files: list[bytes]) -> pd.DataFrame:
 
 
 def check_page(out: Path, tmp_path: Path, preds: pd.DataFrame, browser: bool) -> None:
-    text, c = parse(out / rt.REPORT_DIR / rt.INDEX_HTML)
+    text, c = parse(out / contract.REPORT_DIR / contract.INDEX_HTML)
     for tag, attrs in c.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x")
@@ -78,7 +78,7 @@ def check_page(out: Path, tmp_path: Path, preds: pd.DataFrame, browser: bool) ->
     for image_id in shown:                                           # shown intact, as text and as an attribute
         assert any(image_id in t for t in c.text) and any(image_id == a.get("title") for _, a in c.tags)
     if browser:
-        console, _ = render_in_chromium(out / rt.REPORT_DIR / rt.INDEX_HTML, tmp_path)
+        console, _ = render_in_chromium(out / contract.REPORT_DIR / contract.INDEX_HTML, tmp_path)
         assert console == [], console
 
 

@@ -20,12 +20,12 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import jobs.inspect as inspect_job
 from analysis.config import ConfigError
-from analysis.model import CONV_INDICES, load_model
-from analysis.preprocessing import make_preprocessing
-from analysis.storage import channel_column
+from analysis.model.vgg16 import CONV_INDICES, load_model
+from analysis.data.preprocessing import make_preprocessing
+from analysis.store.contract import channel_column
 from jobs import cli
 from tests.conftest import write_image
-from tests.synthetic_run import write_synthetic_run
+from analysis.store.synthetic import write_synthetic_run
 
 HOSTILE = "cat.<img src=x onerror=alert(1)>.png"
 LAYERS = ("conv1_2", "conv5_3")

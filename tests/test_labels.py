@@ -7,9 +7,9 @@ import os
 import pandas as pd
 import pytest
 
-from analysis.discovery import find_images
-from analysis.labels import apply_labels, match_class_names
-from analysis.names import make_id_part
+from analysis.data.discovery import find_images
+from analysis.data.labels import apply_labels, match_class_names
+from analysis.data.names import make_id_part
 from tests.conftest import write_image
 from tests.test_discovery import JPEG, _table, _write
 from tests.test_extract import run

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from analysis.config import LAYER_NAMES
-from analysis.model import (CONV_INDICES, WeightsError, imagenet_weights_path, layer_channels, load_model,
+from analysis.model.vgg16 import (CONV_INDICES, WeightsError, imagenet_weights_path, layer_channels, load_model,
                             make_vgg16, relu_modules)
 
 CLASS_MAP = (("cat", 281, 285), ("dog", 151, 268))

@@ -8,8 +8,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import storage
-from analysis.names import make_display, make_id_part, make_log_safe, read_id_bytes
+from analysis.store import tables
+from analysis.data.names import make_display, make_id_part, make_log_safe, read_id_bytes
 from jobs.runtime import OneLineFormatter
 
 # Any name Linux accepts: bytes without '/' or NUL.
@@ -50,7 +50,7 @@ def test_log_records_stay_one_line():
 
 def test_json_outputs_never_hold_a_lone_surrogate(tmp_path):
     obj = {"path": os.fsdecode(b"/d/caf\xe9"), "list": [os.fsdecode(b"\xff")], os.fsdecode(b"k\xfe"): 1}
-    storage.write_json_atomic(obj, tmp_path / "x.json")
+    tables.write_json_atomic(obj, tmp_path / "x.json")
     text = (tmp_path / "x.json").read_bytes().decode("utf-8")     # strict
     assert "\\udc" not in text
     assert json.loads(text) == {"path": "/d/caf\\xe9", "list": ["\\xff"], "k\\xfe": 1}

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.model import LoadedModel, make_vgg16
-from analysis.preprocessing import make_preprocessing
-from analysis.recompute import RunModel, check_means, compute_shown_maps
-from reports import gallery
+from analysis.model.vgg16 import LoadedModel, make_vgg16
+from analysis.data.preprocessing import make_preprocessing
+from analysis.stats.recompute import RunModel, check_means, compute_shown_maps
+from reports.run import gallery
 
 
 def brightness_vgg16() -> torch.nn.Module:

@@ -9,9 +9,9 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.models import VGG16_Weights
 
-from analysis import preprocessing as pp
+from analysis.data import preprocessing as pp
 from analysis.config import PREPROCESS_NAMES
-from analysis.preprocessing import make_preprocessing
+from analysis.data.preprocessing import make_preprocessing
 
 
 def random_rgb(w: int, h: int, seed: int = 0) -> Image.Image:

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis import report_tables as rt
-from analysis.config import ExtractConfig, ReportConfig, make_config, read_config_section
+from analysis.store import contract
+from analysis.config import make_config, read_config_section
+from jobs.config import ExtractConfig, ReportConfig
 from jobs import extract, report
 from tests.browser import needs_chromium, parse, render_in_chromium
 from tests.conftest import write_image
@@ -28,7 +29,7 @@ def run_extract_and_report(data: Path, out: Path, **report_values) -> Path:
     report.main(make_config(ReportConfig, {
         **read_config_section(None, "report"), "run": str(out), "device": "cpu", "top_channels": 2,
         "top_images": 5, "mistakes": 4, "thumbnail": 64, "progress": False, **report_values}))
-    return out / rt.REPORT_DIR
+    return out / contract.REPORT_DIR
 
 
 @pytest.fixture(scope="module")
@@ -45,22 +46,22 @@ def page(tmp_path_factory) -> Path:
 
 
 def test_tables_and_tiles_written(page):
-    stats = pd.read_parquet(page / rt.CHANNEL_STATS)
-    assert tuple(stats.columns) == rt.CHANNEL_STATS_COLUMNS
+    stats = pd.read_parquet(page / contract.CHANNEL_STATS)
+    assert tuple(stats.columns) == contract.CHANNEL_STATS_COLUMNS
     assert len(stats) == 2 * 2 * 2 * 512   # (conv4_3 + conv5_3) x (mean, max) x classes x 512 channels
-    top = pd.read_parquet(page / rt.TOP_EXAMPLES)
-    assert tuple(top.columns) == rt.TOP_EXAMPLES_COLUMNS
-    shown = top[top[rt.SCOPE] != rt.SCOPE_MISTAKE]
+    top = pd.read_parquet(page / contract.TOP_EXAMPLES)
+    assert tuple(top.columns) == contract.TOP_EXAMPLES_COLUMNS
+    shown = top[top[contract.SCOPE] != contract.SCOPE_MISTAKE]
     assert len(shown) == 2 * 2 * 2 * 2 * 5  # layers x classes x channels x scopes x images
     tiles = list((page / "tiles").glob("*.jpg"))
     assert tiles and all(Image.open(t).size == (64, 64) for t in tiles)
-    html = (page / rt.INDEX_HTML).read_text(encoding="utf-8")
+    html = (page / contract.INDEX_HTML).read_text(encoding="utf-8")
     assert "RANDOM WEIGHTS" in html
     assert re.search(r"\d+ channel means of the shown images were recomputed; 0 differ", html)
 
 
 def test_hostile_names_are_escaped_everywhere(page):
-    text, c = parse(page / rt.INDEX_HTML)
+    text, c = parse(page / contract.INDEX_HTML)
     for name in HOSTILE:
         assert name not in text                                     # never raw
         assert any(name in t for t in c.text)                        # but shown, as text
@@ -74,7 +75,7 @@ def test_hostile_names_are_escaped_everywhere(page):
 
 
 def test_page_is_self_contained_and_references_exist(page):
-    text, c = parse(page / rt.INDEX_HTML)
+    text, c = parse(page / contract.INDEX_HTML)
     assert not re.search(r"https?://", text)
     refs = [a[k] for _, a in c.tags for k in ("src", "href") if a.get(k)]
     assert refs
@@ -87,7 +88,7 @@ def test_page_is_self_contained_and_references_exist(page):
 
 @needs_chromium
 def test_chromium_renders_page_without_console_errors(page, tmp_path):
-    console, pixels = render_in_chromium(page / rt.INDEX_HTML, tmp_path)
+    console, pixels = render_in_chromium(page / contract.INDEX_HTML, tmp_path)
     assert console == [], console
     assert pixels.std() > 10 and (pixels < 200).mean() > 0.02   # not blank: text, figures and tiles drew
 
@@ -102,15 +103,15 @@ def test_chromium_probe_catches_an_unescaped_name(tmp_path):
 
 
 def test_unlabeled_run_ranks_by_prediction_and_says_so(tmp_path):
-    from tests.synthetic_run import write_synthetic_run
+    from analysis.store.synthetic import write_synthetic_run
     run = write_synthetic_run(tmp_path / "run", n_images=60, layers={"conv5_3": 8}, labeled=False,
                               planted=("conv5_3", 2, "dog"))
     report.main(make_config(ReportConfig, {**read_config_section(None, "report"), "run": str(run),
                                            "layers": ["conv5_3"], "overlays": False, "progress": False}))
-    html = (run / rt.REPORT_DIR / rt.INDEX_HTML).read_text(encoding="utf-8")
+    html = (run / contract.REPORT_DIR / contract.INDEX_HTML).read_text(encoding="utf-8")
     assert "grouped by predicted class" in html and "no labels" in html
-    stats = pd.read_parquet(run / rt.REPORT_DIR / rt.CHANNEL_STATS)
-    assert (stats[rt.GROUP_BY] == rt.GROUP_PRED).all()
+    stats = pd.read_parquet(run / contract.REPORT_DIR / contract.CHANNEL_STATS)
+    assert (stats[contract.GROUP_BY] == contract.GROUP_PRED).all()
 
 
 def test_changed_image_is_reported_as_a_mismatch(tmp_path):
@@ -128,14 +129,14 @@ def test_changed_image_is_reported_as_a_mismatch(tmp_path):
     report.main(make_config(ReportConfig, {
         **read_config_section(None, "report"), "run": str(out), "layers": ["conv5_3"], "device": "cpu",
         "top_channels": 2, "top_images": 3, "progress": False}))
-    _, c = parse(out / rt.REPORT_DIR / rt.INDEX_HTML)
+    _, c = parse(out / contract.REPORT_DIR / contract.INDEX_HTML)
     text = " ".join(c.text)
     assert re.search(r"[1-9]\d* of \d+ recomputed channel means differ from the recorded ones", text)
     assert "cat.0.jpg" in text
 
 
 def test_escaping_helpers_for_each_context():
-    from reports import html as page_html
+    from reports.run import html as page_html
 
     assert page_html._t('a"b\'c<d>&') == "a&quot;b&#x27;c&lt;d&gt;&amp;"
     assert page_html._url("tiles/conv5_3-c1-00001.jpg") == "tiles/conv5_3-c1-00001.jpg"

@@ -9,7 +9,8 @@ import signal
 import pytest
 import torch
 
-from analysis import manifest, storage
+from analysis.store import contract
+from analysis.store import manifest
 from analysis.config import ConfigError
 from jobs import cli, finalize
 from jobs.extract import main, parse
@@ -57,17 +58,17 @@ def test_sigkill_at_every_point_then_rerun_gives_the_uninterrupted_result(refere
         after = unit_files(out)
         assert sorted(after) == committed, point
         assert all(after[name] == blob for name, blob in before.items()), f"{point}: a committed unit was redone"
-        assert not (out / storage.RUN_JSON).exists()
+        assert not (out / contract.RUN_JSON).exists()
         if point == "mid-unit:1":  # a kill inside a file write leaves a hidden temp file: readers skip it
-            (out / storage.PREDICTIONS / ".part-00001.parquet.x1y2.tmp").write_bytes(b"half a file")
+            (out / contract.PREDICTIONS / ".part-00001.parquet.x1y2.tmp").write_bytes(b"half a file")
     with pytest.raises(manifest.IncompleteRunError, match="every unit is done.*make finalize"):
         manifest.check_complete(out)
     assert finalize.main(str(out)) == 0          # make finalize RUN=OUT
     manifest.check_complete(out)
     assert_same_tables(out, ref)
     assert not list(out.rglob("*.tmp"))
-    meta = json.loads((out / storage.RUN_JSON).read_text())
-    want = json.loads((ref / storage.RUN_JSON).read_text())
+    meta = json.loads((out / contract.RUN_JSON).read_text())
+    want = json.loads((ref / contract.RUN_JSON).read_text())
     assert meta["counts"] == want["counts"] and meta["counts"]["found"] == 8 and meta["counts"]["error"] == 1
 
 
@@ -78,7 +79,7 @@ def test_sigterm_commits_the_unit_in_flight_then_stops(reference, tmp_path):
     assert r.returncode == 128 + signal.SIGTERM, r.stderr[-2000:]
     assert "rerun the same command to resume" in r.stderr
     assert sorted(unit_files(out)) == ["part-00000.json", "part-00001.json"]   # unit 1 finished, unit 2 not begun
-    assert not (out / storage.RUN_JSON).exists()
+    assert not (out / contract.RUN_JSON).exists()
     r = run_job(data, out)
     assert r.returncode == 0 and "2 done before, 1 to do" in r.stderr, r.stderr[-2000:]
     assert_same_tables(out, ref)
@@ -95,14 +96,14 @@ def test_three_shards_in_any_order_one_twice_give_the_same_tables(reference, tmp
     assert run_here(data, out, "--shard", "2/3") == 0
     first = unit_files(out)
     assert run_here(data, out, "--shard", "2/3") == 0    # again: nothing redone, nothing duplicated
-    assert unit_files(out) == first and not (out / storage.RUN_JSON).exists()
+    assert unit_files(out) == first and not (out / contract.RUN_JSON).exists()
     assert run_here(data, out, "--shard", "0/3") == 0    # the last one marks the run complete
     manifest.check_complete(out)
     assert_same_tables(out, ref)
-    meta = json.loads((out / storage.RUN_JSON).read_text())
+    meta = json.loads((out / contract.RUN_JSON).read_text())
     assert meta["shards"]["count"] == 3 and sorted(p["shard"] for p in meta["shards"]["processes"]) == ["0/3", "1/3",
                                                                                                         "2/3"]
-    assert meta["counts"] == json.loads((ref / storage.RUN_JSON).read_text())["counts"]
+    assert meta["counts"] == json.loads((ref / contract.RUN_JSON).read_text())["counts"]
 
 
 def snapshot(out) -> dict[str, float]:
@@ -130,7 +131,7 @@ def test_a_different_run_is_refused_naming_what_differs_and_left_untouched(refer
     assert "preprocess" in capsys.readouterr().err
     assert snapshot(out) == before                                # refused runs touch nothing
     assert run_here(data, out, "--layers", "conv1_2", "--overwrite") == 0
-    meta = json.loads((out / storage.RUN_JSON).read_text())
+    meta = json.loads((out / contract.RUN_JSON).read_text())
     assert list(meta["layers"]) == ["conv1_2"] and not (out / "activations" / "conv1_1").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -148,9 +149,9 @@ def test_many_processes_opening_one_out_at_once_create_or_replace_it_once(tmp_pa
     out = tmp_path / "out"
     old, new = make({"layers": ["conv1_1"]}), make({"layers": ["conv5_3"]})
     assert outputs.open_run(out, old, overwrite=False)
-    (out / storage.PREDICTIONS).mkdir()
-    (out / storage.PREDICTIONS / "part-00000.parquet").write_bytes(b"old")
-    (out / storage.RUN_JSON).write_text("{}")
+    (out / contract.PREDICTIONS).mkdir()
+    (out / contract.PREDICTIONS / "part-00000.parquet").write_bytes(b"old")
+    (out / contract.RUN_JSON).write_text("{}")
     with ThreadPoolExecutor(8) as pool:
         created = list(pool.map(lambda _: outputs.open_run(out, new, overwrite=True), range(8)))
     assert sum(created) == 1

@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import report_tables as rt
-from analysis import statistics
+from analysis.store import contract, tables
+from analysis.stats import selectivity as statistics
 from analysis.config import ConfigError
-from analysis.run_channels import (compare_with_run, compute_percentile, describe_mismatch, read_run_meta,
+from analysis.stats.run_channels import (compare_with_run, compute_percentile, describe_mismatch, read_run_meta,
                                    read_selective_channels)
-from tests.synthetic_run import write_synthetic_run
+from analysis.store.synthetic import write_synthetic_run
 
 LAYERS = {"conv4_3": 16, "conv5_3": 16}
 
@@ -27,18 +27,18 @@ def test_computed_ranking_equals_the_reports_and_puts_the_planted_channel_first(
     assert "no report yet" in got.source
     preds = pd.read_parquet(run / "predictions")
     df = statistics.compute_channel_stats(run, LAYERS, statistics.make_groups(preds, ["cat", "dog"]))
-    df = df[(df[rt.LAYER] == "conv5_3") & (df[rt.STAT] == "mean") & (df[rt.CLASS] == "cat")]
-    assert list(got.channels) == list(df.sort_values(rt.RANK_SELECTIVITY)[rt.CHANNEL][:4])
+    df = df[(df[contract.LAYER] == "conv5_3") & (df[contract.STAT] == "mean") & (df[contract.CLASS] == "cat")]
+    assert list(got.channels) == list(df.sort_values(contract.RANK_SELECTIVITY)[contract.CHANNEL][:4])
 
 
 def test_the_reports_table_is_read_when_present(run):
     meta = read_run_meta(run)
     preds = pd.read_parquet(run / "predictions")
     df = statistics.compute_channel_stats(run, LAYERS, statistics.make_groups(preds, ["cat", "dog"]))
-    df[rt.RANK_SELECTIVITY] = df[rt.RANK_SELECTIVITY].max() + 1 - df[rt.RANK_SELECTIVITY]  # reversed: a marker
-    rt.write_table(df, rt.CHANNEL_STATS_SCHEMA, run / rt.REPORT_DIR / rt.CHANNEL_STATS)
+    df[contract.RANK_SELECTIVITY] = df[contract.RANK_SELECTIVITY].max() + 1 - df[contract.RANK_SELECTIVITY]  # reversed: a marker
+    tables.write_table(df, contract.CHANNEL_STATS_SCHEMA, run / contract.REPORT_DIR / contract.CHANNEL_STATS)
     got = read_selective_channels(run, meta, "conv5_3", "cat", 2)
-    assert got.source == f"{rt.REPORT_DIR}/{rt.CHANNEL_STATS}" and got.channels[-1] != 5
+    assert got.source == f"{contract.REPORT_DIR}/{contract.CHANNEL_STATS}" and got.channels[-1] != 5
 
 
 def test_what_cannot_be_ranked_says_why(run, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from analysis.config import ConfigError
-from analysis.shards import Shard, make_unit_batches, make_units, parse_shard, read_shard, select_units
+from analysis.store.shards import Shard, make_unit_batches, make_units, parse_shard, read_shard, select_units
 
 
 @pytest.mark.parametrize("spec, env, expect", [

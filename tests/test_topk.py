@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import report_tables as rt
-from analysis import statistics, storage, topk
-from tests.synthetic_run import write_synthetic_run
+from analysis.store import contract
+from analysis.stats import selectivity as statistics
+from analysis.stats import topk
+from analysis.store.synthetic import write_synthetic_run
 
 
 def full_sort_top(values: np.ndarray, k: int) -> np.ndarray:
@@ -43,22 +44,22 @@ def test_running_topk_equals_full_sort_with_ties_and_merge():
 def test_scan_layer_equals_full_sort_of_table(tmp_path):
     out = write_synthetic_run(tmp_path / "run", n_images=230, layers={"conv5_3": 12}, planted=("conv5_3", 4, "cat"),
                               n_errors=7, unit_size=40)
-    preds = pd.read_parquet(out / storage.PREDICTIONS)
+    preds = pd.read_parquet(out / contract.PREDICTIONS)
     groups = statistics.make_groups(preds, ("cat", "dog"))
-    table = storage.activation_dir(out, "conv5_3", "mean")
+    table = contract.activation_dir(out, "conv5_3", "mean")
     channels = [4, 0, 11, 7]
     gather = ["dog.101.jpg", "cat.10.jpg", "no-such-image.jpg"]
     scan = topk.scan_layer(table, channels, groups, k=9, gather=gather, batch_size=16)
     frame = pd.read_parquet(table)
     values = frame[[f"c{c}" for c in channels]].to_numpy().T                   # (C, N) in table order
     np.testing.assert_array_equal(scan.top_all.positions, full_sort_top(values, 9))
-    np.testing.assert_array_equal(scan.image_ids, frame[storage.IMAGE_ID].to_numpy())
-    labels = frame[storage.IMAGE_ID].map(preds.set_index(storage.IMAGE_ID)[storage.LABEL]).to_numpy()
+    np.testing.assert_array_equal(scan.image_ids, frame[contract.IMAGE_ID].to_numpy())
+    labels = frame[contract.IMAGE_ID].map(preds.set_index(contract.IMAGE_ID)[contract.LABEL]).to_numpy()
     for k, cls in enumerate(("cat", "dog")):
         rows = np.flatnonzero(labels == cls)
         want = rows[full_sort_top(values[:, rows], 9)]
         np.testing.assert_array_equal(scan.top_class[k].positions, want)
-    by_id = frame.set_index(storage.IMAGE_ID)
+    by_id = frame.set_index(contract.IMAGE_ID)
     np.testing.assert_array_equal(scan.gathered[0], by_id.loc["dog.101.jpg", [f"c{c}" for c in channels]])
     assert np.isnan(scan.gathered[2]).all()
 
@@ -68,37 +69,37 @@ def test_scan_layer_equals_full_sort_of_table(tmp_path):
     scan = topk.scan_layer(table, sorted(set(sum(selected.values(), []))), groups, k=5)
     ex = topk.make_top_examples("conv5_3", scan, selected, ("cat", "dog"))
     assert len(ex) == 2 * 3 * 2 * 5
-    cat_all = ex[(ex[rt.CLASS] == "cat") & (ex[rt.CHANNEL] == 4) & (ex[rt.SCOPE] == rt.SCOPE_ALL)]
-    assert cat_all[rt.IMAGE_RANK].tolist() == [1, 2, 3, 4, 5]
-    assert cat_all[rt.VALUE].tolist() == sorted(frame["c4"].nlargest(5).tolist(), reverse=True)
-    dog_in = ex[(ex[rt.CLASS] == "dog") & (ex[rt.SCOPE] == rt.SCOPE_CLASS)]
-    assert (dog_in[storage.IMAGE_ID].map(preds.set_index(storage.IMAGE_ID)[storage.LABEL]) == "dog").all()
+    cat_all = ex[(ex[contract.CLASS] == "cat") & (ex[contract.CHANNEL] == 4) & (ex[contract.SCOPE] == contract.SCOPE_ALL)]
+    assert cat_all[contract.IMAGE_RANK].tolist() == [1, 2, 3, 4, 5]
+    assert cat_all[contract.VALUE].tolist() == sorted(frame["c4"].nlargest(5).tolist(), reverse=True)
+    dog_in = ex[(ex[contract.CLASS] == "dog") & (ex[contract.SCOPE] == contract.SCOPE_CLASS)]
+    assert (dog_in[contract.IMAGE_ID].map(preds.set_index(contract.IMAGE_ID)[contract.LABEL]) == "dog").all()
 
 
 def test_mistakes_and_the_channel_that_pushed_them(tmp_path):
     out = write_synthetic_run(tmp_path / "run", n_images=200, layers={"conv5_3": 8}, planted=("conv5_3", 5, "dog"))
-    preds = pd.read_parquet(out / storage.PREDICTIONS)
+    preds = pd.read_parquet(out / contract.PREDICTIONS)
     groups = statistics.make_groups(preds, ("cat", "dog"))
     mistakes = topk.find_mistakes(preds, groups, 4)
-    wrong = preds[(preds[storage.CORRECT] == False)]  # noqa: E712  (a nullable column)
+    wrong = preds[(preds[contract.CORRECT] == False)]  # noqa: E712  (a nullable column)
     assert len(mistakes) == min(4, len(wrong)) > 0
-    assert mistakes[storage.CONFIDENCE].tolist() == sorted(wrong[storage.CONFIDENCE], reverse=True)[:len(mistakes)]
+    assert mistakes[contract.CONFIDENCE].tolist() == sorted(wrong[contract.CONFIDENCE], reverse=True)[:len(mistakes)]
     stats = statistics.compute_channel_stats(out, {"conv5_3": 8}, groups)
     selected = topk.select_channels(stats, "conv5_3", ("cat", "dog"), 3)
-    table = storage.activation_dir(out, "conv5_3", "mean")
+    table = contract.activation_dir(out, "conv5_3", "mean")
     chans = sorted(set(sum(selected.values(), [])))
-    scan = topk.scan_layer(table, chans, groups, k=3, gather=mistakes[storage.IMAGE_ID].tolist())
+    scan = topk.scan_layer(table, chans, groups, k=3, gather=mistakes[contract.IMAGE_ID].tolist())
     ex = topk.make_mistake_examples("conv5_3", mistakes, scan, selected, stats)
-    assert len(ex) == len(mistakes) and (ex[rt.SCOPE] == rt.SCOPE_MISTAKE).all()
-    s = stats[stats[rt.STAT] == rt.STAT_MEAN].set_index([rt.CLASS, rt.CHANNEL])
-    frame = pd.read_parquet(table).set_index(storage.IMAGE_ID)
+    assert len(ex) == len(mistakes) and (ex[contract.SCOPE] == contract.SCOPE_MISTAKE).all()
+    s = stats[stats[contract.STAT] == contract.STAT_MEAN].set_index([contract.CLASS, contract.CHANNEL])
+    frame = pd.read_parquet(table).set_index(contract.IMAGE_ID)
     for _, row in topk.attach_predictions(ex, preds).iterrows():
-        assert row[rt.CLASS] == row[storage.PRED] != row[storage.LABEL]
-        zs = {c: (frame.loc[row[storage.IMAGE_ID], f"c{c}"] - s.loc[(row[storage.LABEL], c), rt.MEAN])
-              / s.loc[(row[storage.LABEL], c), rt.STD] for c in selected[row[storage.PRED]]}
-        assert row[rt.CHANNEL] == max(zs, key=zs.get)
-        assert abs(row[rt.PUSH] - zs[row[rt.CHANNEL]]) < 1e-6
+        assert row[contract.CLASS] == row[contract.PRED] != row[contract.LABEL]
+        zs = {c: (frame.loc[row[contract.IMAGE_ID], f"c{c}"] - s.loc[(row[contract.LABEL], c), contract.MEAN])
+              / s.loc[(row[contract.LABEL], c), contract.STD] for c in selected[row[contract.PRED]]}
+        assert row[contract.CHANNEL] == max(zs, key=zs.get)
+        assert abs(row[contract.PUSH] - zs[row[contract.CHANNEL]]) < 1e-6
 
     unlabeled = write_synthetic_run(tmp_path / "u", n_images=40, layers={"conv5_3": 4}, labeled=False)
-    p = pd.read_parquet(unlabeled / storage.PREDICTIONS)
+    p = pd.read_parquet(unlabeled / contract.PREDICTIONS)
     assert topk.find_mistakes(p, statistics.make_groups(p, ("cat", "dog")), 5).empty

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis import manifest, storage
+from analysis.store import contract
+from analysis.store import manifest
 from tests.run_tables import assert_same_tables, make_dataset, run_job
 
 TORCHRUN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "torchrun"
@@ -28,7 +29,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     assert "(torchrun RANK/WORLD_SIZE)" in r.stderr
     manifest.check_complete(tmp_path / "two")
     assert_same_tables(tmp_path / "two", tmp_path / "one")
-    meta = json.loads((tmp_path / "two" / storage.RUN_JSON).read_text())
+    meta = json.loads((tmp_path / "two" / contract.RUN_JSON).read_text())
     assert sorted(p["shard"] for p in meta["shards"]["processes"]) == ["0/2", "1/2"]   # units 0, 2 and unit 1
     assert meta["counts"]["found"] == 8 and meta["counts"]["ok"] == 7
 
@@ -54,5 +55,5 @@ def test_slurm_array_script_runs_one_shard_per_task(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         assert f"shard {task}/2 (Slurm SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)" in r.stderr
     manifest.check_complete(out)
-    meta = json.loads((out / storage.RUN_JSON).read_text())
+    meta = json.loads((out / contract.RUN_JSON).read_text())
     assert sorted(p["shard"] for p in meta["shards"]["processes"]) == ["0/2", "1/2"]

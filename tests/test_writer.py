@@ -6,8 +6,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import manifest, storage
-from analysis.writer import UnitWriter
+from analysis.store import contract, tables
+from analysis.store import manifest
+from analysis.store.writer import UnitWriter
 
 LAYERS = {"conv1_1": 3, "conv5_3": 2}
 
@@ -17,9 +18,9 @@ def _batches(n_files, batch, bad_every, rng):
     for s in range(0, n_files, batch):
         chunk = ids[s:s + batch]
         ok = [(s + j) % bad_every != 0 for j in range(len(chunk))]
-        rows = {f.name: [None] * len(chunk) for f in storage.prediction_schema(["cat", "dog"], False)}
-        rows[storage.IMAGE_ID] = chunk
-        rows[storage.STATUS] = ["ok" if g else "error" for g in ok]
+        rows = {f.name: [None] * len(chunk) for f in contract.prediction_schema(["cat", "dog"], False)}
+        rows[contract.IMAGE_ID] = chunk
+        rows[contract.STATUS] = ["ok" if g else "error" for g in ok]
         acts = rng.random((sum(ok), 2 * sum(LAYERS.values()))).astype(np.float32)
         yield rows, ok, acts
 
@@ -31,22 +32,22 @@ def test_units_split_at_file_boundaries_and_keep_every_value(tmp_path, n_files, 
     sent_ok_ids, sent = [], []
     for rows, ok, acts in _batches(n_files, batch, 3, rng):
         w.add(rows, ok, acts)
-        sent_ok_ids += [i for i, g in zip(rows[storage.IMAGE_ID], ok) if g]
+        sent_ok_ids += [i for i, g in zip(rows[contract.IMAGE_ID], ok) if g]
         sent.append(acts)
     w.close()
     sent = np.concatenate(sent)
 
-    parts = storage.list_parts(tmp_path / storage.PREDICTIONS)
+    parts = tables.list_parts(tmp_path / contract.PREDICTIONS)
     assert len(parts) == -(-n_files // unit) == w.unit
     for k, part in enumerate(parts):  # unit k holds files k*U .. (k+1)*U - 1
-        ids = pq.read_table(part).column(storage.IMAGE_ID).to_pylist()
+        ids = pq.read_table(part).column(contract.IMAGE_ID).to_pylist()
         assert ids == [f"img{i:03d}.jpg" for i in range(k * unit, min(n_files, (k + 1) * unit))]
         for layer in LAYERS:  # the same unit's activations hold exactly its ok images
-            a_ids = pq.read_table(storage.activation_dir(tmp_path, layer) / part.name).column("image_id").to_pylist()
+            a_ids = pq.read_table(contract.activation_dir(tmp_path, layer) / part.name).column("image_id").to_pylist()
             assert a_ids == [i for i in ids if int(i[3:6]) % 3 != 0]
 
-    mean = pd.read_parquet(storage.activation_dir(tmp_path, "conv5_3"))
-    mx = pd.read_parquet(storage.activation_dir(tmp_path, "conv5_3", "max"))
+    mean = pd.read_parquet(contract.activation_dir(tmp_path, "conv5_3"))
+    mx = pd.read_parquet(contract.activation_dir(tmp_path, "conv5_3", "max"))
     assert mean.image_id.tolist() == sent_ok_ids
     # layout of acts: [conv1_1 means (3), conv5_3 means (2), conv1_1 max (3), conv5_3 max (2)]
     np.testing.assert_array_equal(mean[["c0", "c1"]].to_numpy(), sent[:, 3:5])
@@ -57,21 +58,21 @@ def test_units_split_at_file_boundaries_and_keep_every_value(tmp_path, n_files, 
 
 def test_wrong_activation_width_is_refused(tmp_path):
     w = UnitWriter(tmp_path, ["cat"], False, LAYERS, 4, {})
-    rows = {f.name: [None] for f in storage.prediction_schema(["cat"], False)}
-    rows[storage.IMAGE_ID] = ["a"]
+    rows = {f.name: [None] for f in contract.prediction_schema(["cat"], False)}
+    rows[contract.IMAGE_ID] = ["a"]
     with pytest.raises(ValueError, match="expected 10"):
         w.add(rows, [True], np.zeros((1, 9), np.float32))
 
 
 def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
-    from analysis.storage import write_bytes_atomic
+    from analysis.store.tables import write_bytes_atomic
 
     write_bytes_atomic(b"x", tmp_path / "a" / "f.json")
     w = UnitWriter(tmp_path, ["cat"], False, {"conv1_1": 1}, 1, {})
-    rows = {f.name: [None] for f in storage.prediction_schema(["cat"], False)}
-    rows[storage.IMAGE_ID], rows[storage.STATUS] = ["a"], ["ok"]
+    rows = {f.name: [None] for f in contract.prediction_schema(["cat"], False)}
+    rows[contract.IMAGE_ID], rows[contract.STATUS] = ["a"], ["ok"]
     w.add(rows, [True], np.zeros((1, 2), np.float32))
-    for f in [tmp_path / "a" / "f.json", *storage.list_parts(tmp_path / storage.PREDICTIONS)]:
+    for f in [tmp_path / "a" / "f.json", *tables.list_parts(tmp_path / contract.PREDICTIONS)]:
         assert f.stat().st_mode & 0o777 == 0o644, f  # mkstemp's 0600 would hide outputs from a team or server
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
@@ -87,7 +88,7 @@ def test_a_shards_units_keep_their_global_numbers_and_commit_a_manifest_last(tmp
         w.add(rows, ok, acts)
         assert w.at_unit_boundary == (i in (9, 22))
     w.close()
-    assert [p.name for p in storage.list_parts(tmp_path / storage.PREDICTIONS)] == ["part-00001.parquet",
+    assert [p.name for p in tables.list_parts(tmp_path / contract.PREDICTIONS)] == ["part-00001.parquet",
                                                                                    "part-00004.parquet"]
     units = manifest.read_unit_manifests(tmp_path, "abc")
     assert sorted(units) == [1, 4]

@@ -20,8 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import report_tables as rt
-from analysis import storage
+from analysis.store import contract, tables
 
 log = logging.getLogger(__name__)
 _SUB = 8  # channels sorted together: keeps the sort keys (8 x N x 8 bytes) in cache-friendly pieces
@@ -31,7 +30,7 @@ _SUB = 8  # channels sorted together: keeps the sort keys (8 x N x 8 bytes) in c
 class Groups:
     """Which class each ok image counts for: its label, or on an unlabeled run its predicted class."""
     classes: tuple[str, ...]
-    by: str                    # rt.GROUP_LABEL or rt.GROUP_PRED
+    by: str                    # contract.GROUP_LABEL or contract.GROUP_PRED
     code: pd.Series            # image_id -> class index; images in no class are absent
 
     def codes_of(self, image_ids: Sequence[str]) -> np.ndarray:
@@ -42,13 +41,13 @@ class Groups:
 
 def make_groups(predictions: pd.DataFrame, classes: Sequence[str]) -> Groups:
     """Group ok images by label when any image has a label among `classes`, otherwise by predicted class."""
-    ok = predictions[predictions[storage.STATUS] == storage.STATUS_OK]
-    by, column = rt.GROUP_LABEL, ok[storage.LABEL]
+    ok = predictions[predictions[contract.STATUS] == contract.STATUS_OK]
+    by, column = contract.GROUP_LABEL, ok[contract.LABEL]
     if not column.isin(classes).any():
-        by, column = rt.GROUP_PRED, ok[storage.PRED]
+        by, column = contract.GROUP_PRED, ok[contract.PRED]
     keep = column.isin(classes).to_numpy()
     codes = pd.Categorical(column[keep], categories=list(classes)).codes.astype(np.int64)
-    return Groups(tuple(classes), by, pd.Series(codes, index=pd.Index(ok[storage.IMAGE_ID][keep])))
+    return Groups(tuple(classes), by, pd.Series(codes, index=pd.Index(ok[contract.IMAGE_ID][keep])))
 
 
 @dataclasses.dataclass
@@ -158,7 +157,7 @@ def compute_rank_auc(values: np.ndarray, member: np.ndarray) -> np.ndarray:
 
 
 def read_image_ids(table_dir: str | os.PathLike) -> np.ndarray:
-    ids = [b.column(0).to_numpy(zero_copy_only=False) for b in storage.iter_parquet_batches(table_dir, [storage.IMAGE_ID])]
+    ids = [b.column(0).to_numpy(zero_copy_only=False) for b in tables.iter_parquet_batches(table_dir, [contract.IMAGE_ID])]
     return np.concatenate(ids) if ids else np.zeros(0, object)
 
 
@@ -171,7 +170,7 @@ def read_channel_block(table_dir: str | os.PathLike, channels: Sequence[int], n_
     """
     block = np.empty((len(channels), n_rows), np.float32)
     offset = 0
-    for batch in storage.iter_parquet_batches(table_dir, [storage.channel_column(c) for c in channels], batch_rows):
+    for batch in tables.iter_parquet_batches(table_dir, [contract.channel_column(c) for c in channels], batch_rows):
         n = batch.num_rows
         if offset + n > n_rows:
             raise ValueError(f"{table_dir}: more rows in the channel columns than the {n_rows} image ids")
@@ -229,19 +228,19 @@ def compute_table_stats(table_dir: str | os.PathLike, n_channels: int, groups: G
     rest_n = np.array([r.n[0] for r in rest])
     d = compute_cohens_d(moments.n[:, None], moments.mean, std, rest_n[:, None], rest_mean, rest_std)
     mean = np.where(moments.n[:, None] > 0, moments.mean, np.nan)
-    return {rt.N: moments.n, rt.MEAN: mean, rt.STD: std, rt.REST_MEAN: rest_mean, rt.REST_STD: rest_std,
-            rt.COHENS_D: d, rt.AUC: auc}
+    return {contract.N: moments.n, contract.MEAN: mean, contract.STD: std, contract.REST_MEAN: rest_mean, contract.REST_STD: rest_std,
+            contract.COHENS_D: d, contract.AUC: auc}
 
 
 def rank_channels(df: pd.DataFrame) -> pd.DataFrame:
     """Add rank_selectivity (auc, then cohens_d, descending) and rank_mean within each (layer, stat, class)."""
-    df = df.sort_values([rt.LAYER, rt.STAT, rt.CLASS, rt.AUC, rt.COHENS_D, rt.CHANNEL],
+    df = df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.AUC, contract.COHENS_D, contract.CHANNEL],
                         ascending=[True, True, True, False, False, True], na_position="last", kind="stable")
-    df[rt.RANK_SELECTIVITY] = df.groupby([rt.LAYER, rt.STAT, rt.CLASS], sort=False).cumcount().astype(np.int32) + 1
-    df = df.sort_values([rt.LAYER, rt.STAT, rt.CLASS, rt.MEAN, rt.CHANNEL],
+    df[contract.RANK_SELECTIVITY] = df.groupby([contract.LAYER, contract.STAT, contract.CLASS], sort=False).cumcount().astype(np.int32) + 1
+    df = df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.MEAN, contract.CHANNEL],
                         ascending=[True, True, True, False, True], na_position="last", kind="stable")
-    df[rt.RANK_MEAN] = df.groupby([rt.LAYER, rt.STAT, rt.CLASS], sort=False).cumcount().astype(np.int32) + 1
-    return df.sort_values([rt.LAYER, rt.STAT, rt.CLASS, rt.CHANNEL], kind="stable").reset_index(drop=True)
+    df[contract.RANK_MEAN] = df.groupby([contract.LAYER, contract.STAT, contract.CLASS], sort=False).cumcount().astype(np.int32) + 1
+    return df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.CHANNEL], kind="stable").reset_index(drop=True)
 
 
 def compute_channel_stats(run: str | os.PathLike, layers: Mapping[str, int], groups: Groups,
@@ -249,14 +248,14 @@ def compute_channel_stats(run: str | os.PathLike, layers: Mapping[str, int], gro
     """Every channel of every layer in `layers` ({name: channels}), means and maxima -> the channel_stats table."""
     frames = []
     for layer, n_channels in layers.items():
-        for stat in (rt.STAT_MEAN, rt.STAT_MAX):
-            table = storage.activation_dir(run, layer, stat)
+        for stat in (contract.STAT_MEAN, contract.STAT_MAX):
+            table = contract.activation_dir(run, layer, stat)
             s = compute_table_stats(table, n_channels, groups, memory_mb * 2 ** 20, threads)
-            k, c = s[rt.MEAN].shape
+            k, c = s[contract.MEAN].shape
             frames.append(pd.DataFrame({
-                rt.LAYER: layer, rt.STAT: stat, rt.CHANNEL: np.tile(np.arange(c, dtype=np.int32), k),
-                rt.CLASS: np.repeat(np.array(groups.classes, dtype=object), c), rt.GROUP_BY: groups.by,
-                rt.N: np.repeat(s[rt.N], c), **{name: s[name].ravel() for name in
-                                                (rt.MEAN, rt.STD, rt.REST_MEAN, rt.REST_STD, rt.COHENS_D, rt.AUC)}}))
+                contract.LAYER: layer, contract.STAT: stat, contract.CHANNEL: np.tile(np.arange(c, dtype=np.int32), k),
+                contract.CLASS: np.repeat(np.array(groups.classes, dtype=object), c), contract.GROUP_BY: groups.by,
+                contract.N: np.repeat(s[contract.N], c), **{name: s[name].ravel() for name in
+                                                (contract.MEAN, contract.STD, contract.REST_MEAN, contract.REST_STD, contract.COHENS_D, contract.AUC)}}))
             log.debug("statistics: %s %s done", layer, stat)
     return rank_channels(pd.concat(frames, ignore_index=True))

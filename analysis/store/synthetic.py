@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from analysis import storage
+from analysis.store import contract, tables
 
 ERROR_REASONS = ("truncated", "not an image", "empty file")
 
@@ -51,27 +51,27 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     preds = [classes[k] for k in probs.argmax(axis=1)]
     group = [lab if labeled else p for lab, p in zip(labels, preds)]
-    schema = storage.prediction_schema(classes, imagenet=False)
-    act_schemas = {name: storage.activation_schema(c) for name, c in layers.items()}
+    schema = contract.prediction_schema(classes, imagenet=False)
+    act_schemas = {name: contract.activation_schema(c) for name, c in layers.items()}
     for unit, lo in enumerate(range(0, n_images, unit_size)):
         hi = min(n_images, lo + unit_size)
         idx = np.arange(lo, hi)
         ok = status[lo:hi]
         rows = {
-            storage.IMAGE_ID: ids[lo:hi], storage.SPLIT: [None] * len(idx), storage.LABEL: list(labels[lo:hi]),
-            storage.STATUS: [storage.STATUS_OK if g else storage.STATUS_ERROR for g in ok],
-            storage.ERROR: [None if g else ERROR_REASONS[i % len(ERROR_REASONS)] for i, g in zip(idx, ok)],
-            storage.WIDTH: [500 if g else None for g in ok], storage.HEIGHT: [375 if g else None for g in ok],
-            storage.FORMAT: ["JPEG" if g else None for g in ok],
-            storage.PRED: [preds[i] if g else None for i, g in zip(idx, ok)],
-            storage.CONFIDENCE: [float(probs[i].max()) if g else None for i, g in zip(idx, ok)],
-            storage.CORRECT: [(labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)],
+            contract.IMAGE_ID: ids[lo:hi], contract.SPLIT: [None] * len(idx), contract.LABEL: list(labels[lo:hi]),
+            contract.STATUS: [contract.STATUS_OK if g else contract.STATUS_ERROR for g in ok],
+            contract.ERROR: [None if g else ERROR_REASONS[i % len(ERROR_REASONS)] for i, g in zip(idx, ok)],
+            contract.WIDTH: [500 if g else None for g in ok], contract.HEIGHT: [375 if g else None for g in ok],
+            contract.FORMAT: ["JPEG" if g else None for g in ok],
+            contract.PRED: [preds[i] if g else None for i, g in zip(idx, ok)],
+            contract.CONFIDENCE: [float(probs[i].max()) if g else None for i, g in zip(idx, ok)],
+            contract.CORRECT: [(labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)],
         }
         for k, c in enumerate(classes):
-            rows[storage.logit_column(c)] = [float(logits[i, k]) if g else None for i, g in zip(idx, ok)]
-            rows[storage.prob_column(c)] = [float(probs[i, k]) if g else None for i, g in zip(idx, ok)]
-        storage.write_parquet_atomic(storage.make_prediction_table(rows, schema),
-                                     out / storage.PREDICTIONS / storage.part_name(unit))
+            rows[contract.logit_column(c)] = [float(logits[i, k]) if g else None for i, g in zip(idx, ok)]
+            rows[contract.prob_column(c)] = [float(probs[i, k]) if g else None for i, g in zip(idx, ok)]
+        tables.write_parquet_atomic(contract.make_prediction_table(rows, schema),
+                                     out / contract.PREDICTIONS / contract.part_name(unit))
         good = idx[ok]
         good_ids = [ids[i] for i in good]
         for name, channels in layers.items():
@@ -81,8 +81,8 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
                 means[hit, planted[1]] += 3.0
             maxes = means * np.float32(4.0) + rng.random((len(good), channels), dtype=np.float32)
             for stat, values in (("mean", means), ("max", maxes)):
-                storage.write_parquet_atomic(storage.make_activation_table(good_ids, values, act_schemas[name]),
-                                             storage.activation_dir(out, name, stat) / storage.part_name(unit))
+                tables.write_parquet_atomic(contract.make_activation_table(good_ids, values, act_schemas[name]),
+                                             contract.activation_dir(out, name, stat) / contract.part_name(unit))
     write_run_metadata(out, n_images, int(status.sum()), layers, classes)
     return out
 
@@ -94,10 +94,10 @@ def write_run_metadata(out: Path, n_images: int, n_ok: int, layers: Mapping[str,
                "batch_size": 8, "workers": 0, "device": "cpu", "precision": "fp32", "unit_size": 64, "seed": 0,
                "download": False, "progress": False, "max_image_pixels": 178956970, "max_file_bytes": 268435456,
                "imagenet_classes": {"cat": [281, 285], "dog": [151, 268]}}
-    storage.write_bytes_atomic(yaml.safe_dump({"extract": extract}, sort_keys=False).encode(),
-                               out / storage.CONFIG_YAML)
-    storage.write_json_atomic({
-        "tool": "cnn-blackbox", "format_version": storage.FORMAT_VERSION, "model": "vgg16",
+    tables.write_bytes_atomic(yaml.safe_dump({"extract": extract}, sort_keys=False).encode(),
+                               out / contract.CONFIG_YAML)
+    tables.write_json_atomic({
+        "tool": "cnn-blackbox", "format_version": contract.FORMAT_VERSION, "model": "vgg16",
         "weights": {"id": "random(seed=0)", "path": None, "sha256": None, "head": "imagenet", "random": True,
                     "seed": 0},
         "classes": list(classes), "layers": dict(layers),
@@ -110,4 +110,4 @@ def write_run_metadata(out: Path, n_images: int, n_ok: int, layers: Mapping[str,
                    "errors_by_reason": {}, "skipped": 0, "skipped_by_reason": {}, "skipped_examples": [],
                    "labeled": n_ok, "correct": 0, "accuracy": None},
         "timings": {"seconds": 1.0, "extract_seconds": 1.0, "images_per_s": float(n_images)},
-    }, out / storage.RUN_JSON)
+    }, out / contract.RUN_JSON)

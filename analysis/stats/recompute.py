@@ -16,15 +16,15 @@ import numpy as np
 import torch
 import yaml
 
-from analysis import storage
+from analysis.store import contract
 from analysis.config import normalize_class_map, normalize_classes
-from analysis.decoding import DecodeError, decode_image
-from analysis.discovery import DataError, find_images
-from analysis.featuremaps import FeatureMapRecorder
-from analysis.precision import autocast
-from analysis.model import LoadedModel, WeightsError, load_model
-from analysis.preprocessing import Preprocessing, make_preprocessing
-from analysis.sources import SourceError, read_bytes
+from analysis.data.decoding import DecodeError, decode_image
+from analysis.data.discovery import DataError, find_images
+from analysis.model.featuremaps import FeatureMapRecorder
+from analysis.model.precision import autocast
+from analysis.model.vgg16 import LoadedModel, WeightsError, load_model
+from analysis.data.preprocessing import Preprocessing, make_preprocessing
+from analysis.data.sources import SourceError, read_bytes
 
 log = logging.getLogger(__name__)
 TOLERANCE = {"fp32": (1e-3, 1e-4), "bf16": (5e-2, 2e-2), "fp16": (2e-2, 1e-2)}  # (rtol, atol) by the run's precision
@@ -53,7 +53,7 @@ class ShownImage:
 
 
 def read_run_config(run: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run) / storage.CONFIG_YAML
+    path = Path(run) / contract.CONFIG_YAML
     try:
         return (yaml.safe_load(path.read_text(encoding="utf-8")) or {})["extract"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as e:

@@ -8,9 +8,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from analysis import report_tables as rt
-from analysis import storage
-from analysis.names import make_display
+from analysis.store import contract
+from analysis.data.names import make_display
 
 
 @dataclasses.dataclass
@@ -44,38 +43,38 @@ def _run_rows(meta: Mapping[str, Any], seconds: float) -> list[tuple[str, str]]:
 
 def _channel_table(s: pd.DataFrame, rank: str, m: int) -> list[dict[str, Any]]:
     top = s.sort_values(rank).head(m)
-    return [{"channel": int(r[rt.CHANNEL]), "auc": float(r[rt.AUC]), "d": float(r[rt.COHENS_D]),
-             "mean": float(r[rt.MEAN]), "rest_mean": float(r[rt.REST_MEAN]), "rank_mean": int(r[rt.RANK_MEAN])}
+    return [{"channel": int(r[contract.CHANNEL]), "auc": float(r[contract.AUC]), "d": float(r[contract.COHENS_D]),
+             "mean": float(r[contract.MEAN]), "rest_mean": float(r[contract.REST_MEAN]), "rank_mean": int(r[contract.RANK_MEAN])}
             for _, r in top.iterrows()]
 
 
 def _tile(row: pd.Series, overlays: Overlays, ids: list[str]) -> dict[str, Any]:
-    image_id = row[storage.IMAGE_ID]
+    image_id = row[contract.IMAGE_ID]
     ids.append(image_id)
-    src = overlays.tiles.get((image_id, row[rt.LAYER], int(row[rt.CHANNEL])))
-    conf = row.get(storage.CONFIDENCE)
-    return {"i": len(ids) - 1, "image_id": image_id, "src": src, "value": float(row[rt.VALUE]),
-            "label": row[storage.LABEL] if isinstance(row[storage.LABEL], str) else None,
-            "pred": (f"{row[storage.PRED]} ({conf:.0%})" if isinstance(row[storage.PRED], str) and pd.notna(conf)
+    src = overlays.tiles.get((image_id, row[contract.LAYER], int(row[contract.CHANNEL])))
+    conf = row.get(contract.CONFIDENCE)
+    return {"i": len(ids) - 1, "image_id": image_id, "src": src, "value": float(row[contract.VALUE]),
+            "label": row[contract.LABEL] if isinstance(row[contract.LABEL], str) else None,
+            "pred": (f"{row[contract.PRED]} ({conf:.0%})" if isinstance(row[contract.PRED], str) and pd.notna(conf)
                      else None),
             "why": overlays.unreadable.get(image_id) or overlays.note or "no overlay"}
 
 
 def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, ids: list[str]) -> list[dict]:
-    s = stats[stats[rt.STAT] == rt.STAT_MEAN].set_index([rt.LAYER, rt.CLASS, rt.CHANNEL])
+    s = stats[stats[contract.STAT] == contract.STAT_MEAN].set_index([contract.LAYER, contract.CLASS, contract.CHANNEL])
     out = []
-    shown = examples[examples[rt.SCOPE] != rt.SCOPE_MISTAKE]
-    for (layer, cls), g in shown.groupby([rt.LAYER, rt.CLASS], sort=False):
+    shown = examples[examples[contract.SCOPE] != contract.SCOPE_MISTAKE]
+    for (layer, cls), g in shown.groupby([contract.LAYER, contract.CLASS], sort=False):
         channels = []
-        for rank, ch in g.groupby(rt.CHANNEL_RANK, sort=True):
-            c = int(ch[rt.CHANNEL].iloc[0])
+        for rank, ch in g.groupby(contract.CHANNEL_RANK, sort=True):
+            c = int(ch[contract.CHANNEL].iloc[0])
             row = s.loc[(layer, cls, c)]
             scopes = [{"title": title, "tiles": [_tile(r, overlays, ids) for _, r in
-                                                 ch[ch[rt.SCOPE] == scope].sort_values(rt.IMAGE_RANK).iterrows()]}
-                      for scope, title in ((rt.SCOPE_ALL, "top images over all images"),
-                                           (rt.SCOPE_CLASS, f"top images of class {cls}"))]
-            channels.append({"channel": c, "rank": int(rank), "auc": float(row[rt.AUC]),
-                             "d": float(row[rt.COHENS_D]), "vmax": overlays.scales.get((layer, c), (0, None))[1],
+                                                 ch[ch[contract.SCOPE] == scope].sort_values(contract.IMAGE_RANK).iterrows()]}
+                      for scope, title in ((contract.SCOPE_ALL, "top images over all images"),
+                                           (contract.SCOPE_CLASS, f"top images of class {cls}"))]
+            channels.append({"channel": c, "rank": int(rank), "auc": float(row[contract.AUC]),
+                             "d": float(row[contract.COHENS_D]), "vmax": overlays.scales.get((layer, c), (0, None))[1],
                              "scopes": scopes})
         out.append({"layer": layer, "class": cls, "channels": channels})
     return out
@@ -92,33 +91,33 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                         "predictions, channel rankings and pictures mean nothing. Use it to check the tool only."})
     if note:
         banners.append({"level": "info", "text": note})
-    if group_by == rt.GROUP_PRED:
+    if group_by == contract.GROUP_PRED:
         banners.append({"level": "info", "text": "This run has no labels: every statistic groups images by the "
                         "class the model predicted, not by a true class."})
     if overlays.mismatches:
         banners.append({"level": "warn", "text": f"{len(overlays.mismatches)} of {overlays.checked} recomputed "
                         "channel means differ from the recorded ones: the images, weights or preprocessing changed "
                         "since the run (see 'Recomputed activations')."})
-    ok = predictions[predictions[storage.STATUS] == storage.STATUS_OK]
-    labeled = ok[ok[storage.LABEL].isin(classes)]
-    acc = float((labeled[storage.PRED] == labeled[storage.LABEL]).mean()) if len(labeled) else None
+    ok = predictions[predictions[contract.STATUS] == contract.STATUS_OK]
+    labeled = ok[ok[contract.LABEL].isin(classes)]
+    acc = float((labeled[contract.PRED] == labeled[contract.LABEL]).mean()) if len(labeled) else None
     summary = (f"Accuracy {acc:.1%} on {len(labeled)} labeled images." if acc is not None
                else "No labels: no accuracy; the histograms show the predicted probabilities.")
-    errors = predictions[storage.ERROR].dropna().value_counts()
+    errors = predictions[contract.ERROR].dropna().value_counts()
     skipped = (meta.get("counts") or {}).get("skipped_by_reason") or {}
     layer_ctx = []
     for layer in layers:
-        s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN)]
+        s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
         layer_ctx.append({"layer": layer, "figures": figures["layers"][layer], "classes": [
-            {"class": cls, "selective": _channel_table(s[s[rt.CLASS] == cls], rt.RANK_SELECTIVITY, top_channels),
-             "by_mean": _channel_table(s[s[rt.CLASS] == cls], rt.RANK_MEAN, top_channels)} for cls in classes]})
-    mistakes = examples[examples[rt.SCOPE] == rt.SCOPE_MISTAKE]
+            {"class": cls, "selective": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_SELECTIVITY, top_channels),
+             "by_mean": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_MEAN, top_channels)} for cls in classes]})
+    mistakes = examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]
     mistake_groups = []
     for layer in layers:
         tiles = []
-        for _, r in mistakes[mistakes[rt.LAYER] == layer].sort_values(rt.IMAGE_RANK).iterrows():
+        for _, r in mistakes[mistakes[contract.LAYER] == layer].sort_values(contract.IMAGE_RANK).iterrows():
             tile = _tile(r, overlays, ids)
-            tile["label"] = f"{tile['label']}; c{int(r[rt.CHANNEL])} pushed hardest (z {r[rt.PUSH]:.1f})"
+            tile["label"] = f"{tile['label']}; c{int(r[contract.CHANNEL])} pushed hardest (z {r[contract.PUSH]:.1f})"
             tiles.append(tile)
         if tiles:
             mistake_groups.append({"layer": layer, "tiles": tiles})
@@ -131,7 +130,7 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
         "banners": banners, "run": _run_rows(meta, seconds),
         "quality": {"figure": figures["quality"], "errors": list(errors.items()), "skipped": list(skipped.items())},
         "classification": {"summary": summary, "figures": figures["classification"]},
-        "group_note": (f"Statistics over the ok images grouped by {'label' if group_by == rt.GROUP_LABEL else 'predicted class'}"
+        "group_note": (f"Statistics over the ok images grouped by {'label' if group_by == contract.GROUP_LABEL else 'predicted class'}"
                        "; each class against all the others. ROC AUC: the chance that an image of the class has a "
                        "higher channel mean than one of the others (0.5 = no preference); d: Cohen's d, the "
                        "difference of the means in pooled standard deviations. Tables: the report's layers; "
@@ -145,9 +144,9 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                           "deviations (z)." if len(mistakes) else "No mistakes to show (no labels or no errors)."),
         "mistakes": mistake_groups, "mismatches": overlays.mismatches[:50], "check_note": checked,
         "tile_ids": ids,
-        "loading": {"links": [("channel_stats.parquet", rt.CHANNEL_STATS), ("top_examples.parquet", rt.TOP_EXAMPLES),
-                              ("predictions/", f"{rel}/{storage.PREDICTIONS}/"),
-                              ("activations/", f"{rel}/{storage.ACTIVATIONS}/"), ("run.json", f"{rel}/{storage.RUN_JSON}")],
+        "loading": {"links": [("channel_stats.parquet", contract.CHANNEL_STATS), ("top_examples.parquet", contract.TOP_EXAMPLES),
+                              ("predictions/", f"{rel}/{contract.PREDICTIONS}/"),
+                              ("activations/", f"{rel}/{contract.ACTIVATIONS}/"), ("run.json", f"{rel}/{contract.RUN_JSON}")],
                     "snippet": _snippet(run, layers[0] if layers else "conv5_3"),
                     "rerun": f"Rerun this page: make report RUN={make_display(run)}  "
                              f"(or python -m jobs.report --run {make_display(run)})"},
@@ -157,8 +156,8 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
 def _snippet(run: Path, layer: str) -> str:
     return (f"import pandas as pd\n"
             f"run = {str(run)!r}\n"
-            f"preds = pd.read_parquet(f\"{{run}}/{storage.PREDICTIONS}\")\n"
-            f"acts = pd.read_parquet(f\"{{run}}/{storage.ACTIVATIONS}/{layer}\").set_index(\"{storage.IMAGE_ID}\")\n"
-            f"stats = pd.read_parquet(f\"{{run}}/{rt.REPORT_DIR}/{rt.CHANNEL_STATS}\")\n"
-            f"top = stats.query(\"{rt.LAYER} == '{layer}' and {rt.STAT} == 'mean' and {rt.RANK_SELECTIVITY} <= 8\")\n"
-            f"frame = acts.join(preds.set_index(\"{storage.IMAGE_ID}\")[[\"{storage.LABEL}\", \"{storage.PRED}\"]])\n")
+            f"preds = pd.read_parquet(f\"{{run}}/{contract.PREDICTIONS}\")\n"
+            f"acts = pd.read_parquet(f\"{{run}}/{contract.ACTIVATIONS}/{layer}\").set_index(\"{contract.IMAGE_ID}\")\n"
+            f"stats = pd.read_parquet(f\"{{run}}/{contract.REPORT_DIR}/{contract.CHANNEL_STATS}\")\n"
+            f"top = stats.query(\"{contract.LAYER} == '{layer}' and {contract.STAT} == 'mean' and {contract.RANK_SELECTIVITY} <= 8\")\n"
+            f"frame = acts.join(preds.set_index(\"{contract.IMAGE_ID}\")[[\"{contract.LABEL}\", \"{contract.PRED}\"]])\n")

@@ -12,7 +12,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from analysis.names import make_id_part
+from analysis.data.names import make_id_part
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp",
                               ".tif", ".tiff", ".ppm", ".pgm", ".pbm"})
@@ -26,7 +26,7 @@ _MAX_EXAMPLES = 20
 class Folder:
     name: str                 # as the file system gives it (surrogate-escaped); a zip keeps its '.zip'
     rel: str                  # image_id prefix: path from DATA with '/', ending in '/' (or "" for DATA), each name
-                              # through analysis.names.make_id_part
+                              # through analysis.data.names.make_id_part
     path: str                 # the folder's absolute path; inside a zip, the zip's path
     member: str | None        # member-name prefix inside a zip; None on disk
     is_zip: bool = False

@@ -14,9 +14,9 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from analysis.decoding import DecodeError, decode_image
-from analysis.preprocessing import Preprocessing
-from analysis.sources import ImageRecord, SourceError, read_bytes
+from analysis.data.decoding import DecodeError, decode_image
+from analysis.data.preprocessing import Preprocessing
+from analysis.data.sources import ImageRecord, SourceError, read_bytes
 
 
 @dataclass
@@ -35,7 +35,7 @@ class ImageDataset(Dataset):
 
     def __init__(self, records: Sequence[ImageRecord], preprocessing: Preprocessing, max_pixels: int,
                  max_file_bytes: int, root: str | None = None):
-        """root: DATA; every file read must lie inside it (analysis.sources.read_bytes)."""
+        """root: DATA; every file read must lie inside it (analysis.data.sources.read_bytes)."""
         self.records = records
         self.root = os.path.realpath(root) if root is not None else None
         self.preprocessing = preprocessing

@@ -10,12 +10,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analysis.convolution import Kernel, compute_display_range, compute_display_rgb
-from analysis.inspection import Answer, LayerMaps
-from analysis.model import LoadedModel
-from analysis.run_channels import RunComparison
-from reports import inspect_figures as figs
-from reports.inspect_html import Page
+from analysis.walkthrough.convolution import Kernel, compute_display_range, compute_display_rgb
+from analysis.walkthrough.inspection import Answer, LayerMaps
+from analysis.model.vgg16 import LoadedModel
+from analysis.stats.run_channels import RunComparison
+from reports.inspect import figures as figs
+from reports.inspect.html import Page
 from reports.overlays import make_overlay
 
 SHOWN_MAX_SIDE = 1024  # the image as read is shown at most this large; the page need not carry a 12 MP PNG

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from analysis import storage
+from analysis.store import contract, tables
 from analysis.config import ConfigError
 
 MANIFEST_JSON = "manifest.json"
@@ -96,8 +96,8 @@ def describe_differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> l
 def write_json_exclusive(obj: Any, path: str | os.PathLike) -> bool:
     """Create `path` whole (temp file, fsync, hard link) unless it exists; False when it already did."""
     path = Path(path)
-    with storage.reporting_write_errors(path):
-        return _write_exclusive(storage.encode_json(obj), path)
+    with tables.reporting_write_errors(path):
+        return _write_exclusive(contract.encode_json(obj), path)
 
 
 def _write_exclusive(data: bytes, path: Path) -> bool:
@@ -137,11 +137,11 @@ def read_run_manifest(out: str | os.PathLike) -> dict | None:
 
 
 def unit_manifest_path(out: str | os.PathLike, unit: int) -> Path:
-    return Path(out) / UNITS / storage.part_name(unit).replace(".parquet", ".json")
+    return Path(out) / UNITS / contract.part_name(unit).replace(".parquet", ".json")
 
 
 def write_unit_manifest(out: str | os.PathLike, unit: int, doc: Mapping[str, Any]) -> None:
-    storage.write_json_atomic(dict(doc), unit_manifest_path(out, unit))
+    tables.write_json_atomic(dict(doc), unit_manifest_path(out, unit))
 
 
 def read_unit_manifests(out: str | os.PathLike, identity_sha256: str) -> dict[int, dict]:
@@ -188,9 +188,9 @@ def remove_stale_temps(folders: Iterable[Path], units: Iterable[int]) -> int:
 def table_dirs(out: str | os.PathLike, layers: Iterable[str]) -> list[Path]:
     """Every folder a unit writes into."""
     out = Path(out)
-    dirs = [out / storage.PREDICTIONS, out / UNITS]
+    dirs = [out / contract.PREDICTIONS, out / UNITS]
     for layer in layers:
-        dirs += [storage.activation_dir(out, layer, "mean"), storage.activation_dir(out, layer, "max")]
+        dirs += [contract.activation_dir(out, layer, "mean"), contract.activation_dir(out, layer, "max")]
     return dirs
 
 
@@ -199,8 +199,8 @@ def table_dirs(out: str | os.PathLike, layers: Iterable[str]) -> list[Path]:
 
 def count_rows(rows: Mapping[str, Sequence[Any]], n: int) -> dict[str, Any]:
     """A unit's counts from its first n prediction rows: summed over units by finalize."""
-    status, error, correct = (rows[c][:n] for c in (storage.STATUS, storage.ERROR, storage.CORRECT))
-    ok = sum(s == storage.STATUS_OK for s in status)
+    status, error, correct = (rows[c][:n] for c in (contract.STATUS, contract.ERROR, contract.CORRECT))
+    ok = sum(s == contract.STATUS_OK for s in status)
     labeled = sum(c is not None for c in correct)
     return {"files": n, "ok": ok, "error": n - ok, "labeled": labeled, "correct": sum(c is True for c in correct),
             "errors_by_reason": dict(Counter(e for e in error if e is not None))}
@@ -235,11 +235,11 @@ def describe_missing(missing: Sequence[int], shards: int) -> str:
 def check_complete(out: str | os.PathLike) -> None:
     """Return when OUT holds a complete run (run.json); else raise IncompleteRunError naming the missing shards."""
     out = Path(out)
-    if (out / storage.RUN_JSON).is_file():
+    if (out / contract.RUN_JSON).is_file():
         return
     run = read_run_manifest(out)
     if run is None:
-        raise IncompleteRunError(f"run {str(out)!r}: no {storage.RUN_JSON} and no {MANIFEST_JSON}; "
+        raise IncompleteRunError(f"run {str(out)!r}: no {contract.RUN_JSON} and no {MANIFEST_JSON}; "
                                  "RUN must be the OUT of an extract run")
     missing = find_missing_units(out, run)
     if not missing:

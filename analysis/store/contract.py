@@ -1,23 +1,20 @@
-"""The Parquet contract: table and column names, schemas, atomic part writers, run metadata.
+"""The Parquet contract of every table: names, columns and schemas of the extract's tables and of the report's.
 
-Every column name of every table is defined here and only here. Each table is a directory of part files, so
-`pd.read_parquet(dir)` reads it whole; part k of every table covers the same unit of the sorted file list.
+Every column name of every table is defined here and only here (reading and writing them: analysis.store.tables).
+Each extract table is a directory of part files, so `pd.read_parquet(dir)` reads it whole; part k of every table
+covers the same unit of the sorted file list.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from analysis.names import make_display
+from analysis.data.names import make_display
 
 PREDICTIONS = "predictions"
 ACTIVATIONS = "activations"          # channel means, one directory per layer
@@ -117,21 +114,6 @@ def encode_json(obj: Any, indent: int | None = 2) -> bytes:
     return (text + "\n").encode() if indent is not None else text.encode()
 
 
-class WriteError(Exception):
-    """An output could not be written (no space, no permission, read-only, ...); the message is one line."""
-
-
-@contextlib.contextmanager
-def reporting_write_errors(path: str | os.PathLike):
-    """OSError while writing `path` -> WriteError naming the file and the cause (ENOSPC, EACCES, ...)."""
-    try:
-        yield
-    except OSError as e:
-        code = errno.errorcode.get(e.errno or 0, "")
-        raise WriteError(f"cannot write {make_display(path)!r}: {e.strerror or e}"
-                         + (f" [{code}]" if code else "")) from e
-
-
 def make_activation_table(image_ids: Sequence[str], values: np.ndarray, schema: pa.Schema) -> pa.Table:
     """(N, C) float32 -> table with image_id, c0..c{C-1}; columns are zero-copy slices of a Fortran-order copy."""
     values = np.asfortranarray(values, dtype=np.float32)  # (N, C), each column contiguous
@@ -147,65 +129,50 @@ def make_prediction_table(rows: Mapping[str, Sequence[Any]], schema: pa.Schema) 
     return pa.Table.from_arrays([pa.array(rows[f.name], f.type) for f in schema], schema=schema)
 
 
-_FILE_MODE = 0o644  # mkstemp makes 0600 files; outputs are meant to be read by others (a web server, a team)
+# ---------------------------------------------------------------------------------------------------------------
+# The report's tables: OUT/report/channel_stats.parquet and OUT/report/top_examples.parquet.
 
+REPORT_DIR = "report"
+CHANNEL_STATS = "channel_stats.parquet"
+TOP_EXAMPLES = "top_examples.parquet"
+INDEX_HTML = "index.html"
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`; WriteError when it cannot."""
-    path = Path(path)
-    with reporting_write_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, _FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+# channel_stats: one row per (layer, stat, channel, class)
+LAYER = "layer"
+STAT = "stat"                      # "mean" (channel mean, the article's feature value) or "max" (channel maximum)
+CHANNEL = "channel"
+CLASS = "class"
+GROUP_BY = "group_by"              # "label", or "pred" on an unlabeled run
+N = "n"                            # images of the class
+MEAN = "mean"
+STD = "std"                        # sample standard deviation (ddof=1)
+REST_MEAN = "rest_mean"            # the same over the images of every other class
+REST_STD = "rest_std"
+COHENS_D = "cohens_d"              # (mean - rest_mean) / pooled sd
+AUC = "auc"                        # P(class image > other image), ties count one half: Mann-Whitney U / (n1 n0)
+RANK_SELECTIVITY = "rank_selectivity"  # 1 = most selective for the class (by auc, then cohens_d)
+RANK_MEAN = "rank_mean"            # 1 = highest mean on the class (the article's ranking)
+STAT_MEAN = "mean"
+STAT_MAX = "max"
+GROUP_LABEL = "label"
+GROUP_PRED = "pred"
 
+# top_examples: one row per shown (layer, class, scope, channel, image)
+SCOPE = "scope"                    # "all" images, within the "class", or a confident "mistake"
+SCOPE_ALL = "all"
+SCOPE_CLASS = "class"
+SCOPE_MISTAKE = "mistake"
+CHANNEL_RANK = "channel_rank"      # the channel's rank_selectivity for the class
+IMAGE_RANK = "image_rank"          # 1 = highest value (mistakes: most confident)
+VALUE = "value"                    # the channel mean recorded by extract
+PUSH = "push"                      # mistakes: (value - mean of the true class) / its std, for the channel picked
 
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    """A Parquet file that appears only complete: temp file (hidden, so readers skip it), fsync, rename;
-    WriteError when it cannot be written (the temp file is removed)."""
-    path = Path(path)
-    with reporting_write_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, _FILE_MODE)
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp, compression="snappy")
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    write_bytes_atomic(encode_json(obj), path)
-
-
-def read_run_json(out: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a complete run; FileNotFoundError when the run is missing or incomplete."""
-    path = Path(out) / RUN_JSON
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def list_parts(table_dir: str | os.PathLike) -> list[Path]:
-    """The committed part files of one table directory, in unit order (temp files are hidden, so skipped)."""
-    return sorted(p for p in Path(table_dir).glob("part-*.parquet"))
-
-
-def iter_parquet_batches(table_dir: str | os.PathLike, columns: Iterable[str] | None = None,
-                         batch_size: int = 65536):
-    """Stream record batches over all parts of a table: memory bounded by batch_size rows."""
-    cols = list(columns) if columns is not None else None
-    for part in list_parts(table_dir):
-        yield from pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=cols)
+_S, _I32, _F64, _F32 = pa.string(), pa.int32(), pa.float64(), pa.float32()
+CHANNEL_STATS_SCHEMA = pa.schema([
+    (LAYER, _S), (STAT, _S), (CHANNEL, _I32), (CLASS, _S), (GROUP_BY, _S), (N, pa.int64()), (MEAN, _F64), (STD, _F64),
+    (REST_MEAN, _F64), (REST_STD, _F64), (COHENS_D, _F64), (AUC, _F64), (RANK_SELECTIVITY, _I32), (RANK_MEAN, _I32)])
+TOP_EXAMPLES_SCHEMA = pa.schema([
+    (LAYER, _S), (CLASS, _S), (SCOPE, _S), (CHANNEL, _I32), (CHANNEL_RANK, _I32), (IMAGE_RANK, _I32),
+    (IMAGE_ID, _S), (VALUE, _F32), (PUSH, _F64), (LABEL, _S), (PRED, _S), (CONFIDENCE, _F32)])
+CHANNEL_STATS_COLUMNS = tuple(CHANNEL_STATS_SCHEMA.names)
+TOP_EXAMPLES_COLUMNS = tuple(TOP_EXAMPLES_SCHEMA.names)

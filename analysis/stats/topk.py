@@ -13,13 +13,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import report_tables as rt
-from analysis import storage
-from analysis.statistics import Groups, read_image_ids, sortable_bits
+from analysis.store import contract, tables
+from analysis.stats.selectivity import Groups, read_image_ids, sortable_bits
 
 _LOW32 = np.uint64(0xFFFFFFFF)
-_ROW_COLUMNS = [rt.LAYER, rt.CLASS, rt.SCOPE, rt.CHANNEL, rt.CHANNEL_RANK, rt.IMAGE_RANK, storage.IMAGE_ID, rt.VALUE,
-                rt.PUSH]
+_ROW_COLUMNS = [contract.LAYER, contract.CLASS, contract.SCOPE, contract.CHANNEL, contract.CHANNEL_RANK, contract.IMAGE_RANK, contract.IMAGE_ID, contract.VALUE,
+                contract.PUSH]
 
 
 def _first_k(values: np.ndarray, k: int) -> np.ndarray:
@@ -89,7 +88,7 @@ def scan_layer(table_dir: str | os.PathLike, channels: Sequence[int], groups: Gr
     top_all = TopK(k, len(channels))
     top_class = [TopK(k, len(channels)) for _ in groups.classes]
     offset = 0
-    for batch in storage.iter_parquet_batches(table_dir, [storage.channel_column(c) for c in channels], batch_size):
+    for batch in tables.iter_parquet_batches(table_dir, [contract.channel_column(c) for c in channels], batch_size):
         n = batch.num_rows
         values = np.stack([col.to_numpy(zero_copy_only=False) for col in batch.columns])  # (C, n)
         pos = np.arange(offset, offset + n)
@@ -105,8 +104,8 @@ def scan_layer(table_dir: str | os.PathLike, channels: Sequence[int], groups: Gr
 
 def select_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> dict[str, list[int]]:
     """{class: its m most selective channels of `layer` (channel means), most selective first}."""
-    s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN) & (stats[rt.RANK_SELECTIVITY] <= m)]
-    return {cls: s[s[rt.CLASS] == cls].sort_values(rt.RANK_SELECTIVITY)[rt.CHANNEL].astype(int).tolist()
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN) & (stats[contract.RANK_SELECTIVITY] <= m)]
+    return {cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_SELECTIVITY)[contract.CHANNEL].astype(int).tolist()
             for cls in classes}
 
 
@@ -117,7 +116,7 @@ def make_top_examples(layer: str, scan: LayerScan, selected: Mapping[str, Sequen
     rows = []
     for cls, channels in selected.items():
         for rank, channel in enumerate(channels, start=1):
-            for scope, top in ((rt.SCOPE_ALL, scan.top_all), (rt.SCOPE_CLASS, scan.top_class[classes.index(cls)])):
+            for scope, top in ((contract.SCOPE_ALL, scan.top_all), (contract.SCOPE_CLASS, scan.top_class[classes.index(cls)])):
                 j = col[channel]
                 for i, (value, pos) in enumerate(zip(top.values[j], top.positions[j]), start=1):
                     rows.append((layer, cls, scope, channel, rank, i, scan.image_ids[pos], float(value), np.nan))
@@ -126,52 +125,52 @@ def make_top_examples(layer: str, scan: LayerScan, selected: Mapping[str, Sequen
 
 def find_mistakes(predictions: pd.DataFrame, groups: Groups, n: int) -> pd.DataFrame:
     """The n most confident wrong predictions among labeled ok images (none on an unlabeled run)."""
-    if groups.by != rt.GROUP_LABEL or n == 0:
+    if groups.by != contract.GROUP_LABEL or n == 0:
         return predictions.iloc[:0]
     p = predictions
-    wrong = p[(p[storage.STATUS] == storage.STATUS_OK) & p[storage.LABEL].isin(groups.classes)
-              & p[storage.PRED].notna() & (p[storage.PRED] != p[storage.LABEL])]
-    return wrong.sort_values([storage.CONFIDENCE, storage.IMAGE_ID], ascending=[False, True]).head(n)
+    wrong = p[(p[contract.STATUS] == contract.STATUS_OK) & p[contract.LABEL].isin(groups.classes)
+              & p[contract.PRED].notna() & (p[contract.PRED] != p[contract.LABEL])]
+    return wrong.sort_values([contract.CONFIDENCE, contract.IMAGE_ID], ascending=[False, True]).head(n)
 
 
 def make_mistake_examples(layer: str, mistakes: pd.DataFrame, scan: LayerScan, selected: Mapping[str, Sequence[int]],
                           stats: pd.DataFrame) -> pd.DataFrame:
     """Per mistake, the channel among the wrong class's selected ones that pushed hardest toward it:
     the largest (value - mean of the true class) / its std."""
-    s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN)].set_index([rt.CLASS, rt.CHANNEL])
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)].set_index([contract.CLASS, contract.CHANNEL])
     col = {c: j for j, c in enumerate(scan.channels)}
     rows = []
     for i, (_, m) in enumerate(mistakes.iterrows()):
-        pred, label = m[storage.PRED], m[storage.LABEL]
+        pred, label = m[contract.PRED], m[contract.LABEL]
         chans = list(selected.get(pred, ()))
         if not chans or np.isnan(scan.gathered[i]).all():
             continue
         values = scan.gathered[i, [col[c] for c in chans]].astype(np.float64)
         ref = s.loc[[(label, c) for c in chans]]
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = (values - ref[rt.MEAN].to_numpy()) / ref[rt.STD].to_numpy()
+            z = (values - ref[contract.MEAN].to_numpy()) / ref[contract.STD].to_numpy()
         z = np.where(np.isfinite(z), z, -np.inf)
         best = int(np.argmax(z))
-        rows.append((layer, pred, rt.SCOPE_MISTAKE, chans[best], best + 1, i + 1, m[storage.IMAGE_ID],
+        rows.append((layer, pred, contract.SCOPE_MISTAKE, chans[best], best + 1, i + 1, m[contract.IMAGE_ID],
                      float(values[best]), float(z[best]) if np.isfinite(z[best]) else np.nan))
     return pd.DataFrame(rows, columns=_ROW_COLUMNS)
 
 
 def attach_predictions(examples: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
     """Add label, pred and confidence of each example's image."""
-    cols = [storage.IMAGE_ID, storage.LABEL, storage.PRED, storage.CONFIDENCE]
-    return examples.merge(predictions[cols], on=storage.IMAGE_ID, how="left")
+    cols = [contract.IMAGE_ID, contract.LABEL, contract.PRED, contract.CONFIDENCE]
+    return examples.merge(predictions[cols], on=contract.IMAGE_ID, how="left")
 
 
 def compute_top_examples(run: str | os.PathLike, layers: Sequence[str], stats: pd.DataFrame, groups: Groups,
                          predictions: pd.DataFrame, mistakes: pd.DataFrame, m: int, k: int) -> pd.DataFrame:
     """The top_examples table: per layer one pass over its channel means for the galleries and the mistakes."""
     frames = []
-    gather = mistakes[storage.IMAGE_ID].tolist()
+    gather = mistakes[contract.IMAGE_ID].tolist()
     for layer in layers:
         selected = select_channels(stats, layer, groups.classes, m)
         channels = sorted({c for chans in selected.values() for c in chans})
-        scan = scan_layer(storage.activation_dir(run, layer), channels, groups, k, gather=gather)
+        scan = scan_layer(contract.activation_dir(run, layer), channels, groups, k, gather=gather)
         frames.append(make_top_examples(layer, scan, selected, groups.classes))
         frames.append(make_mistake_examples(layer, mistakes, scan, selected, stats))
     frames = [f for f in frames if len(f)]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from analysis.config import ConfigError
-from analysis.model import relu_modules
+from analysis.model.vgg16 import relu_modules
 
 
 class LayerHooks:

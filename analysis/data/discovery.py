@@ -10,10 +10,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from analysis.filetree import (IMAGE_EXTENSIONS, ZIP_ERRORS, Folder, Skips, count_images, read_folder_tree,
+from analysis.data.filetree import (IMAGE_EXTENSIONS, ZIP_ERRORS, Folder, Skips, count_images, read_folder_tree,
                                read_zip_tree)
-from analysis.names import make_id_part
-from analysis.sources import ImageRecord
+from analysis.data.names import make_id_part
+from analysis.data.sources import ImageRecord
 
 __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DataError", "Discovery", "find_images"]
 

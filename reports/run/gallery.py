@@ -11,9 +11,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import report_tables as rt
-from analysis import storage
-from analysis.recompute import ShownImage
+from analysis.store import contract
+from analysis.stats.recompute import ShownImage
 from reports.overlays import make_overlay
 
 
@@ -44,6 +43,6 @@ def make_tiles(shown: Sequence[ShownImage], scales: Mapping[tuple[str, int], tup
 def list_needs(examples: pd.DataFrame) -> dict[str, dict[str, set[int]]]:
     """top_examples rows -> {image_id: {layer: channels}}: what each shown image must be re-run for."""
     needs: dict[str, dict[str, set[int]]] = {}
-    for image_id, layer, channel in zip(examples[storage.IMAGE_ID], examples[rt.LAYER], examples[rt.CHANNEL]):
+    for image_id, layer, channel in zip(examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL]):
         needs.setdefault(image_id, {}).setdefault(layer, set()).add(int(channel))
     return needs

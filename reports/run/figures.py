@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import report_tables as rt
+from analysis.store import contract
 
 _WIDTH = 7.0
 
@@ -76,12 +76,12 @@ def plot_probability_histograms(probs: Mapping[str, Mapping[str, np.ndarray]], g
 
 def plot_selectivity_distribution(stats: pd.DataFrame, layers: Sequence[str], classes: Sequence[str]) -> Figure:
     """ROC AUC of every channel (channel means) per layer, one box per class."""
-    s = stats[stats[rt.STAT] == rt.STAT_MEAN]
+    s = stats[stats[contract.STAT] == contract.STAT_MEAN]
     fig = Figure(figsize=(_WIDTH + 2, 3.0), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(classes))
     for k, cls in enumerate(classes):
-        data = [s[(s[rt.LAYER] == layer) & (s[rt.CLASS] == cls)][rt.AUC].dropna().to_numpy() for layer in layers]
+        data = [s[(s[contract.LAYER] == layer) & (s[contract.CLASS] == cls)][contract.AUC].dropna().to_numpy() for layer in layers]
         pos = np.arange(len(layers)) + (k - (len(classes) - 1) / 2) * width
         box = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False)
         for patch in box["boxes"]:
@@ -97,14 +97,14 @@ def plot_selectivity_distribution(stats: pd.DataFrame, layers: Sequence[str], cl
 
 def plot_top_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> Figure:
     """Per class, its m most selective channels of `layer` as bars of Cohen's d, labeled with the AUC."""
-    s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN)]
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
     fig = Figure(figsize=(_WIDTH, 0.4 + 0.28 * m * ((len(classes) + 1) // 2)), layout="constrained")
     axes = np.atleast_1d(fig.subplots((len(classes) + 1) // 2, 2 if len(classes) > 1 else 1)).ravel()
     for k, (ax, cls) in enumerate(zip(axes, classes)):
-        top = s[s[rt.CLASS] == cls].sort_values(rt.RANK_SELECTIVITY).head(m)
-        d = np.nan_to_num(top[rt.COHENS_D].to_numpy(), posinf=0.0, neginf=0.0)
-        ax.barh([f"c{c}" for c in top[rt.CHANNEL]], d, color=f"C{k}")
-        for i, auc in enumerate(top[rt.AUC]):
+        top = s[s[contract.CLASS] == cls].sort_values(contract.RANK_SELECTIVITY).head(m)
+        d = np.nan_to_num(top[contract.COHENS_D].to_numpy(), posinf=0.0, neginf=0.0)
+        ax.barh([f"c{c}" for c in top[contract.CHANNEL]], d, color=f"C{k}")
+        for i, auc in enumerate(top[contract.AUC]):
             ax.text(0, i, f" AUC {auc:.2f}", va="center", fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("Cohen's d")
@@ -116,8 +116,8 @@ def plot_top_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m
 
 def plot_class_means(stats: pd.DataFrame, layer: str, channels: Sequence[int], classes: Sequence[str]) -> Figure:
     """Heatmap of class means (rows classes, columns channels) for `channels` of `layer`."""
-    s = stats[(stats[rt.LAYER] == layer) & (stats[rt.STAT] == rt.STAT_MEAN)].set_index([rt.CLASS, rt.CHANNEL])
-    values = np.array([[s.loc[(cls, c), rt.MEAN] for c in channels] for cls in classes], dtype=np.float64)
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)].set_index([contract.CLASS, contract.CHANNEL])
+    values = np.array([[s.loc[(cls, c), contract.MEAN] for c in channels] for cls in classes], dtype=np.float64)
     fig = Figure(figsize=(min(14.0, 1.5 + 0.45 * len(channels)), 1.2 + 0.4 * len(classes)), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(values, cmap="viridis", aspect="auto")

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from analysis import report_tables as rt
-from analysis import statistics, storage
+from analysis.store import contract, tables
+from analysis.stats import selectivity as statistics
 from analysis.config import ConfigError
 
 
@@ -34,12 +34,12 @@ class SelectiveChannels:
 def read_run_meta(run: str | os.PathLike) -> dict[str, Any]:
     """run.json of a finished run, or a one-line error that says what RUN should be."""
     try:
-        return storage.read_run_json(run)
+        return tables.read_run_json(run)
     except FileNotFoundError:
-        raise ConfigError(f"run {str(run)!r}: no {storage.RUN_JSON} there; RUN must be a finished dataset run "
+        raise ConfigError(f"run {str(run)!r}: no {contract.RUN_JSON} there; RUN must be a finished dataset run "
                           "(the OUT of make analyze)") from None
     except (OSError, ValueError) as e:
-        raise ConfigError(f"run {str(run)!r}: {storage.RUN_JSON} cannot be read ({e})") from None
+        raise ConfigError(f"run {str(run)!r}: {contract.RUN_JSON} cannot be read ({e})") from None
 
 
 def read_selective_channels(run: str | os.PathLike, meta: dict[str, Any], layer: str, cls: str,
@@ -47,18 +47,18 @@ def read_selective_channels(run: str | os.PathLike, meta: dict[str, Any], layer:
     """The run's `top` channels of `layer` most selective for `cls`; a one-line reason instead when it cannot say."""
     if layer not in (meta.get("layers") or {}):
         return f"the run recorded no {layer} (it has {', '.join(meta.get('layers') or {}) or 'no layers'})"
-    stats_path = Path(run) / rt.REPORT_DIR / rt.CHANNEL_STATS
+    stats_path = Path(run) / contract.REPORT_DIR / contract.CHANNEL_STATS
     if stats_path.is_file():
-        df = pd.read_parquet(stats_path, filters=[(rt.LAYER, "==", layer), (rt.STAT, "==", rt.STAT_MEAN)])
-        return _rank(df, layer, cls, top, f"{rt.REPORT_DIR}/{rt.CHANNEL_STATS}")
+        df = pd.read_parquet(stats_path, filters=[(contract.LAYER, "==", layer), (contract.STAT, "==", contract.STAT_MEAN)])
+        return _rank(df, layer, cls, top, f"{contract.REPORT_DIR}/{contract.CHANNEL_STATS}")
     return _compute_ranking(run, meta, layer, cls, top)
 
 
 def read_channel_values(run: str | os.PathLike, layer: str, channels: tuple[int, ...],
                         stat: str = "mean") -> dict[int, np.ndarray]:
     """{channel: (N,) float32 channel means (or maxima) over the run's ok images}."""
-    cols = [storage.channel_column(c) for c in channels]
-    table = pq.read_table(storage.activation_dir(run, layer, stat), columns=cols)  # only these columns are read
+    cols = [contract.channel_column(c) for c in channels]
+    table = pq.read_table(contract.activation_dir(run, layer, stat), columns=cols)  # only these columns are read
     return {c: table.column(name).to_numpy().astype(np.float32, copy=False) for c, name in zip(channels, cols)}
 
 
@@ -72,12 +72,12 @@ def compute_percentile(values: np.ndarray, value: float) -> float:
 
 
 def _rank(df: pd.DataFrame, layer: str, cls: str, top: int, source: str) -> SelectiveChannels | str:
-    df = df[(df[rt.LAYER] == layer) & (df[rt.STAT] == rt.STAT_MEAN) & (df[rt.CLASS] == cls)]
+    df = df[(df[contract.LAYER] == layer) & (df[contract.STAT] == contract.STAT_MEAN) & (df[contract.CLASS] == cls)]
     if df.empty:
         return f"the run's channel statistics have no rows for layer {layer} and class {cls}"
-    df = df.sort_values([rt.RANK_SELECTIVITY, rt.CHANNEL]).head(top)
-    return SelectiveChannels(layer, cls, tuple(int(c) for c in df[rt.CHANNEL]), tuple(float(a) for a in df[rt.AUC]),
-                             "ROC AUC", str(df[rt.GROUP_BY].iloc[0]), source)
+    df = df.sort_values([contract.RANK_SELECTIVITY, contract.CHANNEL]).head(top)
+    return SelectiveChannels(layer, cls, tuple(int(c) for c in df[contract.CHANNEL]), tuple(float(a) for a in df[contract.AUC]),
+                             "ROC AUC", str(df[contract.GROUP_BY].iloc[0]), source)
 
 
 def _compute_ranking(run: str | os.PathLike, meta: dict[str, Any], layer: str, cls: str,
@@ -86,8 +86,8 @@ def _compute_ranking(run: str | os.PathLike, meta: dict[str, Any], layer: str, c
     classes = list(meta.get("classes") or [])
     if cls not in classes:
         return f"class {cls} is not among the run's classes ({', '.join(classes)})"
-    preds = pd.read_parquet(Path(run) / storage.PREDICTIONS,
-                            columns=[storage.IMAGE_ID, storage.STATUS, storage.LABEL, storage.PRED])
+    preds = pd.read_parquet(Path(run) / contract.PREDICTIONS,
+                            columns=[contract.IMAGE_ID, contract.STATUS, contract.LABEL, contract.PRED])
     groups = statistics.make_groups(preds, classes)
     counts = groups.code.value_counts()
     n1 = int(counts.get(classes.index(cls), 0))
@@ -95,7 +95,7 @@ def _compute_ranking(run: str | os.PathLike, meta: dict[str, Any], layer: str, c
         return (f"the run has {n1} images of class {cls} and {len(groups.code) - n1} others by {groups.by}; "
                 "at least 2 of each are needed")
     df = statistics.compute_channel_stats(run, {layer: int(meta["layers"][layer])}, groups)
-    return _rank(df, layer, cls, top, f"computed here from {storage.ACTIVATIONS}/{layer} (the run has no report yet)")
+    return _rank(df, layer, cls, top, f"computed here from {contract.ACTIVATIONS}/{layer} (the run has no report yet)")
 
 
 @dataclass(frozen=True)

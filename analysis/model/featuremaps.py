@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.activations import LayerHooks
+from analysis.model.activations import LayerHooks
 
 
 class FeatureMapRecorder(LayerHooks):

@@ -9,7 +9,7 @@ import os
 from dataclasses import replace
 from typing import Sequence
 
-from analysis.discovery import DataError, Discovery
+from analysis.data.discovery import DataError, Discovery
 
 _PLURAL_ENDINGS = ("s", "es")
 

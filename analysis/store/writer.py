@@ -19,8 +19,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from analysis import manifest, storage
-from analysis.crashpoints import crash_point
+from analysis.store import contract, tables
+from analysis.store import manifest
+from analysis.store.crashpoints import crash_point
 
 
 @dataclass
@@ -40,8 +41,8 @@ class UnitWriter:
         self.out = Path(out)
         self.layers = dict(layers)                  # name -> channels, in network order
         self.unit_size = unit_size
-        self.pred_schema = storage.with_metadata(storage.prediction_schema(classes, imagenet), meta)
-        self.act_schemas = {name: storage.with_metadata(storage.activation_schema(c), {**meta, "layer": name})
+        self.pred_schema = contract.with_metadata(contract.prediction_schema(classes, imagenet), meta)
+        self.act_schemas = {name: contract.with_metadata(contract.activation_schema(c), {**meta, "layer": name})
                             for name, c in self.layers.items()}
         offsets = np.cumsum([0] + list(self.layers.values()))
         self._mean_slices = {n: slice(offsets[i], offsets[i + 1]) for i, n in enumerate(self.layers)}
@@ -73,7 +74,7 @@ class UnitWriter:
         p = self._pending
         for name, values in rows.items():
             p.rows[name].extend(values)
-        p.ok_ids.extend(i for i, good in zip(rows[storage.IMAGE_ID], ok) if good)
+        p.ok_ids.extend(i for i, good in zip(rows[contract.IMAGE_ID], ok) if good)
         p.n_ok_per_file.extend(int(good) for good in ok)
         if len(acts):
             p.acts.append(acts)
@@ -94,19 +95,19 @@ class UnitWriter:
         number = self._next[0]
         n_ok = sum(p.n_ok_per_file[:n_files])
         acts = np.concatenate(p.acts) if p.acts else np.zeros((0, self._width), np.float32)
-        name = storage.part_name(number)
+        name = contract.part_name(number)
         parts = []
         # Activations first, predictions, then the unit's manifest: the manifest says the unit is whole.
         for layer in self.layers:
             for stat, cols in (("mean", self._mean_slices[layer]), ("max", self._max_slices[layer])):
-                table = storage.make_activation_table(p.ok_ids[:n_ok], acts[:n_ok, cols], self.act_schemas[layer])
-                parts.append(self._write(table, storage.activation_dir(self.out, layer, stat) / name))
+                table = contract.make_activation_table(p.ok_ids[:n_ok], acts[:n_ok, cols], self.act_schemas[layer])
+                parts.append(self._write(table, contract.activation_dir(self.out, layer, stat) / name))
                 if len(parts) == 1:
                     crash_point(f"mid-unit:{number}")
-        table = storage.make_prediction_table({k: v[:n_files] for k, v in p.rows.items()}, self.pred_schema)
-        parts.append(self._write(table, self.out / storage.PREDICTIONS / name))
+        table = contract.make_prediction_table({k: v[:n_files] for k, v in p.rows.items()}, self.pred_schema)
+        parts.append(self._write(table, self.out / contract.PREDICTIONS / name))
         crash_point(f"before-manifest:{number}")
-        ids = p.rows[storage.IMAGE_ID][:n_files]
+        ids = p.rows[contract.IMAGE_ID][:n_files]
         seconds = time.perf_counter() - self._t_unit
         manifest.write_unit_manifest(self.out, number, {
             **self._stamp, "unit": number, "first_id": ids[0], "last_id": ids[-1],
@@ -121,6 +122,6 @@ class UnitWriter:
         self._next = next(self._plan, None)
 
     def _write(self, table: pa.Table, path: Path) -> str:
-        storage.write_parquet_atomic(table, path)
+        tables.write_parquet_atomic(table, path)
         self.files_written += 1
         return path.relative_to(self.out).as_posix()

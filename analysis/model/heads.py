@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.model import LoadedModel
+from analysis.model.vgg16 import LoadedModel
 
 
 def compute_class_logits(raw: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.heads import compute_class_logits, compute_probabilities
-from analysis.model import LoadedModel
+from analysis.model.heads import compute_class_logits, compute_probabilities
+from analysis.model.vgg16 import LoadedModel
 
 TOP_IMAGENET = 5
 

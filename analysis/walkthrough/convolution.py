@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.config import KERNEL_NAMES  # the names the config accepts; each is made below
 
 # ITU-R 601 luma, the weights PIL's convert("L") uses: kernels that work on brightness read all three inputs.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -20,6 +19,7 @@ _SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
 _BOX = np.full((3, 3), 1.0 / 9.0, dtype=np.float32)
 _SHARPEN = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float32)
 _IDENTITY = np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
+KERNEL_NAMES = ("random", "edge", "sobel", "blur", "sharpen", "identity")  # the kernels make_kernel makes
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,120 @@
+"""Reading and writing the tables: atomic writes (temp file, fsync, rename) that fail in one line, part listing,
+streamed reads, run.json, and the report's tables. What the tables hold is analysis.store.contract's.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.data.names import make_display
+from analysis.store import contract
+from analysis.store.contract import encode_json
+
+
+class WriteError(Exception):
+    """An output could not be written (no space, no permission, read-only, ...); the message is one line."""
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path: str | os.PathLike):
+    """OSError while writing `path` -> WriteError naming the file and the cause (ENOSPC, EACCES, ...)."""
+    try:
+        yield
+    except OSError as e:
+        code = errno.errorcode.get(e.errno or 0, "")
+        raise WriteError(f"cannot write {make_display(path)!r}: {e.strerror or e}"
+                         + (f" [{code}]" if code else "")) from e
+
+
+_FILE_MODE = 0o644  # mkstemp makes 0600 files; outputs are meant to be read by others (a web server, a team)
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over `path`; WriteError when it cannot."""
+    path = Path(path)
+    with reporting_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+    """A Parquet file that appears only complete: temp file (hidden, so readers skip it), fsync, rename;
+    WriteError when it cannot be written (the temp file is removed)."""
+    path = Path(path)
+    with reporting_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _FILE_MODE)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="snappy")
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    write_bytes_atomic(encode_json(obj), path)
+
+
+def read_run_json(out: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a complete run; FileNotFoundError when the run is missing or incomplete."""
+    path = Path(out) / contract.RUN_JSON
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def list_parts(table_dir: str | os.PathLike) -> list[Path]:
+    """The committed part files of one table directory, in unit order (temp files are hidden, so skipped)."""
+    return sorted(p for p in Path(table_dir).glob("part-*.parquet"))
+
+
+def iter_parquet_batches(table_dir: str | os.PathLike, columns: Iterable[str] | None = None,
+                         batch_size: int = 65536):
+    """Stream record batches over all parts of a table: memory bounded by batch_size rows."""
+    cols = list(columns) if columns is not None else None
+    for part in list_parts(table_dir):
+        yield from pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=cols)
+
+
+def report_dir(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    return Path(out) if out else Path(run) / contract.REPORT_DIR
+
+
+def write_table(df: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike) -> None:
+    """The frame's columns of `schema`, in its order and types, written atomically."""
+    missing = [c for c in schema.names if c not in df.columns]
+    if missing:
+        raise KeyError(f"columns missing: {missing}")
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    write_parquet_atomic(table, path)
+
+
+def read_predictions(run: str | os.PathLike, classes) -> pd.DataFrame:
+    """The columns of OUT/predictions the report uses (a few per image: fine in memory for millions of rows)."""
+    columns = [contract.IMAGE_ID, contract.LABEL, contract.STATUS, contract.ERROR, contract.PRED, contract.CONFIDENCE,
+               contract.CORRECT] + [contract.prob_column(c) for c in classes]
+    return pd.read_parquet(Path(run) / contract.PREDICTIONS, columns=columns)
+

@@ -1,0 +1,1 @@
+"""The one-image walkthrough's page: its figures, sections and the page."""
