@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import io
 import logging
 import sys
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
 from analysis.store import contract, tables
@@ -23,6 +21,7 @@ from analysis.config import ConfigError
 from jobs.config import ReportConfig
 from analysis.stats.recompute import RecomputeError, check_means, compute_shown_maps, load_run_model
 from jobs import cli, runtime
+from reports.encode import encode_jpeg, encode_png
 from reports.run import figures, gallery
 from reports.run.html import render_page
 from reports.run.page import Overlays, make_context
@@ -112,7 +111,7 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
     paths = {}
     for (image_id, layer, channel), tile in tiles.items():
         name = f"tiles/{layer}-c{channel}-{number[image_id]:05d}.jpg"  # never the file name from the data
-        write_jpeg(tile, out / name)
+        tables.write_bytes_atomic(encode_jpeg(tile), out / name)
         paths[(image_id, layer, channel)] = name
     mismatches = check_means(shown, recorded, precision)
     checked = sum(len(chans) for item in shown for chans in item.maps.values())
@@ -124,19 +123,11 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
     return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None)
 
 
-def write_jpeg(tile: np.ndarray, path: Path) -> None:
-    buf = io.BytesIO()
-    Image.fromarray(tile).save(buf, format="JPEG", quality=85)
-    tables.write_bytes_atomic(buf.getvalue(), path)
-
-
 def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: statistics.Groups,
                   stats: pd.DataFrame, layers: list[str], m: int) -> dict:
     """Render every chart to out/figures/*.png; returns their paths relative to the page."""
     def save(fig, name: str) -> str:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        tables.write_bytes_atomic(buf.getvalue(), out / "figures" / f"{name}.png")
+        tables.write_bytes_atomic(encode_png(fig), out / "figures" / f"{name}.png")
         return f"figures/{name}.png"
 
     classes = list(groups.classes)

@@ -3,6 +3,7 @@ escaped, self-contained, every reference present, rendered by a real headless ch
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -136,14 +137,15 @@ def test_changed_image_is_reported_as_a_mismatch(tmp_path):
 
 
 def test_escaping_helpers_for_each_context():
-    from reports.run import html as page_html
+    from reports import escape
 
-    assert page_html._t('a"b\'c<d>&') == "a&quot;b&#x27;c&lt;d&gt;&amp;"
-    assert page_html._url("tiles/conv5_3-c1-00001.jpg") == "tiles/conv5_3-c1-00001.jpg"
-    assert page_html._url('../a b/"x".parquet') == "../a%20b/%22x%22.parquet"
+    assert escape.text('a"b\'c<d>&') == "a&quot;b&#x27;c&lt;d&gt;&amp;"
+    assert escape.url("tiles/conv5_3-c1-00001.jpg") == "tiles/conv5_3-c1-00001.jpg"
+    assert escape.url('../a b/"x".parquet') == "../a%20b/%22x%22.parquet"
+    assert escape.url(os.fsdecode(b"../caf\xe9/x")) == "../caf%E9/x"      # the real bytes of the folder's name
     for bad in ("javascript:alert(1)", "http://example.com/x.png", "/etc/passwd", "data:text/html,x"):
         with pytest.raises(ValueError):
-            page_html._url(bad)
-    blob = page_html._json({"ids": ["</script><script>alert(1)</script>", "<!--", "it's & done"]})
+            escape.url(bad)
+    blob = escape.script_json({"ids": ["</script><script>alert(1)</script>", "<!--", "it's & done"]})
     assert "<" not in blob and ">" not in blob and "&" not in blob and "'" not in blob
     assert json.loads(blob)["ids"][0] == "</script><script>alert(1)</script>"

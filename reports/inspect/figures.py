@@ -1,11 +1,10 @@
 """The inspect page's figures: each function returns a matplotlib Figure and never saves it.
 
 Figures are built with matplotlib's object API (no pyplot), so nothing global is touched and each one is freed
-when dropped. `encode_png` turns a figure or an image array into PNG bytes for the job to write.
+when dropped (reports/encode.py turns them into PNG bytes).
 """
 from __future__ import annotations
 
-import io
 import math
 from typing import Sequence
 
@@ -14,22 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from PIL import Image
+
 
 TILE_SIDE = 96  # feature-map tiles larger than this are area-averaged down before drawing
 HIGHLIGHT = "#d62728"
 PLAIN = "#7f7f7f"
-
-
-def encode_png(obj: Figure | np.ndarray, dpi: int = 100) -> bytes:
-    """A Figure, or an (H, W, 3) uint8 image, as PNG bytes."""
-    buf = io.BytesIO()
-    # zlib level 1: figures of feature maps barely compress further, and level 6 doubles the page's render time
-    if isinstance(obj, Figure):
-        obj.savefig(buf, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
-    else:
-        Image.fromarray(np.asarray(obj, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def make_conv_channels_figure(output: np.ndarray, names: Sequence[str]) -> Figure:

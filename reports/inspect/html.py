@@ -7,11 +7,12 @@ and no network, and a Content-Security-Policy forbids scripts outright.
 """
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
-from urllib.parse import quote
+
+from reports.escape import text as _e
+from reports.escape import url as _url
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -95,15 +96,6 @@ class Page:
         if name not in self.files:
             raise ValueError(f"link to {name!r}, which the page does not carry")
         self._add("link", text=text, href=name)
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _url(name: str) -> str:
-    """A carried file's name as an attribute value: percent-encoded, then escaped (it is both a URL and text)."""
-    return _e(quote(name, safe=""))
 
 
 def _cell(value: Any) -> str:

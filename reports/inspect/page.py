@@ -14,6 +14,7 @@ from analysis.walkthrough.convolution import Kernel, compute_display_range, comp
 from analysis.walkthrough.inspection import Answer, LayerMaps
 from analysis.model.vgg16 import LoadedModel
 from analysis.stats.run_channels import RunComparison
+from reports.encode import encode_png
 from reports.inspect import figures as figs
 from reports.inspect.html import Page
 from reports.overlays import make_overlay
@@ -40,10 +41,10 @@ def add_image_section(page: Page, image: np.ndarray, width: int, height: int, fm
     page.section("image", "1. The image")
     h, w = image.shape[:2]
     shown = "" if (w, h) == (width, height) else f", shown at {w}x{h}"
-    page.figure("image.png", figs.encode_png(image),
+    page.figure("image.png", encode_png(image),
                 f"The image as read: {fmt or 'unknown format'}, stored {width}x{height}, EXIF orientation applied, "
                 f"converted to RGB{shown}.")
-    page.figure("view.png", figs.encode_png(view),
+    page.figure("view.png", encode_png(view),
                 f"As the network sees it ({view.shape[1]}x{view.shape[0]}): {steps}. Normalization is not shown; "
                 "every later picture is aligned with this crop.")
 
@@ -54,10 +55,10 @@ def add_conv_section(page: Page, kernel: Kernel, output: np.ndarray) -> None:
     page.text("Before VGG16's 13 convolution layers, one on its own: Conv2d(3 in, 3 out, kernel 3x3, stride 1, "
               f"padding 1) applied to the crop above, scaled to [0, 1]. Kernel: {kernel.name}, {kernel.description}.")
     lo, hi = compute_display_range(output)
-    page.figure("conv_rgb.png", figs.encode_png(compute_display_rgb(output)),
+    page.figure("conv_rgb.png", encode_png(compute_display_rgb(output)),
                 f"The 3 output channels shown as one RGB picture (red = channel 0, green = 1, blue = 2): values "
                 f"from {lo:.4g} to {hi:.4g}, over all three channels, mapped linearly to 0..255.")
-    page.figure("conv_channels.png", figs.encode_png(figs.make_conv_channels_figure(output, kernel.channels)),
+    page.figure("conv_channels.png", encode_png(figs.make_conv_channels_figure(output, kernel.channels)),
                 "Each output channel on its own, with its own grey scale (raw values on the bar). Zero padding "
                 "makes the image border an edge too.")
     rows = []
@@ -79,7 +80,7 @@ def add_answer_section(page: Page, answer: Answer) -> None:
     page.table("Logits and probabilities", ["class", "logit", "softmax probability"],
                [[c, float(z), float(p)] for c, z, p in zip(answer.classes, answer.logits, answer.probs)])
     page.figure("probabilities.png",
-                figs.encode_png(figs.make_probability_figure(answer.classes, answer.probs, answer.logits)),
+                encode_png(figs.make_probability_figure(answer.classes, answer.probs, answer.logits)),
                 f"Softmax probability of each class; the predicted class ({pred}) is red.")
     if answer.imagenet_top:
         page.text("The ImageNet head has 1000 classes; each class above is the logsumexp of the logits of its "
@@ -93,16 +94,16 @@ def add_layer_section(page: Page, lm: LayerMaps, view: np.ndarray, max_tiles: in
     c, h, w = lm.maps.shape
     page.section(f"layer-{lm.layer}", f"4-5. {lm.layer}")
     page.figure(f"features_{lm.layer}.png",
-                figs.encode_png(figs.make_feature_grid_figure(lm.maps, lm.means, lm.layer, max_tiles)),
+                encode_png(figs.make_feature_grid_figure(lm.maps, lm.means, lm.layer, max_tiles)),
                 f"Feature maps of {lm.layer} ({c} channels of {h}x{w}, after ReLU): the {min(c, max_tiles)} channels "
                 "with the highest mean first, each labelled with its index and mean; one colour scale for the grid.")
-    page.figure(f"means_{lm.layer}.png", figs.encode_png(figs.make_means_figure(lm.means, lm.layer, lm.top)),
+    page.figure(f"means_{lm.layer}.png", encode_png(figs.make_means_figure(lm.means, lm.layer, lm.top)),
                 f"Mean activation of each of the {c} channels of {lm.layer}; the highest, channel {lm.top} "
                 f"({float(lm.means[lm.top]):.4g}), is red.")
     fmap = lm.maps[lm.top]
     vmax = max(float(fmap.max()), 1e-12)
     overlay = make_overlay(view, fmap, 0.0, vmax, cmap, alpha)
-    page.figure(f"overlay_{lm.layer}.png", figs.encode_png(
+    page.figure(f"overlay_{lm.layer}.png", encode_png(
         figs.make_overlay_figure(view, fmap, overlay, 0.0, vmax, cmap,
                                  f"{lm.layer} channel {lm.top}, the highest mean")),
         f"Channel {lm.top} of {lm.layer} over the crop: its {h}x{w} map upsampled bilinearly to "
@@ -134,7 +135,7 @@ def add_run_section(page: Page, run: str, notes: Sequence[str], comparisons: Seq
                 overlay, ch.run_values, ch.value, ch.percentile,
                 f"{comp.layer} channel {ch.channel}: rank {rank} for {comp.cls} ({r.score_name} {ch.score:.3f})",
                 f"channel {ch.channel} mean over the run's {len(ch.run_values)} images")
-            page.figure(f"run_{comp.layer}_c{ch.channel}.png", figs.encode_png(fig),
+            page.figure(f"run_{comp.layer}_c{ch.channel}.png", encode_png(fig),
                         f"Left: channel {ch.channel} over the crop, coloured from 0 to {ch.vmax:.4g} (the 99th "
                         "percentile of its maximum over the run, so a weak response looks weak). Right: the run's "
                         f"distribution of its mean; this image's mean {ch.value:.4g} is at percentile "

@@ -2,19 +2,16 @@
 
 Every value from the data (file names, class names, error messages) is escaped for the place it lands:
 `_t` for text and double-quoted attributes, `_url` for src/href (relative paths only, percent-encoded),
-`_json` for the one inline data script. Styles and the script are inline; nothing is fetched from the network.
+`_json` for the one inline data script (all three from reports/escape.py). Styles and the script are inline; nothing is fetched from the network.
 """
 from __future__ import annotations
 
-import html
-import json
 import math
-import os
-import re
 from typing import Any, Iterable, Mapping
-from urllib.parse import quote
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+from reports.escape import script_json as _json
+from reports.escape import text as _t
+from reports.escape import url as _url
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px 48px;color:#222}
@@ -41,26 +38,6 @@ _SCRIPT = """
   });
 })();
 """
-
-
-def _t(value: Any) -> str:
-    """Text or a double-quoted attribute value: & < > " ' escaped."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _url(path: str) -> str:
-    """A relative path for src/href: no scheme (javascript:, http:, data:), no absolute path; percent-encoded."""
-    if _SCHEME.match(path) or path.startswith(("/", "\\")):
-        raise ValueError(f"only relative paths may be referenced by the page, got {path!r}")
-    return _t(quote(os.fsencode(path), safe="/"))   # the real bytes of a folder name that is not UTF-8
-
-
-def _json(obj: Any) -> str:
-    """JSON for inside <script>: no character sequence in it can close the element or open a comment."""
-    text = json.dumps(obj, ensure_ascii=True, allow_nan=False)
-    for ch in "<>&'":  # no </script>, <!--, entity or quote can appear, whatever the strings hold
-        text = text.replace(ch, f"\\u{ord(ch):04x}")
-    return text
 
 
 def _num(value: Any, fmt: str = ".3f") -> str:
