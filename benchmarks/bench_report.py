@@ -3,7 +3,7 @@
     python -m benchmarks.bench_report [--images 200000] [--dir .bench/report] [--memory-mb 256]
 
 The run has VGG16's 13 layers (4,224 channels, means and maxima) for --images images, written with
-analysis/storage.py by tests/synthetic_run.py and reused on the next call when its parameters match. The report
+analysis/store/contract.py by analysis/store/synthetic.py and reused on the next call when its parameters match. The report
 runs in a child process (`python -m jobs.report --no-overlays`: the synthetic run has no image files to re-run),
 so its peak resident memory is measured alone.
 """

@@ -44,7 +44,8 @@ def main(cfg: DemoConfig, config_file: str | None = None) -> int:
 
     # 3. The report, with a banner that says the data is synthetic.
     report_cfg = make_config(ReportConfig, {
-        **read_config_section(config_file, "report"), "run": str(run), "device": cfg.device, "note": NOTE, "progress": False})
+        **read_config_section(config_file, "report"), "run": str(run), "device": cfg.device, "note": NOTE,
+                                            "progress": False})
     report.main(report_cfg)
     log.info("demo done: open %s", (run / REPORT_DIR / INDEX_HTML).resolve())
     return 0
@@ -77,7 +78,8 @@ def write_synthetic_images(folder: Path, per_class: int, size: int = 256, seed: 
         if kind == "cat":
             fur = (int(rng.integers(200, 250)), int(rng.integers(110, 160)), int(rng.integers(20, 60)))
             for side in (-1, 1):  # pointed ears
-                draw.polygon([(cx + side * r, cy - r // 3), (cx + side * r // 3, cy - r), (cx + side * r, cy - 3 * r // 2)],
+                draw.polygon([(cx + side * r, cy - r // 3), (cx + side * r // 3, cy - r), (cx + side * r,
+                                                                                           cy - 3 * r // 2)],
                              fill=fur)
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fur)
             for k in (-1, 0, 1):  # stripes

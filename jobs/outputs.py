@@ -27,7 +27,8 @@ from jobs import cli
 
 log = logging.getLogger("cnn_blackbox")
 TOOL = "cnn-blackbox"
-_TABLE_DIRS = (contract.PREDICTIONS, contract.ACTIVATIONS, contract.ACTIVATIONS_MAX, manifest.UNITS, contract.CONFIG_YAML,
+_TABLE_DIRS = (contract.PREDICTIONS, contract.ACTIVATIONS, contract.ACTIVATIONS_MAX, manifest.UNITS,
+               contract.CONFIG_YAML,
                "report")
 
 
@@ -60,7 +61,7 @@ def check_out_writable(out: Path, data: str) -> None:
 
 
 def open_run(out: Path, run: dict, overwrite: bool) -> bool:
-    """Make OUT hold the run described by `run` (analysis/manifest.py's run manifest). True: created here.
+    """Make OUT hold the run described by `run` (analysis/store/manifest.py's run manifest). True: created here.
 
     The same run (same identity) is resumed, with or without --overwrite, so that every shard of a launch, and a
     rerun after a kill, can pass the same flags. A different run is refused naming what differs, and left as it is;

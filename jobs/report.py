@@ -93,7 +93,8 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
     """Re-run the model on each shown image once, for all the channels it is shown with; write the tiles."""
     needs = gallery.list_needs(examples)
     recorded = {(i, layer, int(c)): float(v) for i, layer, c, v in
-                zip(examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL], examples[contract.VALUE])}
+                zip(examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL],
+                    examples[contract.VALUE])}
     device = runtime.pick_device(cfg.device)
     precision = meta.get("precision", "fp32")
     try:
@@ -136,7 +137,8 @@ def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: stat
     counts = {c: int((column == c).sum()) for c in classes}
     errors = predictions[contract.ERROR].dropna().value_counts().to_dict()
     labeled = ok[ok[contract.LABEL].isin(classes) & ok[contract.PRED].isin(classes)]
-    matrix = pd.crosstab(pd.Categorical(labeled[contract.LABEL], classes), pd.Categorical(labeled[contract.PRED], classes),
+    matrix = pd.crosstab(pd.Categorical(labeled[contract.LABEL], classes), pd.Categorical(labeled[contract.PRED],
+                                                                                          classes),
                          dropna=False).to_numpy()
     acc = float(np.trace(matrix) / matrix.sum()) if matrix.sum() else None
     probs = {c: {g: ok.loc[column == g, contract.prob_column(c)].dropna().to_numpy() for g in classes} for c in classes}

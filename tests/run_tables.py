@@ -45,7 +45,7 @@ def read_tables(out: Path) -> dict[str, pd.DataFrame]:
 
 
 def assert_same_tables(out: Path, reference: Path) -> None:
-    """The same rows and bit-identical values: batches are the same in both runs (see analysis/shards.py)."""
+    """The same rows and bit-identical values: batches are the same in both runs (see analysis/store/shards.py)."""
     got, want = read_tables(out), read_tables(reference)
     for name in want:
         assert got[name][contract.IMAGE_ID].is_unique, f"{name}: an image appears twice"

@@ -31,7 +31,8 @@ from tests.test_extract import SMALL, run
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = [b"dog.9032.\xff\xfe.jpg", b"dog.9032.\xfe\xff.jpg", b"cat.new\nline.jpg", b"cat.tab\t.jpg",
-           b"dog.'quote\".jpg", b"cat.<img src=x onerror=alert(1)>.jpg", b"dog.<\\script><script>alert(2)<\\script>.jpg",
+           b"dog.'quote\".jpg", b"cat.<img src=x onerror=alert(1)>.jpg",
+           b"dog.<\\script><script>alert(2)<\\script>.jpg",
            b"cat.&lt;<!--.jpg", b"-dash.jpg", b"--help.jpg", b"cat." + b"x" * 242 + b".jpg",
            "cat.caf\u00e9.jpg".encode(), "cat.cafe\u0301.jpg".encode(), b"Dog.Case.jpg", b"dog.case.jpg",
            b"cat.back\\xff.jpg", b"cat.back\xff.jpg", b"cat.\xe2\x80\xa8sep.jpg", b"dog.\x1b[31mred.jpg"]

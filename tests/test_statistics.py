@@ -92,8 +92,10 @@ def test_planted_channel_ranks_first(tmp_path):
     others = dog[dog[contract.CHANNEL] != 9]
     assert others[contract.AUC].between(0.3, 0.7).all()  # the others do not separate the classes
     cat = stats[(stats[contract.LAYER] == "conv5_3") & (stats[contract.STAT] == "mean") & (stats[contract.CLASS] == "cat")]
-    assert cat.set_index(contract.CHANNEL).loc[9, contract.RANK_SELECTIVITY] == 12  # least selective for the other class
-    np.testing.assert_allclose(cat.set_index(contract.CHANNEL)[contract.AUC], 1 - dog.set_index(contract.CHANNEL)[contract.AUC])
+    assert cat.set_index(contract.CHANNEL).loc[9,
+                                               contract.RANK_SELECTIVITY] == 12  # least selective for the other class
+    np.testing.assert_allclose(cat.set_index(contract.CHANNEL)[contract.AUC],
+                               1 - dog.set_index(contract.CHANNEL)[contract.AUC])
     maxima = stats[(stats[contract.LAYER] == "conv5_3") & (stats[contract.STAT] == "max") & (stats[contract.CLASS] == "dog")]
     assert maxima.sort_values(contract.RANK_SELECTIVITY).iloc[0][contract.CHANNEL] == 9
 

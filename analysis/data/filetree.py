@@ -111,7 +111,7 @@ def read_folder_tree(root: str, skips: Skips) -> Folder:
     """The tree under the folder `root` (absolute), zips included; raises OSError when `root` cannot be listed.
 
     Every path in it is a real path under realpath(root), with no link on the way (a link inside DATA is replaced
-    by the target it was checked against), so that reading can refuse to follow any link (analysis.sources).
+    by the target it was checked against), so that reading can refuse to follow any link (analysis.data.sources).
     """
     real = os.path.realpath(root)
     top = Folder(os.path.basename(root), "", real, None)

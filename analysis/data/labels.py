@@ -48,7 +48,7 @@ def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
 def apply_labels(discovery: Discovery, labels: dict[str, str]) -> tuple[Discovery, int]:
     """Labels from `labels` replace discovered ones (others are kept); also returns how many ids matched no image.
 
-    An id is taken as the tables write it (a backslash there is an escape: analysis.names); one that matches no
+    An id is taken as the tables write it (a backslash there is an escape: analysis.data.names); one that matches no
     image but does with its backslashes read as '/' is a Windows path, and is taken that way.
     """
     found = {r.image_id for r in discovery.records}

@@ -1,6 +1,6 @@
 """Whole feature maps of chosen layers, for looking at one image (or a handful).
 
-The dataset pass keeps only per-channel reductions (analysis/activations.py); to draw a channel we need its map.
+The dataset pass keeps only per-channel reductions (analysis/model/activations.py); to draw a channel we need its map.
 Hooks sit on the ReLU after each chosen conv, so a map is what the next layer reads. VGG16's ReLUs are
 inplace=True, so the hook copies its output: the tensor it sees is a buffer that belongs to the forward pass.
 """

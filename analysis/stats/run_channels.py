@@ -2,7 +2,7 @@
 each channel's mean was distributed over the run's images.
 
 The ranking is the report stage's (by ROC AUC, then Cohen's d): read from OUT/report/channel_stats.parquet when
-the report exists, else computed with the report's own functions (analysis/statistics.py) for that one layer.
+the report exists, else computed with the report's own functions (analysis/stats/selectivity.py) for that one layer.
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def read_selective_channels(run: str | os.PathLike, meta: dict[str, Any], layer:
         return f"the run recorded no {layer} (it has {', '.join(meta.get('layers') or {}) or 'no layers'})"
     stats_path = Path(run) / contract.REPORT_DIR / contract.CHANNEL_STATS
     if stats_path.is_file():
-        df = pd.read_parquet(stats_path, filters=[(contract.LAYER, "==", layer), (contract.STAT, "==", contract.STAT_MEAN)])
+        df = pd.read_parquet(stats_path, filters=[(contract.LAYER, "==", layer), (contract.STAT, "==",
+                                                                                  contract.STAT_MEAN)])
         return _rank(df, layer, cls, top, f"{contract.REPORT_DIR}/{contract.CHANNEL_STATS}")
     return _compute_ranking(run, meta, layer, cls, top)
 
@@ -76,7 +77,8 @@ def _rank(df: pd.DataFrame, layer: str, cls: str, top: int, source: str) -> Sele
     if df.empty:
         return f"the run's channel statistics have no rows for layer {layer} and class {cls}"
     df = df.sort_values([contract.RANK_SELECTIVITY, contract.CHANNEL]).head(top)
-    return SelectiveChannels(layer, cls, tuple(int(c) for c in df[contract.CHANNEL]), tuple(float(a) for a in df[contract.AUC]),
+    return SelectiveChannels(layer, cls, tuple(int(c) for c in df[contract.CHANNEL]),
+                             tuple(float(a) for a in df[contract.AUC]),
                              "ROC AUC", str(df[contract.GROUP_BY].iloc[0]), source)
 
 

@@ -111,7 +111,8 @@ def compute_cohens_d(n1, mean1, std1, n0, mean0, std0) -> np.ndarray:
     pooled = np.sqrt(((n1 - 1) * std1 ** 2 + (n0 - 1) * std0 ** 2) / np.maximum(n1 + n0 - 2, 1))
     diff = np.asarray(mean1 - mean0, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pooled > 0, diff / np.where(pooled > 0, pooled, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        return np.where(pooled > 0, diff / np.where(pooled > 0, pooled, 1.0), np.where(diff == 0, 0.0,
+                                                                                       np.sign(diff) * np.inf))
 
 
 def sortable_bits(values: np.ndarray) -> np.ndarray:
@@ -157,7 +158,8 @@ def compute_rank_auc(values: np.ndarray, member: np.ndarray) -> np.ndarray:
 
 
 def read_image_ids(table_dir: str | os.PathLike) -> np.ndarray:
-    ids = [b.column(0).to_numpy(zero_copy_only=False) for b in tables.iter_parquet_batches(table_dir, [contract.IMAGE_ID])]
+    ids = [b.column(0).to_numpy(zero_copy_only=False) for b in tables.iter_parquet_batches(table_dir,
+                                                                                           [contract.IMAGE_ID])]
     return np.concatenate(ids) if ids else np.zeros(0, object)
 
 
@@ -228,19 +230,24 @@ def compute_table_stats(table_dir: str | os.PathLike, n_channels: int, groups: G
     rest_n = np.array([r.n[0] for r in rest])
     d = compute_cohens_d(moments.n[:, None], moments.mean, std, rest_n[:, None], rest_mean, rest_std)
     mean = np.where(moments.n[:, None] > 0, moments.mean, np.nan)
-    return {contract.N: moments.n, contract.MEAN: mean, contract.STD: std, contract.REST_MEAN: rest_mean, contract.REST_STD: rest_std,
+    return {contract.N: moments.n, contract.MEAN: mean, contract.STD: std, contract.REST_MEAN: rest_mean,
+            contract.REST_STD: rest_std,
             contract.COHENS_D: d, contract.AUC: auc}
 
 
 def rank_channels(df: pd.DataFrame) -> pd.DataFrame:
     """Add rank_selectivity (auc, then cohens_d, descending) and rank_mean within each (layer, stat, class)."""
-    df = df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.AUC, contract.COHENS_D, contract.CHANNEL],
+    df = df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.AUC, contract.COHENS_D,
+                         contract.CHANNEL],
                         ascending=[True, True, True, False, False, True], na_position="last", kind="stable")
-    df[contract.RANK_SELECTIVITY] = df.groupby([contract.LAYER, contract.STAT, contract.CLASS], sort=False).cumcount().astype(np.int32) + 1
+    df[contract.RANK_SELECTIVITY] = df.groupby([contract.LAYER, contract.STAT, contract.CLASS],
+                                               sort=False).cumcount().astype(np.int32) + 1
     df = df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.MEAN, contract.CHANNEL],
                         ascending=[True, True, True, False, True], na_position="last", kind="stable")
-    df[contract.RANK_MEAN] = df.groupby([contract.LAYER, contract.STAT, contract.CLASS], sort=False).cumcount().astype(np.int32) + 1
-    return df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.CHANNEL], kind="stable").reset_index(drop=True)
+    df[contract.RANK_MEAN] = df.groupby([contract.LAYER, contract.STAT, contract.CLASS],
+                                        sort=False).cumcount().astype(np.int32) + 1
+    return df.sort_values([contract.LAYER, contract.STAT, contract.CLASS, contract.CHANNEL],
+                          kind="stable").reset_index(drop=True)
 
 
 def compute_channel_stats(run: str | os.PathLike, layers: Mapping[str, int], groups: Groups,
@@ -256,6 +263,7 @@ def compute_channel_stats(run: str | os.PathLike, layers: Mapping[str, int], gro
                 contract.LAYER: layer, contract.STAT: stat, contract.CHANNEL: np.tile(np.arange(c, dtype=np.int32), k),
                 contract.CLASS: np.repeat(np.array(groups.classes, dtype=object), c), contract.GROUP_BY: groups.by,
                 contract.N: np.repeat(s[contract.N], c), **{name: s[name].ravel() for name in
-                                                (contract.MEAN, contract.STD, contract.REST_MEAN, contract.REST_STD, contract.COHENS_D, contract.AUC)}}))
+                                                (contract.MEAN, contract.STD, contract.REST_MEAN, contract.REST_STD,
+                                                 contract.COHENS_D, contract.AUC)}}))
             log.debug("statistics: %s %s done", layer, stat)
     return rank_channels(pd.concat(frames, ignore_index=True))

@@ -17,7 +17,8 @@ from analysis.store import contract, tables
 from analysis.stats.selectivity import Groups, read_image_ids, sortable_bits
 
 _LOW32 = np.uint64(0xFFFFFFFF)
-_ROW_COLUMNS = [contract.LAYER, contract.CLASS, contract.SCOPE, contract.CHANNEL, contract.CHANNEL_RANK, contract.IMAGE_RANK, contract.IMAGE_ID, contract.VALUE,
+_ROW_COLUMNS = [contract.LAYER, contract.CLASS, contract.SCOPE, contract.CHANNEL, contract.CHANNEL_RANK,
+                contract.IMAGE_RANK, contract.IMAGE_ID, contract.VALUE,
                 contract.PUSH]
 
 
@@ -104,9 +105,10 @@ def scan_layer(table_dir: str | os.PathLike, channels: Sequence[int], groups: Gr
 
 def select_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> dict[str, list[int]]:
     """{class: its m most selective channels of `layer` (channel means), most selective first}."""
-    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN) & (stats[contract.RANK_SELECTIVITY] <= m)]
-    return {cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_SELECTIVITY)[contract.CHANNEL].astype(int).tolist()
-            for cls in classes}
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)
+              & (stats[contract.RANK_SELECTIVITY] <= m)]
+    return {cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_SELECTIVITY)[contract.CHANNEL]
+            .astype(int).tolist() for cls in classes}
 
 
 def make_top_examples(layer: str, scan: LayerScan, selected: Mapping[str, Sequence[int]],
@@ -116,7 +118,8 @@ def make_top_examples(layer: str, scan: LayerScan, selected: Mapping[str, Sequen
     rows = []
     for cls, channels in selected.items():
         for rank, channel in enumerate(channels, start=1):
-            for scope, top in ((contract.SCOPE_ALL, scan.top_all), (contract.SCOPE_CLASS, scan.top_class[classes.index(cls)])):
+            for scope, top in ((contract.SCOPE_ALL, scan.top_all), (contract.SCOPE_CLASS,
+                                                                    scan.top_class[classes.index(cls)])):
                 j = col[channel]
                 for i, (value, pos) in enumerate(zip(top.values[j], top.positions[j]), start=1):
                     rows.append((layer, cls, scope, channel, rank, i, scan.image_ids[pos], float(value), np.nan))
@@ -137,7 +140,8 @@ def make_mistake_examples(layer: str, mistakes: pd.DataFrame, scan: LayerScan, s
                           stats: pd.DataFrame) -> pd.DataFrame:
     """Per mistake, the channel among the wrong class's selected ones that pushed hardest toward it:
     the largest (value - mean of the true class) / its std."""
-    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)].set_index([contract.CLASS, contract.CHANNEL])
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
+    s = s.set_index([contract.CLASS, contract.CHANNEL])
     col = {c: j for j, c in enumerate(scan.channels)}
     rows = []
     for i, (_, m) in enumerate(mistakes.iterrows()):

@@ -160,7 +160,7 @@ def read_unit_manifests(out: str | os.PathLike, identity_sha256: str) -> dict[in
 
 
 def plan_resume(out: str | os.PathLike, units: Sequence, identity_sha256: str, layers: Iterable[str]) -> list:
-    """The units of `units` (analysis.shards.Unit) still to do: those without a committed manifest. Removes the
+    """The units of `units` (analysis.store.shards.Unit) still to do: those without a committed manifest. Removes the
     temp files a kill left in the middle of writing one of them."""
     done = read_unit_manifests(out, identity_sha256)
     todo = [u for u in units if u.number not in done]

@@ -1,4 +1,4 @@
-"""A synthetic extract run written straight to Parquet with analysis/storage.py: no images, no model.
+"""A synthetic extract run written straight to Parquet with analysis/store/contract.py: no images, no model.
 
 Used by the report tests (small runs, a planted channel, hostile file names) and by benchmarks/bench_report.py
 (200,000 images x 13 layers). Values look like post-ReLU channel means: non-negative with many exact zeros.

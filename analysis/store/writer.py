@@ -3,7 +3,7 @@
 Rows arrive in file order (the DataLoader keeps order). A unit is flushed as soon as all of its files have been
 seen, so memory is bounded by one unit plus one batch, and each part file appears whole (temp file, rename).
 A shard does every N-th unit: `units` lists its (number, files) in order, so part numbers stay global. A unit
-commits as: activation parts, the predictions part, then the unit's manifest (analysis/manifest.py), which is
+commits as: activation parts, the predictions part, then the unit's manifest (analysis/store/manifest.py), which is
 what says that the unit is done; a kill anywhere before it costs that unit and nothing else.
 """
 from __future__ import annotations

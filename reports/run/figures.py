@@ -81,7 +81,8 @@ def plot_selectivity_distribution(stats: pd.DataFrame, layers: Sequence[str], cl
     ax = fig.subplots()
     width = 0.8 / max(1, len(classes))
     for k, cls in enumerate(classes):
-        data = [s[(s[contract.LAYER] == layer) & (s[contract.CLASS] == cls)][contract.AUC].dropna().to_numpy() for layer in layers]
+        data = [s[(s[contract.LAYER] == layer) & (s[contract.CLASS] == cls)][contract.AUC].dropna().to_numpy()
+                for layer in layers]
         pos = np.arange(len(layers)) + (k - (len(classes) - 1) / 2) * width
         box = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False)
         for patch in box["boxes"]:
@@ -116,7 +117,8 @@ def plot_top_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m
 
 def plot_class_means(stats: pd.DataFrame, layer: str, channels: Sequence[int], classes: Sequence[str]) -> Figure:
     """Heatmap of class means (rows classes, columns channels) for `channels` of `layer`."""
-    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)].set_index([contract.CLASS, contract.CHANNEL])
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
+    s = s.set_index([contract.CLASS, contract.CHANNEL])
     values = np.array([[s.loc[(cls, c), contract.MEAN] for c in channels] for cls in classes], dtype=np.float64)
     fig = Figure(figsize=(min(14.0, 1.5 + 0.45 * len(channels)), 1.2 + 0.4 * len(classes)), layout="constrained")
     ax = fig.subplots()

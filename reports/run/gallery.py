@@ -43,6 +43,7 @@ def make_tiles(shown: Sequence[ShownImage], scales: Mapping[tuple[str, int], tup
 def list_needs(examples: pd.DataFrame) -> dict[str, dict[str, set[int]]]:
     """top_examples rows -> {image_id: {layer: channels}}: what each shown image must be re-run for."""
     needs: dict[str, dict[str, set[int]]] = {}
-    for image_id, layer, channel in zip(examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL]):
+    for image_id, layer, channel in zip(examples[contract.IMAGE_ID], examples[contract.LAYER],
+                                        examples[contract.CHANNEL]):
         needs.setdefault(image_id, {}).setdefault(layer, set()).add(int(channel))
     return needs

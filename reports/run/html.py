@@ -102,8 +102,10 @@ def _section_channels(ctx: Mapping[str, Any]) -> str:
         out += [_figure(src, alt) for src, alt in layer["figures"]]
         out.append('<div class="pair">')
         for cls in layer["classes"]:
-            out.append(f"<div><b>{_t(cls['class'])}</b>: most selective" + _table(head, _channel_rows(cls["selective"])))
-            out.append("by mean activation (the article's ranking)" + _table(head, _channel_rows(cls["by_mean"])) + "</div>")
+            out.append(f"<div><b>{_t(cls['class'])}</b>: most selective" + _table(head,
+                                                                                  _channel_rows(cls["selective"])))
+            out.append("by mean activation (the article's ranking)" + _table(head,
+                                                                             _channel_rows(cls["by_mean"])) + "</div>")
         out.append("</div>")
     return "".join(out)
 

@@ -1,4 +1,4 @@
-"""The report page's context: plain data (strings, numbers, relative paths) gathered for reports/html.py."""
+"""The report page's context: plain data (strings, numbers, relative paths) gathered for reports/run/html.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +44,8 @@ def _run_rows(meta: Mapping[str, Any], seconds: float) -> list[tuple[str, str]]:
 def _channel_table(s: pd.DataFrame, rank: str, m: int) -> list[dict[str, Any]]:
     top = s.sort_values(rank).head(m)
     return [{"channel": int(r[contract.CHANNEL]), "auc": float(r[contract.AUC]), "d": float(r[contract.COHENS_D]),
-             "mean": float(r[contract.MEAN]), "rest_mean": float(r[contract.REST_MEAN]), "rank_mean": int(r[contract.RANK_MEAN])}
+             "mean": float(r[contract.MEAN]), "rest_mean": float(r[contract.REST_MEAN]),
+             "rank_mean": int(r[contract.RANK_MEAN])}
             for _, r in top.iterrows()]
 
 
@@ -109,8 +110,10 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
     for layer in layers:
         s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
         layer_ctx.append({"layer": layer, "figures": figures["layers"][layer], "classes": [
-            {"class": cls, "selective": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_SELECTIVITY, top_channels),
-             "by_mean": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_MEAN, top_channels)} for cls in classes]})
+            {"class": cls, "selective": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_SELECTIVITY,
+                                                       top_channels),
+             "by_mean": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_MEAN,
+                                       top_channels)} for cls in classes]})
     mistakes = examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]
     mistake_groups = []
     for layer in layers:
@@ -144,9 +147,11 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                           "deviations (z)." if len(mistakes) else "No mistakes to show (no labels or no errors)."),
         "mistakes": mistake_groups, "mismatches": overlays.mismatches[:50], "check_note": checked,
         "tile_ids": ids,
-        "loading": {"links": [("channel_stats.parquet", contract.CHANNEL_STATS), ("top_examples.parquet", contract.TOP_EXAMPLES),
+        "loading": {"links": [("channel_stats.parquet", contract.CHANNEL_STATS), ("top_examples.parquet",
+                                                                                  contract.TOP_EXAMPLES),
                               ("predictions/", f"{rel}/{contract.PREDICTIONS}/"),
-                              ("activations/", f"{rel}/{contract.ACTIVATIONS}/"), ("run.json", f"{rel}/{contract.RUN_JSON}")],
+                              ("activations/", f"{rel}/{contract.ACTIVATIONS}/"), ("run.json",
+                                                                                   f"{rel}/{contract.RUN_JSON}")],
                     "snippet": _snippet(run, layers[0] if layers else "conv5_3"),
                     "rerun": f"Rerun this page: make report RUN={make_display(run)}  "
                              f"(or python -m jobs.report --run {make_display(run)})"},
