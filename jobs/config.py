@@ -8,6 +8,7 @@ import dataclasses
 from analysis.config import (PRECISIONS, PREPROCESS_NAMES, reject, check_bool, check_choice, check_colormap,
                              check_device, check_fraction, check_int, check_optional_str, normalize_class_map,
                              normalize_classes, normalize_layers)
+from analysis.store.shards import parse_shard
 from analysis.walkthrough.convolution import KERNEL_NAMES
 
 
@@ -65,7 +66,6 @@ class ExtractConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_int("unit_size", self.unit_size, 1)
         if self.shard is not None:
-            from analysis.store.shards import parse_shard  # noqa: PLC0415  (shards imports this module)
             parse_shard(self.shard)
         check_bool("progress", self.progress)
         check_bool("overwrite", self.overwrite)
