@@ -131,6 +131,13 @@ def normalize_layers(key: str, value: Any) -> tuple[str, ...]:
     return tuple(n for n in LAYER_NAMES if n in set(value))
 
 
+def normalize_optional_layers(key: str, value: Any) -> tuple[str, ...]:
+    """Like normalize_layers, and `none` (or null, or an empty list) for no layer at all."""
+    if value is None or value == "none" or (isinstance(value, (list, tuple)) and not value):
+        return ()
+    return normalize_layers(key, value)
+
+
 def normalize_class_map(key: str, value: Any) -> tuple[tuple[str, int, int], ...]:
     """{class: [first, last]} ImageNet index ranges (inclusive) -> ((class, first, last), ...)."""
     if not isinstance(value, dict) or not value:

@@ -7,7 +7,7 @@ import dataclasses
 
 from analysis.config import (PRECISIONS, PREPROCESS_NAMES, reject, check_bool, check_choice, check_colormap,
                              check_device, check_fraction, check_int, check_optional_str, normalize_class_map,
-                             normalize_classes, normalize_layers)
+                             normalize_classes, normalize_layers, normalize_optional_layers)
 from analysis.store.shards import parse_shard
 from analysis.walkthrough.convolution import KERNEL_NAMES
 
@@ -53,9 +53,12 @@ class ExtractConfig:
     max_image_pixels: int
     max_file_bytes: int
     imagenet_classes: tuple[tuple[str, int, int], ...]
+    attribution_layers: tuple[str, ...]
 
     def __post_init__(self):
         check_optional_str("data", self.data)
+        object.__setattr__(self, "attribution_layers",
+                           normalize_optional_layers("attribution_layers", self.attribution_layers))
         check_optional_str("out", self.out)
         check_optional_str("labels", self.labels)
         check_model_keys(self)

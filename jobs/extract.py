@@ -7,6 +7,7 @@ Rerunning the same command on the same OUT resumes: finished units are skipped.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -15,23 +16,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from analysis.store import contract, tables
-from analysis.store import manifest
-from analysis.data import names
 from analysis.config import ConfigError
-from jobs.config import ExtractConfig
+from analysis.data import names
 from analysis.data.dataset import ImageDataset, collate_images
 from analysis.data.discovery import find_images
 from analysis.data.labels import apply_labels, match_class_names, read_labels_csv
-from analysis.model.heads import compute_class_logits, compute_probabilities
-from analysis.model.activations import ChannelReducer
-from analysis.model.vgg16 import layer_channels, load_model
 from analysis.data.preprocessing import make_preprocessing
+from analysis.model.activations import ChannelReducer
+from analysis.model.attribution import METHOD, Attributor
+from analysis.model.heads import compute_class_logits, compute_probabilities
 from analysis.model.precision import autocast
+from analysis.model.vgg16 import layer_channels, load_model
+from analysis.store import contract, manifest, tables
 from analysis.store.predictions import make_prediction_rows
 from analysis.store.shards import iter_unit_sizes, make_unit_batches, make_units, select_units
 from analysis.store.writer import UnitWriter
 from jobs import cli, cluster, finalize, outputs, runtime
+from jobs.config import ExtractConfig
 
 log = logging.getLogger("cnn_blackbox")
 
@@ -67,18 +68,19 @@ def main(cfg: ExtractConfig) -> int:
     outputs.warn_unknown_labels(found.records, loaded.classes)
     model = loaded.model.to(device, memory_format=torch.channels_last)
     channels = {name: layer_channels(model)[name] for name in cfg.layers}
+    attributed = make_attributed(cfg.attribution_layers, loaded.classes, layer_channels(model))
     preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
 
     # 3. The run in OUT: create it, resume it, or refuse a different one. This shard's units, less those done.
     workers = runtime.pick_workers(cfg.workers, device)
     meta = outputs.make_metadata(cfg, found, loaded, channels, preprocessing, device, precision, workers,
-                                 label_map)
+                                 label_map, attributed)
     run = outputs.make_run_manifest(meta, found, cfg, shard)
     if outputs.open_run(out, run, cfg.overwrite) or not (out / contract.CONFIG_YAML).exists():
         outputs.write_config(out, cfg)
     run = manifest.read_run_manifest(out)
     mine = select_units(make_units(found.n_images, cfg.unit_size), shard)
-    todo = manifest.plan_resume(out, mine, run["identity_sha256"], channels)
+    todo = manifest.plan_resume(out, mine, run["identity_sha256"], channels, meta["attribution"])
     log.info("shard %s (%s): %d of %d units of %d images; %d done before, %d to do", shard, shard.source,
              len(mine), run["n_units"], cfg.unit_size, len(mine) - len(todo), len(todo))
 
@@ -103,13 +105,22 @@ def stream_units(cfg, out, found, loaded, model, channels, preprocessing, device
         batch_sampler=make_unit_batches(todo, cfg.batch_size), num_workers=workers, collate_fn=collate_images,
         pin_memory=device.type == "cuda", persistent_workers=False, prefetch_factor=4 if workers else None,
         worker_init_fn=cluster.ignore_stop_signals)
+    attributed = {(cls, layer): c for cls, layer, c in iter_attributed(meta["attribution"])}
     writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, meta,
-                        units=iter_unit_sizes(todo), stamp=outputs.make_unit_stamp(run, shard, device, cfg))
+                        units=iter_unit_sizes(todo), stamp=outputs.make_unit_stamp(run, shard, device, cfg),
+                        attribution=attributed)
     with tqdm(total=sum(len(u) for u in todo), unit="img", disable=not cfg.progress, dynamic_ncols=True,
               file=sys.stderr) as bar:
-        with cluster.StopSignals() as stop, torch.inference_mode(), ChannelReducer(model, cfg.layers) as reducer:
+        # Attribution needs a graph above its lowest layer: then no_grad (its tensors may enter one), else
+        # inference_mode. No parameter ever needs a gradient.
+        model.requires_grad_(False)
+        grad_mode = torch.no_grad() if attributed else torch.inference_mode()
+        attributor = Attributor(model, cfg.attribution_layers) if attributed else contextlib.nullcontext()
+        with cluster.StopSignals() as stop, grad_mode, ChannelReducer(model, cfg.layers) as reducer, \
+                attributor as att:
             for batch in (loader if todo else ()):
-                acts, rows = compute_batch(model, reducer, batch, loaded, found.records, channels, device, precision)
+                acts, rows = compute_batch(model, reducer, att, batch, loaded, found.records, channels, device,
+                                           precision)
                 writer.add(rows, batch.ok, acts)
                 bar.update(len(batch.indices))
                 if stop.requested and writer.at_unit_boundary:
@@ -135,23 +146,51 @@ def complete_run(out, run, shard) -> int:
     return 0
 
 
-def compute_batch(model, reducer, batch, loaded, records, channels, device, precision):
-    """One batch through the model -> ((B_ok, 2 * channels) activations, prediction rows of every file)."""
+def make_attributed(layers, classes, channels: dict[str, int]) -> dict | None:
+    """What run.json and the identity say of the attribution tables, or None when it is off."""
+    if not layers:
+        return None
+    for cls in classes:
+        try:
+            contract.attribution_dir("", cls, layers[0])
+        except ValueError as e:
+            raise ConfigError(f"attribution_layers: {e}; rename the class or pass --attribution-layers none") from None
+    return {"layers": list(layers), "classes": list(classes), "channels": {n: channels[n] for n in layers},
+            "method": METHOD}
+
+
+def iter_attributed(attribution: dict | None):
+    """(class, layer, channels) of every contribution table, in column order: by class, then by layer."""
+    for cls in (attribution or {}).get("classes", ()):
+        for layer in attribution["layers"]:
+            yield cls, layer, attribution["channels"][layer]
+
+
+def compute_batch(model, reducer, attributor, batch, loaded, records, channels, device, precision):
+    """One batch through the model -> ((B_ok, width) activations, prediction rows of every file); width is
+    2 * channels (means, maxima), then the contributions of each class to each attributed layer's channels."""
     k = len(loaded.classes)
     imagenet_head = loaded.head == "imagenet"
-    host = np.zeros((0, 2 * sum(channels.values()) + 2 * k), np.float32)
+    attributed = attributor.layers if attributor is not None else ()
+    width = 2 * sum(channels.values()) + k * sum(attributor.channels.values() if attributor else ())
+    host = np.zeros((0, width + 2 * k), np.float32)
     top1 = np.zeros(0, np.int64) if imagenet_head else None
     if len(batch.images):
         x = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            raw = model(x)                                  # (B_ok, 1000 or K)
+            raw = attributor.forward(x) if attributor is not None else model(x)   # (B_ok, 1000 or K)
         reduced = reducer.take()                            # layer -> ((B_ok, C) mean, (B_ok, C) max)
-        logits = compute_class_logits(raw.float(), loaded)  # (B_ok, K)
-        # One device-to-host copy per batch: [means of every layer, maxima of every layer, logits, probs]
+        with torch.enable_grad() if attributor is not None else contextlib.nullcontext():
+            logits = compute_class_logits(raw.float(), loaded)  # (B_ok, K), in the graph when attributing
+        contrib = attributor.take_contributions(logits) if attributor is not None else {}  # layer -> (B_ok, K, C)
+        logits = logits.detach()
+        # One device-to-host copy per batch: [means of every layer, maxima of every layer, contributions of each
+        # class to each attributed layer, logits, probs]
         host = torch.cat([reduced[n][0] for n in channels] + [reduced[n][1] for n in channels]
+                         + [contrib[n][:, j] for j in range(k) for n in attributed]
                          + [logits, compute_probabilities(logits)], dim=1).cpu().numpy()
         if imagenet_head:
-            top1 = raw.argmax(dim=1).cpu().numpy()
+            top1 = raw.detach().argmax(dim=1).cpu().numpy()
     acts, class_logits, probs = host[:, :-2 * k], host[:, -2 * k:-k], host[:, -k:]
     rows = make_prediction_rows(records, batch.indices, batch.ok, batch.errors, batch.widths, batch.heights,
                                 batch.formats, loaded.classes, class_logits, probs, top1, loaded.imagenet_categories)
@@ -169,6 +208,8 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     p.add_argument("--preprocess", help="imagenet | classification-pytorch")
     p.add_argument("--image-size", type=int, help="crop size the network sees (resize scales with it)")
     p.add_argument("--layers", help="all, or comma-separated layer names (conv1_1 ... conv5_3)")
+    p.add_argument("--attribution-layers", help="layers whose channels' contributions to each class logit are "
+                   "stored (gradient x activation): comma-separated names, or none")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--workers", help="DataLoader worker processes, or auto")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
@@ -184,7 +225,8 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     workers = args.workers if args.workers in (None, "auto") else cli.parse_int("--workers", args.workers)
     flags = dict(data=args.data, out=args.out, weights=args.weights, labels=args.labels, classes=args.classes,
                  classes_file=args.classes_file, preprocess=args.preprocess, image_size=args.image_size,
-                 layers=args.layers, batch_size=args.batch_size, workers=workers, device=args.device,
+                 layers=args.layers, attribution_layers=args.attribution_layers, batch_size=args.batch_size,
+                 workers=workers, device=args.device,
                  precision=args.precision, progress=args.progress, overwrite=args.overwrite or None,
                  shard=args.shard, unit_size=args.unit_size)
     cfg = cli.resolve_config(ExtractConfig, "extract", args, flags)

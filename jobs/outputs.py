@@ -168,7 +168,8 @@ def _versions() -> dict[str, str]:
 
 
 def make_metadata(cfg, found, loaded, channels: dict[str, int], preprocessing, device, precision: str,
-                  workers: int, label_map: dict[str, str] | None = None) -> dict[str, Any]:
+                  workers: int, label_map: dict[str, str] | None = None,
+                  attribution: dict[str, Any] | None = None) -> dict[str, Any]:
     """What produced these tables: stored in every Parquet file's key-value metadata and in run.json."""
     return {
         "tool": TOOL,
@@ -180,6 +181,7 @@ def make_metadata(cfg, found, loaded, channels: dict[str, int], preprocessing, d
         "classes": list(loaded.classes),
         "class_map": [list(m) for m in loaded.class_map] if loaded.class_map else None,
         "layers": dict(channels),
+        "attribution": attribution,
         "preprocess": preprocessing.describe(),
         "precision": precision,
         "device": str(device),

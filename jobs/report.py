@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from analysis.store import contract, tables
 from analysis.store import manifest
+from analysis.stats import drivers
 from analysis.stats import selectivity as statistics
 from analysis.stats import topk
 from analysis.config import ConfigError
@@ -45,6 +46,9 @@ def main(cfg: ReportConfig) -> int:
     stats = pd.concat([statistics.compute_channel_stats(run, {layer: channels}, groups, cfg.stats_memory_mb, threads)
                        for layer, channels in tqdm(meta["layers"].items(), desc="statistics", unit="layer",
                                                    disable=not cfg.progress, file=sys.stderr)], ignore_index=True)
+    # ... and the drivers: channels ranked by their contribution to each class logit, where the run attributed.
+    stats = drivers.add_drivers(stats, drivers.compute_drivers(run, meta.get("attribution"), groups,
+                                                               drivers.make_pred_groups(predictions, classes)))
     tables.write_table(stats, contract.CHANNEL_STATS_SCHEMA, out / contract.CHANNEL_STATS)
 
     # 2. Top-activating images of the most selective channels, and the most confident mistakes.
@@ -59,8 +63,10 @@ def main(cfg: ReportConfig) -> int:
 
     # 4. Figures, then the page.
     figs = write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
+    wrong = drivers.compute_mistake_drivers(run, meta.get("attribution"),
+                                            examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE])
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
-                           cfg.top_channels, cfg.note, time.perf_counter() - t0)
+                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong)
     tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
@@ -100,20 +106,27 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
     try:
         rm = load_run_model(run, meta)
         log.info("overlays: re-running %d shown images on %s (%s)", len(needs), device, precision)
-        shown = compute_shown_maps(rm, needs, device, precision, cfg.batch_size, cfg.thumbnail)
+        shown = compute_shown_maps(rm, needs, device, precision, cfg.batch_size, cfg.thumbnail,
+                                   gradcam=gallery.list_gradcam_classes(examples))
     except RecomputeError as e:
         log.warning("no overlays: %s", e)
         return Overlays({}, {}, {}, [], 0, f"No overlays: {e}")
     scales = gallery.compute_channel_scales(shown)
     tiles = gallery.make_tiles(shown, scales, cfg.colormap, cfg.alpha)
     number = {item.image_id: n for n, item in enumerate(shown)}
-    for stale in (out / "tiles").glob("conv*-c*-*.jpg"):  # an earlier report's tiles, never the user's files
-        stale.unlink()
+    for pattern in ("conv*-c*-*.jpg", "gradcam-*.jpg"):  # an earlier report's tiles, never the user's files
+        for stale in (out / "tiles").glob(pattern):
+            stale.unlink()
     paths = {}
     for (image_id, layer, channel), tile in tiles.items():
         name = f"tiles/{layer}-c{channel}-{number[image_id]:05d}.jpg"  # never the file name from the data
         tables.write_bytes_atomic(encode_jpeg(tile), out / name)
         paths[(image_id, layer, channel)] = name
+    cams: dict[str, list[tuple[str, str, float]]] = {}
+    for (image_id, cls), (tile, vmax) in gallery.make_gradcam_tiles(shown, cfg.colormap, cfg.alpha).items():
+        name = f"tiles/gradcam-{number[image_id]:05d}-{len(cams.get(image_id, []))}.jpg"
+        tables.write_bytes_atomic(encode_jpeg(tile), out / name)
+        cams.setdefault(image_id, []).append((cls, name, vmax))
     mismatches = check_means(shown, recorded, precision)
     checked = sum(len(chans) for item in shown for chans in item.maps.values())
     for m in mismatches:
@@ -121,7 +134,7 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
                     m["channel"], m["recorded"], m["recomputed"])
     unreadable = {item.image_id: item.error for item in shown if item.error}
     notes = list(rm.notes) + ([f"{len(unreadable)} shown images could not be re-run"] if unreadable else [])
-    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None)
+    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cams)
 
 
 def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: statistics.Groups,
@@ -157,6 +170,9 @@ def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: stat
         figs["layers"][layer] = [
             (save(figures.plot_top_channels(stats, layer, classes, m), f"top-{layer}"), f"top channels of {layer}"),
             (save(figures.plot_class_means(stats, layer, union, classes), f"means-{layer}"), f"class means, {layer}")]
+        if layer in ((meta.get("attribution") or {}).get("layers") or ()):
+            figs["layers"][layer].append((save(figures.plot_drivers(stats, layer, classes, m), f"drivers-{layer}"),
+                                          f"selectivity against contribution, {layer}"))
     return figs
 
 

@@ -13,9 +13,11 @@ from tests.conftest import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("conv1_1",)
+ATTRIBUTED = ("conv5_3",)   # the contribution tables are compared like the others
 # 8 files in units of 3 (3 units) and batches of 2: batches 2+1 in every unit, whatever the shards.
 FLAGS = ["--weights", "random", "--image-size", "64", "--batch-size", "2", "--workers", "0", "--precision", "fp32",
-         "--device", "cpu", "--no-progress", "--layers", ",".join(LAYERS), "--unit-size", "3"]
+         "--device", "cpu", "--no-progress", "--layers", ",".join(LAYERS), "--unit-size", "3",
+         "--attribution-layers", ",".join(ATTRIBUTED)]
 
 
 def make_dataset(root: Path) -> Path:
@@ -41,6 +43,9 @@ def read_tables(out: Path) -> dict[str, pd.DataFrame]:
     for layer in LAYERS:
         dirs[f"mean/{layer}"] = contract.activation_dir(out, layer, "mean")
         dirs[f"max/{layer}"] = contract.activation_dir(out, layer, "max")
+    for cls in ("cat", "dog"):
+        for layer in ATTRIBUTED:
+            dirs[f"contrib/{cls}/{layer}"] = contract.attribution_dir(out, cls, layer)
     return {name: pd.read_parquet(d).sort_values(contract.IMAGE_ID).reset_index(drop=True) for name, d in dirs.items()}
 
 

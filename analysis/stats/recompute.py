@@ -20,7 +20,9 @@ from analysis.store import contract
 from analysis.config import normalize_class_map, normalize_classes
 from analysis.data.decoding import DecodeError, decode_image
 from analysis.data.discovery import DataError, find_images
+from analysis.model.attribution import Attributor
 from analysis.model.featuremaps import FeatureMapRecorder
+from analysis.model.heads import compute_class_logits
 from analysis.model.precision import autocast
 from analysis.model.vgg16 import LoadedModel, WeightsError, load_model
 from analysis.data.preprocessing import Preprocessing, make_preprocessing
@@ -50,6 +52,10 @@ class ShownImage:
     view: np.ndarray | None                      # (T, T, 3) uint8 thumbnail of the crop the network saw
     maps: dict[str, dict[int, np.ndarray]]       # layer -> channel -> (h, w) float32 map after ReLU
     error: str | None = None
+    gradcams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # class -> (h, w) Grad-CAM at GRADCAM_LAYER
+
+
+GRADCAM_LAYER = "conv5_3"   # the last conv layer, as in Selvaraju et al.: the most semantic maps at some resolution
 
 
 def read_run_config(run: str | os.PathLike) -> dict[str, Any]:
@@ -85,8 +91,10 @@ def load_run_model(run: str | os.PathLike, meta: Mapping[str, Any]) -> RunModel:
 
 
 def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[int]]], device: torch.device,
-                       precision: str, batch_size: int, thumbnail: int) -> list[ShownImage]:
+                       precision: str, batch_size: int, thumbnail: int,
+                       gradcam: Mapping[str, Iterable[str]] | None = None) -> list[ShownImage]:
     """needs: {image_id: {layer: channels}} -> one ShownImage per image (an error instead when it cannot be read).
+    gradcam: {image_id: classes} whose Grad-CAM at GRADCAM_LAYER each image also gets (pred; true on a mistake).
 
     Each image is decoded and run once, in batches; only the channels asked for are kept.
     """
@@ -97,7 +105,7 @@ def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[i
         raise RecomputeError(f"the run's DATA cannot be read any more: {e}") from None
     root = os.path.realpath(found.root)
     layers = sorted({layer for want in needs.values() for layer in want})
-    model = rm.loaded.model.to(device).eval()
+    model = rm.loaded.model.to(device).eval().requires_grad_(False)   # Grad-CAM needs no parameter gradient
     shown: list[ShownImage] = []
     pending: list[tuple[ShownImage, torch.Tensor]] = []
 
@@ -105,12 +113,22 @@ def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[i
         if not pending:
             return
         x = torch.stack([t for _, t in pending]).to(device)                  # (B, 3, N, N)
-        with torch.inference_mode(), FeatureMapRecorder(model, layers) as rec, autocast(device, precision):
-            model(x)
+        cams = None
+        with torch.no_grad(), FeatureMapRecorder(model, layers) as rec, Attributor(model, [GRADCAM_LAYER]) as att:
+            with autocast(device, precision):
+                raw = att.forward(x) if gradcam else model(x)
             maps = rec.take()                                                # layer -> (B, C, h, w)
+            if gradcam:
+                with torch.enable_grad():
+                    logits = compute_class_logits(raw.float(), rm.loaded)
+                cams = att.take_gradcams(logits)[GRADCAM_LAYER].cpu().numpy()  # (B, K, h, w)
+        classes = list(rm.loaded.classes)
         for b, (item, _) in enumerate(pending):
             item.maps = {layer: {c: maps[layer][b, c].numpy().copy() for c in needs[item.image_id].get(layer, ())}
                          for layer in layers}
+            if cams is not None:
+                item.gradcams = {cls: cams[b, classes.index(cls)].copy()
+                                 for cls in (gradcam or {}).get(item.image_id, ()) if cls in classes}
         pending.clear()
 
     for image_id in needs:

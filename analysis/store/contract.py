@@ -19,6 +19,7 @@ from analysis.data.names import make_display
 PREDICTIONS = "predictions"
 ACTIVATIONS = "activations"          # channel means, one directory per layer
 ACTIVATIONS_MAX = "activations_max"  # channel maxima, one directory per layer
+ATTRIBUTIONS = "attributions"        # channel contributions to a class logit: attributions/<class>/<layer>/
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 METADATA_KEY = b"cnn_blackbox"
@@ -63,6 +64,13 @@ def activation_dir(out: str | os.PathLike, layer: str, stat: str = "mean") -> Pa
     if stat not in ("mean", "max"):
         raise ValueError(f"stat must be 'mean' or 'max', got {stat!r}")
     return Path(out) / (ACTIVATIONS if stat == "mean" else ACTIVATIONS_MAX) / layer
+
+
+def attribution_dir(out: str | os.PathLike, cls: str, layer: str) -> Path:
+    """OUT/attributions/<class>/<layer>: per ok image, each channel's contribution to the class's logit."""
+    if not cls or cls in (".", "..") or "/" in cls or "\\" in cls or "\0" in cls:
+        raise ValueError(f"class {cls!r} cannot name a folder of attributions/")
+    return Path(out) / ATTRIBUTIONS / cls / layer
 
 
 def part_name(unit: int) -> str:
@@ -152,6 +160,11 @@ COHENS_D = "cohens_d"              # (mean - rest_mean) / pooled sd
 AUC = "auc"                        # P(class image > other image), ties count one half: Mann-Whitney U / (n1 n0)
 RANK_SELECTIVITY = "rank_selectivity"  # 1 = most selective for the class (by auc, then cohens_d)
 RANK_MEAN = "rank_mean"            # 1 = highest mean on the class (the article's ranking)
+CONTRIB_MEAN = "contrib_mean"      # mean contribution of the channel to the class logit over the class's images
+CONTRIB_STD = "contrib_std"        # its sample standard deviation
+RANK_CONTRIBUTION = "rank_contribution"   # 1 = the class's strongest driver (largest contrib_mean)
+CONTRIB_MEAN_PRED = "contrib_mean_pred"   # the same over the images predicted as the class
+RANK_CONTRIBUTION_PRED = "rank_contribution_pred"
 STAT_MEAN = "mean"
 STAT_MAX = "max"
 GROUP_LABEL = "label"
@@ -170,7 +183,9 @@ PUSH = "push"                      # mistakes: (value - mean of the true class) 
 _S, _I32, _F64, _F32 = pa.string(), pa.int32(), pa.float64(), pa.float32()
 CHANNEL_STATS_SCHEMA = pa.schema([
     (LAYER, _S), (STAT, _S), (CHANNEL, _I32), (CLASS, _S), (GROUP_BY, _S), (N, pa.int64()), (MEAN, _F64), (STD, _F64),
-    (REST_MEAN, _F64), (REST_STD, _F64), (COHENS_D, _F64), (AUC, _F64), (RANK_SELECTIVITY, _I32), (RANK_MEAN, _I32)])
+    (REST_MEAN, _F64), (REST_STD, _F64), (COHENS_D, _F64), (AUC, _F64), (RANK_SELECTIVITY, _I32), (RANK_MEAN, _I32),
+    (CONTRIB_MEAN, _F64), (CONTRIB_STD, _F64), (RANK_CONTRIBUTION, _I32), (CONTRIB_MEAN_PRED, _F64),
+    (RANK_CONTRIBUTION_PRED, _I32)])
 TOP_EXAMPLES_SCHEMA = pa.schema([
     (LAYER, _S), (CLASS, _S), (SCOPE, _S), (CHANNEL, _I32), (CHANNEL_RANK, _I32), (IMAGE_RANK, _I32),
     (IMAGE_ID, _S), (VALUE, _F32), (PUSH, _F64), (LABEL, _S), (PRED, _S), (CONFIDENCE, _F32)])

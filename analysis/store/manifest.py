@@ -27,8 +27,8 @@ from analysis.config import ConfigError
 
 MANIFEST_JSON = "manifest.json"
 UNITS = "units"
-IDENTITY_KEYS = ("dataset", "labels", "weights", "classes", "class_map", "layers", "preprocess", "precision",
-                 "unit_size", "limits", "format_version")
+IDENTITY_KEYS = ("dataset", "labels", "weights", "classes", "class_map", "layers", "attribution", "preprocess",
+                 "precision", "unit_size", "limits", "format_version")
 
 
 class IncompleteRunError(ConfigError):
@@ -61,6 +61,8 @@ def make_identity(meta: Mapping[str, Any], records: Sequence, max_image_pixels: 
         "classes": list(meta["classes"]),
         "class_map": meta["class_map"],
         "layers": list(meta["layers"]),
+        "attribution": ({"layers": list(meta["attribution"]["layers"]), "classes": list(meta["attribution"]["classes"])}
+                        if meta.get("attribution") else None),
         "preprocess": {k: v for k, v in meta["preprocess"].items() if k not in ("steps", "source")},
         "precision": meta["precision"],
         "unit_size": meta["unit_size"],
@@ -159,12 +161,13 @@ def read_unit_manifests(out: str | os.PathLike, identity_sha256: str) -> dict[in
     return units
 
 
-def plan_resume(out: str | os.PathLike, units: Sequence, identity_sha256: str, layers: Iterable[str]) -> list:
+def plan_resume(out: str | os.PathLike, units: Sequence, identity_sha256: str, layers: Iterable[str],
+                attribution: Mapping[str, Any] | None = None) -> list:
     """The units of `units` (analysis.store.shards.Unit) still to do: those without a committed manifest. Removes the
     temp files a kill left in the middle of writing one of them."""
     done = read_unit_manifests(out, identity_sha256)
     todo = [u for u in units if u.number not in done]
-    remove_stale_temps(table_dirs(out, layers), (u.number for u in todo))
+    remove_stale_temps(table_dirs(out, layers, attribution), (u.number for u in todo))
     return todo
 
 
@@ -185,12 +188,15 @@ def remove_stale_temps(folders: Iterable[Path], units: Iterable[int]) -> int:
     return removed
 
 
-def table_dirs(out: str | os.PathLike, layers: Iterable[str]) -> list[Path]:
-    """Every folder a unit writes into."""
+def table_dirs(out: str | os.PathLike, layers: Iterable[str], attribution: Mapping[str, Any] | None = None
+               ) -> list[Path]:
+    """Every folder a unit writes into (attribution: the run metadata's {"layers": ..., "classes": ...})."""
     out = Path(out)
     dirs = [out / contract.PREDICTIONS, out / UNITS]
     for layer in layers:
         dirs += [contract.activation_dir(out, layer, "mean"), contract.activation_dir(out, layer, "max")]
+    for cls in (attribution or {}).get("classes", ()):
+        dirs += [contract.attribution_dir(out, cls, layer) for layer in attribution["layers"]]
     return dirs
 
 

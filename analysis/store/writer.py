@@ -35,9 +35,11 @@ class _Pending:
 class UnitWriter:
     def __init__(self, out: str | os.PathLike, classes: Sequence[str], imagenet: bool,
                  layers: Mapping[str, int], unit_size: int, meta: Mapping[str, Any],
-                 units: Iterable[tuple[int, int]] | None = None, stamp: Mapping[str, Any] | None = None):
+                 units: Iterable[tuple[int, int]] | None = None, stamp: Mapping[str, Any] | None = None,
+                 attribution: Mapping[tuple[str, str], int] | None = None):
         """units: (unit number, files) in the order they arrive; None: units 0, 1, 2, ... of unit_size files.
-        stamp: fields written into every unit manifest (the run's identity digest, shard, device, ...)."""
+        stamp: fields written into every unit manifest (the run's identity digest, shard, device, ...).
+        attribution: {(class, layer): channels} of the contribution tables, in the order of their columns."""
         self.out = Path(out)
         self.layers = dict(layers)                  # name -> channels, in network order
         self.unit_size = unit_size
@@ -48,7 +50,14 @@ class UnitWriter:
         self._mean_slices = {n: slice(offsets[i], offsets[i + 1]) for i, n in enumerate(self.layers)}
         total = int(offsets[-1])
         self._max_slices = {n: slice(total + s.start, total + s.stop) for n, s in self._mean_slices.items()}
-        self._width = 2 * total
+        self.attribution = dict(attribution or {})
+        self._attr_slices, start = {}, 2 * total
+        for (cls, layer), c in self.attribution.items():
+            self._attr_slices[(cls, layer)] = slice(start, start + c)
+            start += c
+        self._attr_schemas = {key: contract.with_metadata(contract.activation_schema(c), {
+            **meta, "layer": key[1], "class": key[0]}) for key, c in self.attribution.items()}
+        self._width = start
         self._planned = units is not None
         self._plan = iter(units) if units is not None else ((k, unit_size) for k in itertools.count())
         self._next = next(self._plan, None)           # (number, files) of the unit being filled
@@ -67,8 +76,8 @@ class UnitWriter:
         return _Pending(rows={f.name: [] for f in self.pred_schema})
 
     def add(self, rows: Mapping[str, Sequence[Any]], ok: Sequence[bool], acts: np.ndarray) -> None:
-        """One batch: prediction columns for every file, ok flags, and (B_ok, 2 * channels) activations laid out
-        as [means of each layer in order, then maxima of each layer in order]."""
+        """One batch: prediction columns for every file, ok flags, and (B_ok, width) activations laid out as
+        [means of each layer in order, maxima of each layer in order, then each (class, layer)'s contributions]."""
         if acts.shape[1] != self._width:
             raise ValueError(f"activations have {acts.shape[1]} columns, expected {self._width}")
         p = self._pending
@@ -104,6 +113,9 @@ class UnitWriter:
                 parts.append(self._write(table, contract.activation_dir(self.out, layer, stat) / name))
                 if len(parts) == 1:
                     crash_point(f"mid-unit:{number}")
+        for (cls, layer), cols in self._attr_slices.items():
+            table = contract.make_activation_table(p.ok_ids[:n_ok], acts[:n_ok, cols], self._attr_schemas[(cls, layer)])
+            parts.append(self._write(table, contract.attribution_dir(self.out, cls, layer) / name))
         table = contract.make_prediction_table({k: v[:n_files] for k, v in p.rows.items()}, self.pred_schema)
         parts.append(self._write(table, self.out / contract.PREDICTIONS / name))
         crash_point(f"before-manifest:{number}")

@@ -128,3 +128,25 @@ def plot_class_means(stats: pd.DataFrame, layer: str, channels: Sequence[int], c
     ax.set_title(_text(f"{layer}: mean activation per class of the top channels"), fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04)
     return fig
+
+
+def plot_drivers(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> Figure:
+    """Each channel a dot at (AUC, mean contribution to the class): "selective but unused" channels sit right on
+    the zero line, "used but not selective" ones high near AUC 0.5. The top `m` drivers are labelled."""
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
+    fig = Figure(figsize=(_WIDTH, 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(classes)), squeeze=False)[0])
+    for ax, cls in zip(axes, classes):
+        c = s[s[contract.CLASS] == cls].dropna(subset=[contract.CONTRIB_MEAN])
+        ax.scatter(c[contract.AUC], c[contract.CONTRIB_MEAN], s=6, alpha=0.5, color="#4c72b0", linewidths=0)
+        top = c.nsmallest(m, contract.RANK_CONTRIBUTION)
+        ax.scatter(top[contract.AUC], top[contract.CONTRIB_MEAN], s=14, color="#d62728")
+        for _, r in top.iterrows():
+            ax.annotate(f"c{int(r[contract.CHANNEL])}", (r[contract.AUC], r[contract.CONTRIB_MEAN]), fontsize=7,
+                        xytext=(3, 2), textcoords="offset points")
+        ax.axvline(0.5, color="#999", linewidth=0.8, linestyle="--")
+        ax.axhline(0.0, color="#999", linewidth=0.8, linestyle="--")
+        ax.set_title(f"{_text(layer)}: {_text(cls)}", fontsize=9)
+        ax.set_xlabel("ROC AUC (selectivity)")
+    axes[0].set_ylabel("mean contribution to the logit")
+    return fig

@@ -22,6 +22,7 @@ table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:
 td.n{text-align:right;font-variant-numeric:tabular-nums}img.fig{max-width:100%;display:block;margin:8px 0}
 .tiles{display:flex;flex-wrap:wrap;gap:6px}.tile{width:136px;font-size:11px;overflow-wrap:anywhere}
 .tile img,.tile .missing{width:128px;height:128px;display:block;background:#eee}
+.tile .cam img{width:64px;height:64px}.cam{margin-top:2px;color:#555}
 .chan{margin:10px 0 18px}.pair{display:flex;gap:24px;flex-wrap:wrap}pre{background:#f6f6f6;padding:10px;overflow:auto}
 .muted{color:#777}nav a{margin-right:12px}
 """
@@ -64,7 +65,9 @@ def _tile(tile: Mapping[str, Any]) -> str:
                f"<br>label {_t(tile.get('label') or '-')}, pred {_t(tile.get('pred') or '-')}")
     pic = (f'<img src="{_url(tile["src"])}" alt="{_t(tile["image_id"])}" title="{_t(tile["image_id"])}" loading="lazy">'
            if tile.get("src") else f'<div class="missing" title="{_t(tile.get("why") or "")}"></div>')
-    return f'<div class="tile" data-i="{int(tile["i"])}">{pic}{caption}</div>'
+    cams = "".join(f'<div class="cam"><img src="{_url(c["src"])}" alt="Grad-CAM {_t(c["class"])}" loading="lazy">'
+                   f'Grad-CAM {_t(c["class"])}, 0 to {_num(c["vmax"], ".3g")}</div>' for c in tile.get("cams") or ())
+    return f'<div class="tile" data-i="{int(tile["i"])}">{pic}{caption}{cams}</div>'
 
 
 def _section_run(ctx: Mapping[str, Any]) -> str:
@@ -90,13 +93,13 @@ def _section_classification(c: Mapping[str, Any]) -> str:
 
 def _channel_rows(rows) -> list[tuple[str, ...]]:
     return [(_num(r["channel"], "d"), _num(r["auc"]), _num(r["d"], ".2f"), _num(r["mean"]), _num(r["rest_mean"]),
-              _num(r["rank_mean"], "d")) for r in rows]
+              _num(r["rank_mean"], "d"), _num(r["contrib"], ".3g"), _num(r["rank_contrib"], "d")) for r in rows]
 
 
 def _section_channels(ctx: Mapping[str, Any]) -> str:
     out = ["<h2 id='channels'>Channels per class</h2>", f"<p>{_t(ctx['group_note'])}</p>",
            _figure(ctx["selectivity_figure"], "selectivity per layer")]
-    head = ("channel", "AUC", "d", "mean, class", "mean, rest", "rank by mean")
+    head = ("channel", "AUC", "d", "mean, class", "mean, rest", "rank by mean", "contribution", "rank as driver")
     for layer in ctx["layers"]:
         out.append(f"<h3>{_t(layer['layer'])}</h3>")
         out += [_figure(src, alt) for src, alt in layer["figures"]]
@@ -104,8 +107,11 @@ def _section_channels(ctx: Mapping[str, Any]) -> str:
         for cls in layer["classes"]:
             out.append(f"<div><b>{_t(cls['class'])}</b>: most selective" + _table(head,
                                                                                   _channel_rows(cls["selective"])))
-            out.append("by mean activation (the article's ranking)" + _table(head,
-                                                                             _channel_rows(cls["by_mean"])) + "</div>")
+            out.append("by mean activation (the article's ranking)" + _table(head, _channel_rows(cls["by_mean"])))
+            if cls["drivers"]:
+                out.append("drivers: largest mean contribution to the class logit (gradient x activation)"
+                           + _table(head, _channel_rows(cls["drivers"])))
+            out.append("</div>")
         out.append("</div>")
     return "".join(out)
 

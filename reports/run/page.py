@@ -20,6 +20,8 @@ class Overlays:
     mismatches: list[dict[str, Any]]                   # recomputed means that differ from the recorded ones
     checked: int                                       # channel means compared
     note: str | None                                   # why there are no overlays, or what differs from the run
+    gradcams: dict[str, list[tuple[str, str, float]]] = dataclasses.field(default_factory=dict)
+    # image_id -> [(class, tile path, vmax of its own colour scale)]: Grad-CAM of the predicted (and true) class
 
 
 def _run_rows(meta: Mapping[str, Any], seconds: float) -> list[tuple[str, str]]:
@@ -45,7 +47,9 @@ def _channel_table(s: pd.DataFrame, rank: str, m: int) -> list[dict[str, Any]]:
     top = s.sort_values(rank).head(m)
     return [{"channel": int(r[contract.CHANNEL]), "auc": float(r[contract.AUC]), "d": float(r[contract.COHENS_D]),
              "mean": float(r[contract.MEAN]), "rest_mean": float(r[contract.REST_MEAN]),
-             "rank_mean": int(r[contract.RANK_MEAN])}
+             "rank_mean": int(r[contract.RANK_MEAN]),
+             "contrib": None if pd.isna(r[contract.CONTRIB_MEAN]) else float(r[contract.CONTRIB_MEAN]),
+             "rank_contrib": None if pd.isna(r[contract.RANK_CONTRIBUTION]) else int(r[contract.RANK_CONTRIBUTION])}
             for _, r in top.iterrows()]
 
 
@@ -58,7 +62,8 @@ def _tile(row: pd.Series, overlays: Overlays, ids: list[str]) -> dict[str, Any]:
             "label": row[contract.LABEL] if isinstance(row[contract.LABEL], str) else None,
             "pred": (f"{row[contract.PRED]} ({conf:.0%})" if isinstance(row[contract.PRED], str) and pd.notna(conf)
                      else None),
-            "why": overlays.unreadable.get(image_id) or overlays.note or "no overlay"}
+            "why": overlays.unreadable.get(image_id) or overlays.note or "no overlay",
+            "cams": [{"class": cls, "src": src, "vmax": vmax} for cls, src, vmax in overlays.gradcams.get(image_id, [])]}
 
 
 def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, ids: list[str]) -> list[dict]:
@@ -83,7 +88,8 @@ def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, 
 
 def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.DataFrame, group_by: str,
                  stats: pd.DataFrame, examples: pd.DataFrame, overlays: Overlays, figures: Mapping[str, Any],
-                 layers: Sequence[str], top_channels: int, note: str | None, seconds: float) -> dict[str, Any]:
+                 layers: Sequence[str], top_channels: int, note: str | None, seconds: float,
+                 mistake_drivers: Mapping[tuple[str, str], list[tuple[int, float]]] | None = None) -> dict[str, Any]:
     classes = list(meta.get("classes") or [])
     ids: list[str] = []
     banners = []
@@ -112,15 +118,21 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
         layer_ctx.append({"layer": layer, "figures": figures["layers"][layer], "classes": [
             {"class": cls, "selective": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_SELECTIVITY,
                                                        top_channels),
-             "by_mean": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_MEAN,
-                                       top_channels)} for cls in classes]})
+             "by_mean": _channel_table(s[s[contract.CLASS] == cls], contract.RANK_MEAN, top_channels),
+             "drivers": (_channel_table(s[s[contract.CLASS] == cls], contract.RANK_CONTRIBUTION, top_channels)
+                         if s[contract.CONTRIB_MEAN].notna().any() else None)} for cls in classes]})
     mistakes = examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]
     mistake_groups = []
+    mistake_drivers = mistake_drivers or {}
     for layer in layers:
         tiles = []
         for _, r in mistakes[mistakes[contract.LAYER] == layer].sort_values(contract.IMAGE_RANK).iterrows():
             tile = _tile(r, overlays, ids)
             tile["label"] = f"{tile['label']}; c{int(r[contract.CHANNEL])} pushed hardest (z {r[contract.PUSH]:.1f})"
+            drove = mistake_drivers.get((r[contract.IMAGE_ID], layer))
+            if drove:
+                tile["label"] += (f"; drove {r[contract.PRED]} most: "
+                                  + ", ".join(f"c{c} ({v:.3g})" for c, v in drove))
             tiles.append(tile)
         if tiles:
             mistake_groups.append({"layer": layer, "tiles": tiles})
