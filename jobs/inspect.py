@@ -25,7 +25,9 @@ from jobs.config import InspectConfig
 from analysis.walkthrough.convolution import compute_convolution, make_kernel
 from analysis.data.names import make_display
 from analysis.data.decoding import DecodeError, Decoded, decode_image
+from analysis.model.attribution import GRADCAM_LAYER, Attributor
 from analysis.model.featuremaps import FeatureMapRecorder
+from analysis.model.heads import compute_class_logits
 from analysis.walkthrough.inspection import compute_answer, summarize_layer
 from analysis.model.vgg16 import load_model
 from analysis.data.preprocessing import make_preprocessing
@@ -63,13 +65,20 @@ def main(cfg: InspectConfig) -> int:
     if loaded.random:
         log.warning("RANDOM WEIGHTS (seed %d): the answer and the channels mean nothing", cfg.seed)
     x = preprocessing.transform(decoded.image)[None]                             # (1, 3, N, N)
-    with torch.inference_mode(), FeatureMapRecorder(loaded.model, cfg.layers) as recorder:
-        raw = loaded.model(x)                                                    # (1, 1000 or K)
+    attributed = list(dict.fromkeys([*cfg.layers, GRADCAM_LAYER]))
+    model = loaded.model.requires_grad_(False)
+    with torch.no_grad(), FeatureMapRecorder(model, cfg.layers) as recorder, Attributor(model, attributed) as att:
+        raw = att.forward(x)                                                     # (1, 1000 or K)
         maps = recorder.take()                                                   # layer -> (1, C, h, w)
-    answer = compute_answer(raw, loaded)
+        with torch.enable_grad():
+            logits = compute_class_logits(raw.float(), loaded)                   # (1, K), in the graph
+        contrib, cams = att.take_both(logits)                    # layer -> (1, K, C), layer -> (1, K, h, w)
+    answer = compute_answer(raw.detach(), loaded)
+    gradcams = {cls: cams[GRADCAM_LAYER][0, k].numpy() for k, cls in enumerate(answer.classes)}
 
-    # 4-5. Each layer: its feature maps, the mean of each channel, the channel with the highest mean.
-    layers = [summarize_layer(name, maps[name][0]) for name in cfg.layers]
+    # 4-5. Each layer: its feature maps, the mean of each channel, the channel with the highest mean, and each
+    # channel's contribution to the answer (gradient x activation): the channel the classifier leaned on.
+    layers = [summarize_layer(name, maps[name][0], contrib[name][0, answer.pred]) for name in cfg.layers]
 
     # 6. With a dataset run: the channels it ranked most selective for the predicted class, and this image among it.
     predicted = answer.classes[answer.pred]
@@ -86,7 +95,9 @@ def main(cfg: InspectConfig) -> int:
     inspect_page.add_conv_section(page, kernel, conv)
     inspect_page.add_answer_section(page, answer)
     for lm in layers:
-        inspect_page.add_layer_section(page, lm, view, cfg.grid_channels, cfg.colormap, cfg.alpha)
+        inspect_page.add_layer_section(page, lm, view, cfg.grid_channels, cfg.colormap, cfg.alpha,
+                                       answer.classes[answer.pred])
+    inspect_page.add_gradcam_section(page, gradcams, view, cfg.colormap, cfg.alpha, answer)
     if run_meta:
         notes = describe_mismatch(run_meta, loaded.weights_id, preprocessing.describe())
         inspect_page.add_run_section(page, make_display(cfg.run), notes, comparisons,

@@ -132,3 +132,27 @@ def test_unknown_attribution_layer_fails_at_start(tmp_path, capsys, bad):
                "--attribution-layers", bad) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "attribution_layers: unknown layer" in err and "conv5_3" in err
+
+
+def test_inspect_shows_each_channels_contribution_and_gradcam(tmp_path):
+    from jobs import cli
+    from jobs import inspect as inspect_job
+    from tests.conftest import write_image
+
+    image = write_image(tmp_path / "cat.1.jpg", size=(80, 64), seed=4)
+    assert cli.run_main(inspect_job.parse, inspect_job.main, "inspect", [
+        "--image", str(image), "--out", str(tmp_path / "o"), "--weights", "random", "--image-size", "64",
+        "--layers", "conv4_3,conv5_3"]) == 0
+    page = tmp_path / "o" / "inspect" / "cat.1.jpg"
+    numbers = json.loads((page / "inspect.json").read_text())
+    ids, x, model, forward, module = _captum_reference(None, tmp_path, "conv5_3")
+    pred = numbers["classes"].index(numbers["predicted"])
+    want = LayerGradientXActivation(forward, module).attribute(x, target=pred).sum(dim=(2, 3))[0].detach().numpy()
+    got = np.asarray(numbers["layers"]["conv5_3"]["contributions"])
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=1e-4)
+    top = numbers["layers"]["conv5_3"]["top_contribution_channel"]
+    assert top == int(np.argmax(want))
+    html = (page / "index.html").read_text(encoding="utf-8")
+    assert "gradcam.png" in html and (page / "gradcam.png").stat().st_size > 0 and (page / "contrib_conv5_3.png").exists()
+    assert f"the channel the classifier leaned on most is c{top} " in html
+    assert f"the one with the highest mean, is c{numbers['layers']['conv5_3']['top_channel']} " in html

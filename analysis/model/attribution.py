@@ -11,13 +11,14 @@ each layer, the contributions sum to the logit (Euler): the tests check exactly 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from analysis.model.vgg16 import CONV_INDICES, relu_modules
 
+GRADCAM_LAYER = "conv5_3"   # the last conv layer, as in Selvaraju et al.: the most semantic maps still in space
 METHOD = "gradient x activation summed over space: contrib[k, c] = sum_hw A_c * d logit_k / d A_c (A after ReLU)"
 
 
@@ -72,10 +73,11 @@ class Attributor:
             y = torch.flatten(m.avgpool(y), 1)
             return m.classifier(y)
 
-    def _backward(self, logits: torch.Tensor, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    def _backward(self, logits: torch.Tensor, contributions: bool, gradcams: bool):
         maps = [self._maps[name] for name in self.layers]
         k = logits.shape[1]
-        out: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        contrib: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        cams: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         for j in range(k):
             # Images are independent (eval mode: no batch statistics), so the gradient of the batch's sum is each
             # image's own gradient.
@@ -83,14 +85,23 @@ class Attributor:
                 target = logits[:, j].sum()
             grads = torch.autograd.grad(target, maps, retain_graph=j < k - 1)
             for name, a, g in zip(self.layers, maps, grads):
-                out[name].append(reduce(a.detach().float(), g.float()))
+                a, g = a.detach().float(), g.float()
+                if contributions:
+                    contrib[name].append((a * g).sum(dim=(2, 3)))                                  # (B, C)
+                if gradcams:
+                    cams[name].append(torch.relu((a * g.mean(dim=(2, 3), keepdim=True)).sum(dim=1)))  # (B, h, w)
         self._maps = {}
-        return {name: torch.stack(v, dim=1) for name, v in out.items()}
+        return ({name: torch.stack(v, dim=1) for name, v in contrib.items()} if contributions else None,
+                {name: torch.stack(v, dim=1) for name, v in cams.items()} if gradcams else None)
 
     def take_contributions(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """{layer: (B, K, C) float32} gradient x activation of each class logit, summed over space."""
-        return self._backward(logits, lambda a, g: (a * g).sum(dim=(2, 3)))
+        return self._backward(logits, True, False)[0]
 
     def take_gradcams(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """{layer: (B, K, h, w) float32} Grad-CAM of each class at the layer's resolution (not upsampled)."""
-        return self._backward(logits, lambda a, g: torch.relu((a * g.mean(dim=(2, 3), keepdim=True)).sum(dim=1)))
+        return self._backward(logits, False, True)[1]
+
+    def take_both(self, logits: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Contributions and Grad-CAMs from the same backward passes."""
+        return self._backward(logits, True, True)

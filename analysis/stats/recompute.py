@@ -20,7 +20,7 @@ from analysis.store import contract
 from analysis.config import normalize_class_map, normalize_classes
 from analysis.data.decoding import DecodeError, decode_image
 from analysis.data.discovery import DataError, find_images
-from analysis.model.attribution import Attributor
+from analysis.model.attribution import GRADCAM_LAYER, Attributor
 from analysis.model.featuremaps import FeatureMapRecorder
 from analysis.model.heads import compute_class_logits
 from analysis.model.precision import autocast
@@ -53,9 +53,6 @@ class ShownImage:
     maps: dict[str, dict[int, np.ndarray]]       # layer -> channel -> (h, w) float32 map after ReLU
     error: str | None = None
     gradcams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # class -> (h, w) Grad-CAM at GRADCAM_LAYER
-
-
-GRADCAM_LAYER = "conv5_3"   # the last conv layer, as in Selvaraju et al.: the most semantic maps at some resolution
 
 
 def read_run_config(run: str | os.PathLike) -> dict[str, Any]:

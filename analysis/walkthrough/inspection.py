@@ -27,6 +27,12 @@ class LayerMaps:
     maps: np.ndarray                     # (C, h, w) float32, after ReLU
     means: np.ndarray                    # (C,) float32, spatial mean of each channel
     top: int                             # the channel with the highest mean
+    contrib: np.ndarray | None = None    # (C,) float32, each channel's contribution to the predicted class's logit
+
+    @property
+    def top_contrib(self) -> int | None:
+        """The channel the classifier leaned on most for its answer (largest contribution), if attributed."""
+        return int(np.argmax(self.contrib)) if self.contrib is not None else None
 
     @property
     def vmax(self) -> float:
@@ -47,8 +53,10 @@ def compute_answer(raw: torch.Tensor, loaded: LoadedModel) -> Answer:
     return Answer(tuple(loaded.classes), logits[0].numpy().astype(np.float32), probs_np, int(np.argmax(probs_np)), top)
 
 
-def summarize_layer(layer: str, maps: torch.Tensor) -> LayerMaps:
-    """(C, h, w) maps of one image -> means and the top channel (ties: the lowest index, as argmax gives)."""
+def summarize_layer(layer: str, maps: torch.Tensor, contrib: torch.Tensor | None = None) -> LayerMaps:
+    """(C, h, w) maps of one image -> means and the top channel (ties: the lowest index, as argmax gives);
+    contrib: (C,) contributions to the predicted class, kept as they are."""
     maps_np = maps.numpy().astype(np.float32, copy=False)
     means = maps_np.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)  # (C,)
-    return LayerMaps(layer, maps_np, means, int(np.argmax(means)))
+    return LayerMaps(layer, maps_np, means, int(np.argmax(means)),
+                     None if contrib is None else contrib.numpy().astype(np.float32))

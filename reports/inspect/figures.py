@@ -114,6 +114,41 @@ def make_means_figure(means: np.ndarray, layer: str, top: int) -> Figure:
     return fig
 
 
+def make_contribution_figure(contrib: np.ndarray, layer: str, top_mean: int, cls: str) -> Figure:
+    """Each channel's contribution to the class logit as bars: the largest in red, the highest-mean channel marked."""
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    ax = fig.subplots()
+    top = int(np.argmax(contrib))
+    ax.stairs(contrib, np.arange(len(contrib) + 1) - 0.5, fill=True, color=PLAIN, baseline=0.0)
+    ax.bar([top], [float(contrib[top])], width=1.0, color=HIGHLIGHT)
+    ax.annotate(f"c{top} = {float(contrib[top]):.4g}", xy=(top, float(contrib[top])), xytext=(0, 4),
+                textcoords="offset points", ha="center", color=HIGHLIGHT, fontsize=9)
+    ax.axvline(top_mean, color="#1f77b4", linewidth=1, linestyle="--")
+    ax.annotate(f"highest mean: c{top_mean}", xy=(top_mean, 0), xytext=(4, 4), textcoords="offset points",
+                color="#1f77b4", fontsize=8)
+    ax.axhline(0.0, color="#444", linewidth=0.6)
+    ax.set_xlim(-0.5, len(contrib) - 0.5)
+    ax.set_xlabel("channel")
+    ax.set_ylabel(f"contribution to logit_{cls}")
+    ax.set_title(f"{layer}: gradient x activation of each channel, summed over the map, for {cls}", fontsize=10)
+    return fig
+
+
+def make_gradcam_figure(view: np.ndarray, overlays: dict[str, np.ndarray], vmaxes: dict[str, float]) -> Figure:
+    """The crop the network saw, then the Grad-CAM of each class over it, each on its own colour scale."""
+    fig = Figure(figsize=(3.6 * (1 + len(overlays)), 3.9), layout="constrained")
+    axes = fig.subplots(1, 1 + len(overlays))
+    axes[0].imshow(view)
+    axes[0].set_title("the crop the network saw", fontsize=10)
+    for ax, (cls, overlay) in zip(axes[1:], overlays.items()):
+        ax.imshow(overlay)
+        scale = f"0 to {vmaxes[cls]:.3g}" if vmaxes[cls] > 0 else "no positive evidence"
+        ax.set_title(f"Grad-CAM of {cls}: {scale}", fontsize=10)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig
+
+
 def make_overlay_figure(view: np.ndarray, fmap: np.ndarray, overlay: np.ndarray, vmin: float, vmax: float,
                         cmap: str, title: str) -> Figure:
     """The crop the network saw, the channel's raw map (its own resolution) and the map over the crop."""

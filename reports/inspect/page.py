@@ -10,10 +10,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analysis.walkthrough.convolution import Kernel, compute_display_range, compute_display_rgb
-from analysis.walkthrough.inspection import Answer, LayerMaps
+from analysis.model.attribution import GRADCAM_LAYER
 from analysis.model.vgg16 import LoadedModel
 from analysis.stats.run_channels import RunComparison
+from analysis.walkthrough.convolution import Kernel, compute_display_range, compute_display_rgb
+from analysis.walkthrough.inspection import Answer, LayerMaps
 from reports.encode import encode_png
 from reports.inspect import figures as figs
 from reports.inspect.html import Page
@@ -89,8 +90,10 @@ def add_answer_section(page: Page, answer: Answer) -> None:
                    [[i, name, p] for i, name, p in answer.imagenet_top])
 
 
-def add_layer_section(page: Page, lm: LayerMaps, view: np.ndarray, max_tiles: int, cmap: str, alpha: float) -> None:
-    """4-5. One layer: its feature maps, its channel means, and the top channel over the image."""
+def add_layer_section(page: Page, lm: LayerMaps, view: np.ndarray, max_tiles: int, cmap: str, alpha: float,
+                      cls: str) -> None:
+    """4-5. One layer: its feature maps, its channel means, the top channel over the image, and which channels the
+    answer (`cls`) leaned on."""
     c, h, w = lm.maps.shape
     page.section(f"layer-{lm.layer}", f"4-5. {lm.layer}")
     page.figure(f"features_{lm.layer}.png",
@@ -109,6 +112,27 @@ def add_layer_section(page: Page, lm: LayerMaps, view: np.ndarray, max_tiles: in
         f"Channel {lm.top} of {lm.layer} over the crop: its {h}x{w} map upsampled bilinearly to "
         f"{view.shape[1]}x{view.shape[0]}, coloured with {cmap} from 0 to its maximum here ({vmax:.4g}) and blended "
         f"at alpha {alpha}.")
+    if lm.contrib is not None:
+        top = lm.top_contrib
+        page.figure(f"contrib_{lm.layer}.png", encode_png(figs.make_contribution_figure(lm.contrib, lm.layer,
+                                                                                          lm.top, cls)),
+                    f"Each channel's contribution to the logit of {cls}, the answer: the sum over the map of the "
+                    f"activation times the logit's gradient (gradient x activation). The article's channel, the one "
+                    f"with the highest mean, is c{lm.top} ({float(lm.contrib[lm.top]):.4g}); the channel the "
+                    f"classifier leaned on most is c{top} ({float(lm.contrib[top]):.4g}).")
+
+
+def add_gradcam_section(page: Page, gradcams: dict[str, np.ndarray], view: np.ndarray, cmap: str, alpha: float,
+                        answer: Answer) -> None:
+    """Where in the image the evidence for each class lies: Grad-CAM at the last conv layer."""
+    page.section("gradcam", f"Where the evidence lies: Grad-CAM at {GRADCAM_LAYER}")
+    vmaxes = {cls: float(cam.max()) for cls, cam in gradcams.items()}
+    overlays = {cls: make_overlay(view, cam, 0.0, max(vmaxes[cls], 1e-12), cmap, alpha)
+                for cls, cam in gradcams.items()}
+    page.figure("gradcam.png", encode_png(figs.make_gradcam_figure(view, overlays, vmaxes)),
+                f"Grad-CAM (Selvaraju et al. 2017) of each class: ReLU of the {GRADCAM_LAYER} maps weighted by the "
+                "mean gradient of the class logit, upsampled onto the crop; each map on its own colour scale "
+                f"({cmap}, 0 to its maximum, stated above it). The answer is {answer.classes[answer.pred]}.")
 
 
 def add_run_section(page: Page, run: str, notes: Sequence[str], comparisons: Sequence[RunComparison],
@@ -169,7 +193,9 @@ def make_numbers(name: str, answer: Answer, layers: Sequence[LayerMaps], kernel:
         "kernel": {"name": kernel.name, "weight": kernel.weight.tolist(), "bias": kernel.bias.tolist(),
                    "display_range": [lo, hi]},
         "layers": {lm.layer: {"shape": list(lm.maps.shape), "means": [float(v) for v in lm.means],
-                              "top_channel": lm.top} for lm in layers},
+                              "top_channel": lm.top,
+                              "contributions": None if lm.contrib is None else [float(v) for v in lm.contrib],
+                              "top_contribution_channel": lm.top_contrib} for lm in layers},
         "run": [{"layer": c.layer, "class": c.cls, "reason": c.reason,
                  "score": c.ranking.score_name if c.ranking else None,
                  "channels": [{"channel": ch.channel, "score": ch.score, "value": ch.value,
