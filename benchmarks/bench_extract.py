@@ -1,4 +1,5 @@
-"""Extract throughput, measured in one run: whole job vs bare forward vs a naive per-image loop.
+"""Extract throughput, measured in one run: whole job vs bare forward vs a naive per-image loop, and the cost of
+the default attribution (channel contributions of conv4_3 and conv5_3) against the job without it.
 
     python -m benchmarks.bench_extract [--images 768] [--batch-size 32] [--image-size 224] [--precision fp32]
 
@@ -62,11 +63,13 @@ def bare_forward_subprocess(batch_size: int, image_size: int, precision: str, ba
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def whole_extract(data: Path, out: Path, batch_size: int, image_size: int, precision: str) -> dict:
-    """The real job, in a fresh process, as a user runs it; returns its run.json."""
+def whole_extract(data: Path, out: Path, batch_size: int, image_size: int, precision: str,
+                  attribution: str | None = None) -> dict:
+    """The real job, in a fresh process, as a user runs it; returns its run.json. attribution: the
+    --attribution-layers flag (None: the config's default, conv4_3 and conv5_3)."""
     cmd = [sys.executable, "-m", "jobs.extract", "--data", str(data), "--out", str(out), "--weights", "random",
            "--batch-size", str(batch_size), "--image-size", str(image_size), "--precision", precision,
-           "--no-progress", "--overwrite"]
+           "--no-progress", "--overwrite"] + (["--attribution-layers", attribution] if attribution else [])
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
     return json.loads((out / "run.json").read_text())
 
@@ -111,22 +114,30 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train"
         write_images(data, args.images)
+        from jobs.runtime import has_native_bf16  # noqa: PLC0415
         print(f"threads={torch.get_num_threads()} images={args.images} batch={args.batch_size} "
-              f"size={args.image_size} precision={args.precision}", flush=True)
+              f"size={args.image_size} precision={args.precision} "
+              f"native_bf16={has_native_bf16(torch.device('cpu'))}", flush=True)
         # This kind of VM drifts by 10-20% within minutes: every ratio's reference is measured right before and
         # right after what it is compared with, and the mean of the two is used.
         def bare(keep_memory: bool, precision: str = args.precision, n: int = batches) -> float:
             return bare_forward_subprocess(args.batch_size, args.image_size, precision, n, keep_memory)
 
         bare_before = bare(True)
-        run = whole_extract(data, Path(tmp) / "out", args.batch_size, args.image_size, args.precision)
+        run = whole_extract(data, Path(tmp) / "out", args.batch_size, args.image_size, args.precision, "none")
         bare_after = bare(True)
+        # Attribution (the default: contributions of conv4_3 and conv5_3 to both classes) against the same job
+        # without it, each bracketed by the other.
+        attributed = whole_extract(data, Path(tmp) / "out-attr", args.batch_size, args.image_size, args.precision)
+        plain_again = whole_extract(data, Path(tmp) / "out", args.batch_size, args.image_size, args.precision, "none")
         bare_glibc = bare(False)
         bare_last = bare(True)
         naive = naive_loop(data, args.naive_images, args.image_size)
         other = "bf16" if args.precision == "fp32" else "fp32"
         bare_other = bare(True, other, 2)
     job = run["timings"]["images_per_s"]
+    job_attr = attributed["timings"]["images_per_s"]
+    ref_attr = (job + plain_again["timings"]["images_per_s"]) / 2
     ref_job = (bare_before + bare_after) / 2
     ref_glibc = (bare_after + bare_last) / 2
 
@@ -134,12 +145,15 @@ def main() -> int:
     rows = [
         ("bare forward (before the job)", bare_before), ("bare forward (after the job)", bare_after),
         ("bare forward (glibc default)", bare_glibc), ("bare forward (allocator tuned)", bare_last),
-        (f"bare forward {other}", bare_other), ("whole extract (job)", job), ("naive per-image loop", naive),
+        (f"bare forward {other}", bare_other), ("whole extract, no attribution", job),
+        ("whole extract, default attribution", job_attr), ("naive per-image loop", naive),
     ]
     for name, v in rows:
         print(f"{name:34s} {v:8.2f} img/s  {v * gflop:7.1f} GFLOP/s")
     print(f"drift of the machine (after/before) {bare_after / bare_before:6.3f}")
     print(f"whole extract / bare forward      {job / ref_job:8.3f}  (target >= 0.9)")
+    print(f"with attribution / without        {job_attr / ref_attr:8.3f}  (target >= 0.75: conv4_3 and conv5_3, "
+          "2 classes)")
     print(f"whole extract / naive loop        {job / naive:8.2f}x")
     print(f"allocator tuned / glibc default   {ref_glibc / bare_glibc:8.2f}x")
     print(f"bf16 / fp32 bare forward          {(bare_other / bare_last) ** (1 if other == 'bf16' else -1):8.2f}x")

@@ -74,3 +74,31 @@ def test_drivers_are_the_class_means_of_the_attribution_tables(tmp_path):
             np.testing.assert_allclose(mine.contrib_mean_pred.to_numpy(), predicted.mean(axis=0), rtol=1e-9)
         else:
             assert mine.contrib_mean_pred.isna().all() and mine.rank_contribution_pred.isna().all()
+
+
+def test_mistakes_name_their_wrong_class_drivers_and_every_shown_image_gets_its_gradcam(tmp_path):
+    from analysis.stats.drivers import compute_mistake_drivers
+    from reports.run import gallery
+
+    data = make_flat(tmp_path / "train", 6)
+    out = tmp_path / "out"
+    assert run(data, out, "--weights", "random", "--layers", "conv5_3", "--attribution-layers", "conv5_3") == 0
+    args = ["--run", str(out), "--device", "cpu", "--no-progress", "--layers", "conv5_3", "--set", "top_channels=2",
+            "--set", "top_images=2", "--set", "mistakes=3"]
+    assert cli.run_main(report.parse, report.main, "report", args) == 0
+    examples = pd.read_parquet(out / "report" / "top_examples.parquet")
+    mistakes = examples[examples.scope == "mistake"]
+    assert len(mistakes)                               # random weights answer one class: there are mistakes
+    html = (out / "report" / "index.html").read_text(encoding="utf-8")
+    wrong = compute_mistake_drivers(out, {"layers": ["conv5_3"], "classes": ["cat", "dog"]}, mistakes)
+    for _, m in mistakes.iterrows():
+        contrib = pd.read_parquet(out / "attributions" / m.pred / "conv5_3").set_index("image_id").loc[m.image_id]
+        top = [int(c[1:]) for c in contrib.sort_values(ascending=False, kind="stable").index[:3]]
+        assert [c for c, _ in wrong[(m.image_id, "conv5_3")]] == top
+        assert f"drove {m.pred} most: c{top[0]} (" in html
+    # Grad-CAM tiles: one per shown image for its predicted class, a second for the true class of a mistake
+    wanted = gallery.list_gradcam_classes(examples)
+    assert all(len(v) == (2 if i in set(mistakes.image_id) else 1) for i, v in wanted.items())
+    tiles = sorted((out / "report" / "tiles").glob("gradcam-*.jpg"))
+    assert len(tiles) == sum(len(v) for v in wanted.values())
+    assert html.count("Grad-CAM ") >= len(tiles)

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from analysis.stats import drivers
 from analysis.store import contract, tables
 from analysis.stats import selectivity as statistics
 from analysis.config import ConfigError
@@ -34,7 +35,9 @@ def test_computed_ranking_equals_the_reports_and_puts_the_planted_channel_first(
 def test_the_reports_table_is_read_when_present(run):
     meta = read_run_meta(run)
     preds = pd.read_parquet(run / "predictions")
-    df = statistics.compute_channel_stats(run, LAYERS, statistics.make_groups(preds, ["cat", "dog"]))
+    groups = statistics.make_groups(preds, ["cat", "dog"])
+    df = drivers.add_drivers(statistics.compute_channel_stats(run, LAYERS, groups),
+                             drivers.compute_drivers(run, None, groups, groups))   # a run without attribution
     df[contract.RANK_SELECTIVITY] = df[contract.RANK_SELECTIVITY].max() + 1 - df[contract.RANK_SELECTIVITY]  # reversed: a marker
     tables.write_table(df, contract.CHANNEL_STATS_SCHEMA, run / contract.REPORT_DIR / contract.CHANNEL_STATS)
     got = read_selective_channels(run, meta, "conv5_3", "cat", 2)
