@@ -1,7 +1,6 @@
 """Shared fixtures: small images written by the tests, a fresh TORCH_HOME, the shared seed images."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

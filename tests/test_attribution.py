@@ -98,7 +98,8 @@ def test_gradcam_equals_captum():
         cams = att.take_gradcams(logits)                                   # {layer: (B, K, h, w)}
     for layer in ("conv4_3", "conv5_3"):
         for k in range(2):
-            want = LayerGradCam(reference, relu_modules(reference)[layer]).attribute(x, target=k, relu_attributions=True)
+            want = LayerGradCam(reference, relu_modules(reference)[layer]).attribute(x, target=k,
+                                                                                     relu_attributions=True)
             scale = float(want.abs().max()) or 1.0
             np.testing.assert_allclose(cams[layer][:, k].numpy(), want[:, 0].detach().numpy(), atol=1e-4 * scale)
 

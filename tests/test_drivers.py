@@ -10,7 +10,8 @@ from analysis.model.vgg16 import make_vgg16
 from jobs import cli, report
 from tests.test_extract import make_flat, run
 
-REPORT = ["--device", "cpu", "--no-progress", "--no-overlays", "--layers", "conv5_3", "--set", "top_channels=2", "--set", "top_images=2"]
+REPORT = ["--device", "cpu", "--no-progress", "--no-overlays", "--layers", "conv5_3", "--set", "top_channels=2",
+          "--set", "top_images=2"]
 
 
 def planted_checkpoint(path, channel: int, seed: int = 0):

@@ -53,7 +53,8 @@ def test_every_module_imports_only_along_the_flow():
 
 
 def test_the_rule_sees_a_wrong_import(tmp_path):
-    """The control: a data module that reaches forward into the report or the store is flagged; a backward one is not."""
+    """The control: a data module that reaches forward into the report or the store is flagged; a backward one is
+    not."""
     probe = tmp_path / "probe.py"
     probe.write_text("from reports.run import html\nfrom analysis.store.contract import IMAGE_ID\n"
                      "from analysis.config import ConfigError\n", encoding="utf-8")

@@ -1,4 +1,5 @@
-"""File names as the tables write them (analysis.data.names): valid UTF-8, reversible to the real bytes, one log line."""
+"""File names as the tables write them (analysis.data.names): valid UTF-8, reversible to the real bytes, one log
+line."""
 from __future__ import annotations
 
 import json

@@ -1,8 +1,8 @@
 """Finding the images under DATA: a folder, a .zip read in place, or a parent folder of several, with splits and labels.
 
-analysis.data.filetree lists the files as a tree of folders (a zip is a folder too); this module decides what each folder
-means from what it holds: Kaggle flat (label from the file name), class folders, unlabeled, a wrapper around one
-folder, or a parent of splits, and makes one sorted record per image.
+analysis.data.filetree lists the files as a tree of folders (a zip is a folder too); this module decides what each
+folder means from what it holds: Kaggle flat (label from the file name), class folders, unlabeled, a wrapper around
+one folder, or a parent of splits, and makes one sorted record per image.
 """
 from __future__ import annotations
 

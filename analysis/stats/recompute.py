@@ -52,7 +52,8 @@ class ShownImage:
     view: np.ndarray | None                      # (T, T, 3) uint8 thumbnail of the crop the network saw
     maps: dict[str, dict[int, np.ndarray]]       # layer -> channel -> (h, w) float32 map after ReLU
     error: str | None = None
-    gradcams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # class -> (h, w) Grad-CAM at GRADCAM_LAYER
+    # class -> (h, w) Grad-CAM at GRADCAM_LAYER
+    gradcams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def read_run_config(run: str | os.PathLike) -> dict[str, Any]:

@@ -116,8 +116,8 @@ def _displayable(obj: Any) -> Any:
 
 
 def encode_json(obj: Any, indent: int | None = 2) -> bytes:
-    """JSON that any reader takes: a path with bytes that are not UTF-8 is written as analysis.data.names shows it, never
-    as a lone surrogate (Python reads those back, DuckDB and jq do not)."""
+    """JSON that any reader takes: a path with bytes that are not UTF-8 is written as analysis.data.names shows it,
+    never as a lone surrogate (Python reads those back, DuckDB and jq do not)."""
     text = json.dumps(_displayable(obj), indent=indent, sort_keys=True, default=str)
     return (text + "\n").encode() if indent is not None else text.encode()
 

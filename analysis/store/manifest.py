@@ -54,21 +54,24 @@ def compute_ids_digest(image_ids: Iterable[str]) -> str:
 def make_identity(meta: Mapping[str, Any], records: Sequence, max_image_pixels: int, max_file_bytes: int) -> dict:
     w = meta["weights"]
     labels = compute_ids_digest(f"{r.image_id}\t{r.split}\t{r.label}" for r in records)
-    return {
+    identity = {
         "dataset": {"images": len(records), "ids_sha256": meta["data"]["fingerprint"]},
         "labels": labels,
         "weights": {"id": w["id"], "sha256": w["sha256"], "head": w["head"], "seed": w["seed"]},
         "classes": list(meta["classes"]),
         "class_map": meta["class_map"],
         "layers": list(meta["layers"]),
-        "attribution": ({"layers": list(meta["attribution"]["layers"]), "classes": list(meta["attribution"]["classes"])}
-                        if meta.get("attribution") else None),
         "preprocess": {k: v for k, v in meta["preprocess"].items() if k not in ("steps", "source")},
         "precision": meta["precision"],
         "unit_size": meta["unit_size"],
         "limits": {"max_image_pixels": max_image_pixels, "max_file_bytes": max_file_bytes},
         "format_version": meta["format_version"],
     }
+    # Only when on: a run begun before attribution existed is the same run as one with attribution_layers: none.
+    if meta.get("attribution"):
+        identity["attribution"] = {"layers": list(meta["attribution"]["layers"]),
+                                   "classes": list(meta["attribution"]["classes"])}
+    return identity
 
 
 def compute_identity_digest(identity: Mapping[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 Every value from the data (file names, class names, error messages) is escaped for the place it lands:
 `_t` for text and double-quoted attributes, `_url` for src/href (relative paths only, percent-encoded),
-`_json` for the one inline data script (all three from reports/escape.py). Styles and the script are inline; nothing is fetched from the network.
+`_json` for the one inline data script (all three from reports/escape.py). Styles and the script are inline;
+nothing is fetched from the network.
 """
 from __future__ import annotations
 
