@@ -134,7 +134,7 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
                     m["channel"], m["recorded"], m["recomputed"])
     unreadable = {item.image_id: item.error for item in shown if item.error}
     notes = list(rm.notes) + ([f"{len(unreadable)} shown images could not be re-run"] if unreadable else [])
-    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cams)
+    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cams, cfg.colormap)
 
 
 def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: statistics.Groups,

@@ -63,3 +63,11 @@ def make_overlay(image: np.ndarray, fmap: np.ndarray, vmin: float, vmax: float, 
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     heat = colorize(upsample_map(fmap, image.shape[:2]), vmin, vmax, cmap)
     return blend(image, heat, alpha)
+
+
+def make_css_gradient(cmap: str, stops: int = 11) -> str:
+    """The colormap as a CSS linear-gradient, left (vmin) to right (vmax): a page's colour bar."""
+    colours = (np.asarray(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, stops)))[:, :3] * 255).round()
+    parts = [f"#{int(r):02x}{int(g):02x}{int(b):02x} {100 * i / (stops - 1):.0f}%" for i, (r, g, b) in
+             enumerate(colours)]
+    return f"linear-gradient(to right, {', '.join(parts)})"

@@ -23,8 +23,9 @@ from jobs.extract import main, parse
 from tests.conftest import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
+# No attribution unless a test asks for it (a later --attribution-layers wins): its backward is most of a small run.
 SMALL = ["--image-size", "64", "--batch-size", "4", "--workers", "0", "--precision", "fp32", "--device", "cpu",
-         "--no-progress"]
+         "--no-progress", "--attribution-layers", "none"]
 
 
 def run(data, out, *extra) -> int:

@@ -161,3 +161,4 @@ def test_a_zip_changed_after_discovery_gives_each_member_an_error_row(tmp_path, 
     plain = preds[preds.image_id.str.startswith("test1/")]
     assert len(plain) == 2 and (plain.status == contract.STATUS_OK).all()
     assert sorted(got[f"mean/{LAYERS[0]}"].image_id) == sorted(plain.image_id)
+

@@ -48,7 +48,8 @@ def write_tree(data: bytes, files: list[bytes]) -> None:
 
 
 def run_both(data: bytes, out: Path) -> None:
-    assert run(os.fsdecode(data), out, "--weights", "random", "--layers", "conv4_3,conv5_3") == 0
+    assert run(os.fsdecode(data), out, "--weights", "random", "--layers", "conv4_3,conv5_3",
+               "--attribution-layers", "conv5_3") == 0
     assert cli.run_main(report.parse, report.main, "report", ["--run", str(out), *REPORT]) == 0
 
 
@@ -65,6 +66,9 @@ def check_tables(out: Path, files: list[bytes]) -> pd.DataFrame:
         text = (out / name).read_bytes().decode("utf-8")             # strict: no lone surrogate anywhere
         assert "\\udc" not in text.lower() or name == "config.yaml"
     yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    ok = sorted(preds.image_id[preds.status == "ok"])
+    for cls in ("cat", "dog"):                                       # the contribution tables carry the same ids
+        assert sorted(pd.read_parquet(out / "attributions" / cls / "conv5_3").image_id) == ok
     return preds
 
 

@@ -149,3 +149,22 @@ def test_escaping_helpers_for_each_context():
     blob = escape.script_json({"ids": ["</script><script>alert(1)</script>", "<!--", "it's & done"]})
     assert "<" not in blob and ">" not in blob and "&" not in blob and "'" not in blob
     assert json.loads(blob)["ids"][0] == "</script><script>alert(1)</script>"
+
+
+def test_identical_galleries_are_shown_once_and_every_gallery_has_its_colour_bar(page):
+    from reports.run.page import Overlays, _scopes
+
+    top = pd.read_parquet(page / contract.TOP_EXAMPLES)
+    shown = top[top[contract.SCOPE] != contract.SCOPE_MISTAKE]
+    blocks = 0
+    for (_, _, _), ch in shown.groupby([contract.LAYER, contract.CLASS, contract.CHANNEL]):
+        scopes = _scopes(ch, "cat", Overlays({}, {}, {}, [], 0, None), [])
+        ids = {s: list(ch[ch[contract.SCOPE] == s].sort_values(contract.IMAGE_RANK)[contract.IMAGE_ID])
+               for s in (contract.SCOPE_ALL, contract.SCOPE_CLASS)}
+        assert len(scopes) == (1 if ids[contract.SCOPE_ALL] == ids[contract.SCOPE_CLASS] else 2)
+        assert [t["image_id"] for t in scopes[0]["tiles"]] == ids[contract.SCOPE_ALL]
+        blocks += 1
+    text, c = parse(page / contract.INDEX_HTML)
+    bars = [a for tag, a in c.tags if tag == "span" and a.get("class") == "cbar"]
+    assert len(bars) == blocks and all("linear-gradient" in a["style"] for a in bars)
+    assert "(viridis)" in text                       # the default colormap, named beside its bar

@@ -44,7 +44,12 @@ def _open_zip(path: str, root: str | None) -> zipfile.ZipFile:
     key = (os.getpid(), path)
     zf = _ZIPS.get(key)
     if zf is None:
-        zf = _ZIPS[key] = zipfile.ZipFile(_open_checked(path, root))
+        f = _open_checked(path, root)
+        try:
+            zf = _ZIPS[key] = zipfile.ZipFile(f)
+        except BaseException:
+            f.close()   # a damaged archive is tried again for each member: no descriptor may stay behind
+            raise
     return zf
 
 

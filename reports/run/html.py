@@ -21,7 +21,10 @@ h1{margin:16px 0 4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-t
 .warn{background:#fde2e1;border:1px solid #e0a0a0}.info{background:#e6f0fb;border:1px solid #a8c4e8}
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}img.fig{max-width:100%;display:block;margin:8px 0}
-.tiles{display:flex;flex-wrap:wrap;gap:6px}.tile{width:136px;font-size:11px;overflow-wrap:anywhere}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(136px,1fr));gap:6px}
+.tile{font-size:11px;overflow-wrap:anywhere}
+.cbar{display:inline-block;width:120px;height:10px;vertical-align:middle;border:1px solid #999}
+nav{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #ddd;z-index:1}
 .tile img,.tile .missing{width:128px;height:128px;display:block;background:#eee}
 .tile .cam img{width:64px;height:64px}.cam{margin-top:2px;color:#555}
 .chan{margin:10px 0 18px}.pair{display:flex;gap:24px;flex-wrap:wrap}pre{background:#f6f6f6;padding:10px;overflow:auto}
@@ -67,7 +70,9 @@ def _tile(tile: Mapping[str, Any]) -> str:
     pic = (f'<img src="{_url(tile["src"])}" alt="{_t(tile["image_id"])}" title="{_t(tile["image_id"])}" loading="lazy">'
            if tile.get("src") else f'<div class="missing" title="{_t(tile.get("why") or "")}"></div>')
     cams = "".join(f'<div class="cam"><img src="{_url(c["src"])}" alt="Grad-CAM {_t(c["class"])}" loading="lazy">'
-                   f'Grad-CAM {_t(c["class"])}, 0 to {_num(c["vmax"], ".3g")}</div>' for c in tile.get("cams") or ())
+                   f'Grad-CAM {_t(c["class"])}, '
+                   + (f'0 to {_num(c["vmax"], ".3g")}' if c["vmax"] > 0 else "no positive evidence") + "</div>"
+                   for c in tile.get("cams") or ())
     return f'<div class="tile" data-i="{int(tile["i"])}">{pic}{caption}{cams}</div>'
 
 
@@ -127,8 +132,9 @@ def _section_galleries(ctx: Mapping[str, Any]) -> str:
         out.append(f"<h3>{_t(g['layer'])}: channels most selective for {_t(g['class'])}</h3>")
         for ch in g["channels"]:
             out.append(f"<div class='chan'><b>channel {_num(ch['channel'], 'd')}</b> (rank {_num(ch['rank'], 'd')}, "
-                       f"AUC {_num(ch['auc'])}, d {_num(ch['d'], '.2f')}); colour scale 0 to "
-                       f"{_num(ch['vmax'])} on every tile of this channel")
+                       f"AUC {_num(ch['auc'])}, d {_num(ch['d'], '.2f')}); colour scale on every tile of this "
+                       f"channel ({_t(ctx['colormap'])}): <span class='scale'>0 <span class='cbar' "
+                       f"style=\"background:{_t(ctx['colour_bar'])}\"></span> {_num(ch['vmax'])}</span>")
             for scope in ch["scopes"]:
                 out.append(f"<div class='muted'>{_t(scope['title'])}</div><div class='tiles'>"
                            + "".join(_tile(t) for t in scope["tiles"]) + "</div>")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from analysis.store import contract
 from analysis.data.names import make_display
+from reports.overlays import make_css_gradient
 
 
 @dataclasses.dataclass
@@ -21,6 +22,7 @@ class Overlays:
     checked: int                                       # channel means compared
     note: str | None                                   # why there are no overlays, or what differs from the run
     gradcams: dict[str, list[tuple[str, str, float]]] = dataclasses.field(default_factory=dict)
+    colormap: str = "viridis"                          # of every tile: the galleries' colour bars show it
     # image_id -> [(class, tile path, vmax of its own colour scale)]: Grad-CAM of the predicted (and true) class
 
 
@@ -66,6 +68,17 @@ def _tile(row: pd.Series, overlays: Overlays, ids: list[str]) -> dict[str, Any]:
             "cams": [{"class": cls, "src": src, "vmax": vmax} for cls, src, vmax in overlays.gradcams.get(image_id, [])]}
 
 
+def _scopes(ch: pd.DataFrame, cls: str, overlays: Overlays, ids: list[str]) -> list[dict]:
+    """The channel's galleries over all images and within the class; one when both hold the same images."""
+    ranked = {scope: ch[ch[contract.SCOPE] == scope].sort_values(contract.IMAGE_RANK)
+              for scope in (contract.SCOPE_ALL, contract.SCOPE_CLASS)}
+    same = list(ranked[contract.SCOPE_ALL][contract.IMAGE_ID]) == list(ranked[contract.SCOPE_CLASS][contract.IMAGE_ID])
+    titles = ({contract.SCOPE_ALL: f"top images over all images (the same as within class {cls})"} if same else
+              {contract.SCOPE_ALL: "top images over all images", contract.SCOPE_CLASS: f"top images of class {cls}"})
+    return [{"title": title, "tiles": [_tile(r, overlays, ids) for _, r in ranked[scope].iterrows()]}
+            for scope, title in titles.items()]
+
+
 def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, ids: list[str]) -> list[dict]:
     s = stats[stats[contract.STAT] == contract.STAT_MEAN].set_index([contract.LAYER, contract.CLASS, contract.CHANNEL])
     out = []
@@ -75,13 +88,9 @@ def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, 
         for rank, ch in g.groupby(contract.CHANNEL_RANK, sort=True):
             c = int(ch[contract.CHANNEL].iloc[0])
             row = s.loc[(layer, cls, c)]
-            scopes = [{"title": title, "tiles": [_tile(r, overlays, ids) for _, r in
-                                                 ch[ch[contract.SCOPE] == scope].sort_values(contract.IMAGE_RANK).iterrows()]}
-                      for scope, title in ((contract.SCOPE_ALL, "top images over all images"),
-                                           (contract.SCOPE_CLASS, f"top images of class {cls}"))]
             channels.append({"channel": c, "rank": int(rank), "auc": float(row[contract.AUC]),
                              "d": float(row[contract.COHENS_D]), "vmax": overlays.scales.get((layer, c), (0, None))[1],
-                             "scopes": scopes})
+                             "scopes": _scopes(ch, cls, overlays, ids)})
         out.append({"layer": layer, "class": cls, "channels": channels})
     return out
 
@@ -154,6 +163,7 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
         "gallery_note": ("Tiles show the crop the network saw with the channel's map over it; the number is the "
                          "channel mean recorded by extract."),
         "overlay_note": overlays.note, "galleries": _galleries(examples, stats, overlays, ids),
+        "colour_bar": make_css_gradient(overlays.colormap), "colormap": overlays.colormap,
         "mistakes_note": ("Wrong predictions with the highest confidence, with the channel (among the predicted "
                           "class's most selective) whose value was furthest above the true class's mean, in standard "
                           "deviations (z)." if len(mistakes) else "No mistakes to show (no labels or no errors)."),
