@@ -5,63 +5,66 @@ from __future__ import annotations
 
 import dataclasses
 
-from analysis.config import (PRECISIONS, PREPROCESS_NAMES, reject, check_bool, check_choice, check_colormap,
-                             check_device, check_fraction, check_int, check_optional_str, normalize_class_map,
-                             normalize_classes, normalize_layers, normalize_optional_layers)
+from analysis.config import (PRECISIONS, PREPROCESS_NAMES, check_bool, check_choice, check_colormap, check_device,
+                             check_fraction, check_int, check_optional_str, normalize_class_map, normalize_classes,
+                             normalize_layers, normalize_optional_layers, reject)
 from analysis.store.shards import parse_shard
 from analysis.walkthrough.convolution import KERNEL_NAMES
 
 
-def check_model_keys(cfg) -> None:
-    """The keys that choose the model, its weights and its preprocessing: the same in extract and inspect."""
-    set_ = object.__setattr__
-    check_optional_str("classes_file", cfg.classes_file)
-    if not isinstance(cfg.weights, str) or not cfg.weights:
-        reject("weights", cfg.weights, "imagenet, random or the path of a checkpoint file")
-    set_(cfg, "classes", normalize_classes("classes", cfg.classes))
-    check_choice("preprocess", cfg.preprocess, PREPROCESS_NAMES)
-    check_int("image_size", cfg.image_size, 32, 4096)
-    set_(cfg, "layers", normalize_layers("layers", cfg.layers))
-    check_int("seed", cfg.seed, 0)
-    check_bool("download", cfg.download)
-    check_int("max_image_pixels", cfg.max_image_pixels, 1)
-    check_int("max_file_bytes", cfg.max_file_bytes, 1)
-    set_(cfg, "imagenet_classes", normalize_class_map("imagenet_classes", cfg.imagenet_classes))
-
-
 @dataclasses.dataclass(frozen=True)
-class ExtractConfig:
-    data: str | None
-    out: str | None
-    labels: str | None
+class ModelKeys:
+    """The keys that choose the model, its weights and its preprocessing: the same in extract and inspect."""
     weights: str
     classes: tuple[str, ...] | None
     classes_file: str | None
     preprocess: str
     image_size: int
     layers: tuple[str, ...]
+    seed: int
+    download: bool
+    max_image_pixels: int
+    max_file_bytes: int
+    imagenet_classes: tuple[tuple[str, int, int], ...]
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        check_optional_str("classes_file", self.classes_file)
+        if not isinstance(self.weights, str) or not self.weights:
+            reject("weights", self.weights, "imagenet, random or the path of a checkpoint file")
+        set_(self, "classes", normalize_classes("classes", self.classes))
+        check_choice("preprocess", self.preprocess, PREPROCESS_NAMES)
+        check_int("image_size", self.image_size, 32, 4096)
+        set_(self, "layers", normalize_layers("layers", self.layers))
+        check_int("seed", self.seed, 0)
+        check_bool("download", self.download)
+        check_int("max_image_pixels", self.max_image_pixels, 1)
+        check_int("max_file_bytes", self.max_file_bytes, 1)
+        set_(self, "imagenet_classes", normalize_class_map("imagenet_classes", self.imagenet_classes))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig(ModelKeys):
+    data: str | None
+    out: str | None
+    labels: str | None
+    attribution_layers: tuple[str, ...]
     batch_size: int
     workers: int | str
     device: str
     precision: str
     unit_size: int
     shard: str | None
-    seed: int
-    download: bool
     progress: bool
     overwrite: bool
-    max_image_pixels: int
-    max_file_bytes: int
-    imagenet_classes: tuple[tuple[str, int, int], ...]
-    attribution_layers: tuple[str, ...]
 
     def __post_init__(self):
         check_optional_str("data", self.data)
-        object.__setattr__(self, "attribution_layers",
-                           normalize_optional_layers("attribution_layers", self.attribution_layers))
         check_optional_str("out", self.out)
         check_optional_str("labels", self.labels)
-        check_model_keys(self)
+        super().__post_init__()
+        object.__setattr__(self, "attribution_layers",
+                           normalize_optional_layers("attribution_layers", self.attribution_layers))
         check_int("batch_size", self.batch_size, 1)
         if self.workers != "auto":
             check_int("workers", self.workers, 0, 256)
@@ -73,9 +76,6 @@ class ExtractConfig:
         check_bool("progress", self.progress)
         check_bool("overwrite", self.overwrite)
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# The report stage (appended; owned by the report stage).
 
 @dataclasses.dataclass(frozen=True)
 class ReportConfig:
@@ -131,36 +131,23 @@ class DemoConfig:
         check_device("device", self.device)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
-class InspectConfig:
+class InspectConfig(ModelKeys):
     image: str | None
     out: str | None
     run: str | None
-    weights: str
-    classes: tuple[str, ...] | None
-    classes_file: str | None
-    preprocess: str
-    image_size: int
-    layers: tuple[str, ...]
     kernel: str
     kernel_seed: int
-    seed: int
-    download: bool
     grid_channels: int
     run_channels: int
     colormap: str
     alpha: float
-    max_image_pixels: int
-    max_file_bytes: int
-    imagenet_classes: tuple[tuple[str, int, int], ...]
 
     def __post_init__(self):
         check_optional_str("image", self.image)
         check_optional_str("out", self.out)
         check_optional_str("run", self.run)
-        check_model_keys(self)
+        super().__post_init__()
         check_choice("kernel", self.kernel, KERNEL_NAMES)
         check_int("kernel_seed", self.kernel_seed, 0)
         check_int("grid_channels", self.grid_channels, 1, 512)
