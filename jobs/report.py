@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from analysis.store import contract, tables
 from analysis.store import manifest
-from analysis.stats import drivers
+from analysis.stats import drivers, histograms
 from analysis.stats import selectivity as statistics
 from analysis.stats import topk
 from analysis.config import ConfigError
@@ -65,8 +65,9 @@ def main(cfg: ReportConfig) -> int:
     figs = write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
     wrong = drivers.compute_mistake_drivers(run, meta.get("attribution"),
                                             examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE])
+    hists = histograms.compute_histograms(run, meta["layers"], groups, cfg.stats_memory_mb << 20)
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
-                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong)
+                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists)
     tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0

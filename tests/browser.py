@@ -60,3 +60,14 @@ def render_in_chromium(page: Path, tmp_path: Path) -> tuple[list[str], np.ndarra
         probe.unlink()
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     return console, np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+
+
+def dump_dom(page: Path, tmp_path: Path, fragment: str = "") -> tuple[str, list[str]]:
+    """The page's DOM after its scripts ran (opened at `#fragment`), and its console lines."""
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile-dom'}",
+         "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri() + fragment],
+        capture_output=True, text=True, timeout=120)
+    return result.stdout, [line for line in result.stderr.splitlines() if ":CONSOLE" in line]

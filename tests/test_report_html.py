@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -16,7 +17,7 @@ from analysis.store import contract
 from analysis.config import make_config, read_config_section
 from jobs.config import ExtractConfig, ReportConfig
 from jobs import extract, report
-from tests.browser import needs_chromium, parse, render_in_chromium
+from tests.browser import dump_dom, needs_chromium, parse, render_in_chromium
 from tests.conftest import write_image
 
 HOSTILE = ("cat.<img src=x onerror=alert(1)>.jpg", 'dog." onmouseover="alert(2)" x=".jpg', "cat.'-alert(3)-'.jpg")
@@ -70,7 +71,7 @@ def test_hostile_names_are_escaped_everywhere(page):
     for tag, attrs in c.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x")
-    assert [t for t, _ in c.tags].count("script") == 2              # the data blob and the filter, nothing else
+    assert [t for t, _ in c.tags].count("script") == 4   # two data blobs, the filter and the browser, nothing else
     data = json.loads(c.scripts[0])
     assert all(any(i.endswith("/" + name) for i in data["ids"]) for name in HOSTILE)
 
@@ -168,3 +169,55 @@ def test_identical_galleries_are_shown_once_and_every_gallery_has_its_colour_bar
     bars = [a for tag, a in c.tags if tag == "span" and a.get("class") == "cbar"]
     assert len(bars) == blocks and all("linear-gradient" in a["style"] for a in bars)
     assert "(viridis)" in text                       # the default colormap, named beside its bar
+
+
+def _browser_data(page: Path) -> dict:
+    text, c = parse(page / contract.INDEX_HTML)
+    blob = re.search(r'<script type="application/json" id="browser-data">(.*?)</script>', text, re.S).group(1)
+    return json.loads(blob)
+
+
+def test_channel_browser_data_covers_every_channel_with_independent_histograms(page):
+    data = _browser_data(page)
+    run = page.parent
+    assert data["layers"] == ["conv4_3", "conv5_3"] and len(data["channel"]) == 2 * 512
+    stats = pd.read_parquet(page / contract.CHANNEL_STATS)
+    preds = pd.read_parquet(run / "predictions").set_index("image_id")
+    for layer, channel in (("conv4_3", 7), ("conv5_3", 300)):
+        i = next(j for j in range(len(data["channel"]))
+                 if data["layers"][data["layer"][j]] == layer and data["channel"][j] == channel)
+        acts = pd.read_parquet(run / "activations" / layer).set_index("image_id")[f"c{channel}"]
+        top = float(acts.max())
+        assert data["top"][i] == pytest.approx(top, rel=1e-4)
+        for k, cls in enumerate(data["classes"]):
+            row = stats[(stats.layer == layer) & (stats.stat == "mean") & (stats.channel == channel)
+                        & (stats["class"] == cls)].iloc[0]
+            assert data["auc"][k][i] == pytest.approx(row.auc, abs=1e-4)
+            values = acts[acts.index.isin(preds.index[(preds.label == cls) & (preds.status == "ok")])].to_numpy()
+            want, _ = np.histogram(values, bins=16, range=(0, top))
+            assert data["hist"][i][k] == want.tolist()
+
+
+@needs_chromium
+def test_channel_browser_sorts_and_opens_a_channel_in_chromium(page, tmp_path):
+    data = _browser_data(page)
+    best = int(np.nanargmax([v if v is not None else np.nan for v in data["auc"][0]]))
+    dom, console = dump_dom(page / contract.INDEX_HTML, tmp_path, "#sort=auc:0:desc")
+    assert console == [], console
+    first = re.search(r'<tr data-row="(\d+)"', dom)
+    assert first and int(first.group(1)) == best
+    # A channel with a gallery links to it; one without says how to draw its tiles.
+    with_gallery = next(j for j, g in enumerate(data["galleries"]) if g)
+    without = next(j for j, g in enumerate(data["galleries"]) if not g)
+    for j in (with_gallery, without):
+        layer, channel = data["layers"][data["layer"][j]], data["channel"][j]
+        dom, console = dump_dom(page / contract.INDEX_HTML, tmp_path, f"#channel={layer}:{channel}")
+        assert console == [], console
+        detail = re.search(r'<div id="cb-detail" class="detail">(.*?)</div><div class="scroll">', dom, re.S).group(1)
+        assert f"{layer} channel {channel}" in detail and detail.count('class="bar"') == 16 * len(data["classes"])
+        if data["galleries"][j]:
+            anchor = data["galleries"][j][0][1]
+            assert f'href="#{anchor}"' in detail and f"id='{anchor}'" in (page / contract.INDEX_HTML).read_text()
+        else:
+            best_rank = min(r[j] for r in data["rank"] if r[j] is not None)
+            assert f"--set top_channels={best_rank}" in detail

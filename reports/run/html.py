@@ -11,6 +11,7 @@ import math
 from typing import Any, Iterable, Mapping
 
 from reports.escape import script_json as _json
+from reports.run.browser import SCRIPT as BROWSER_SCRIPT
 from reports.escape import text as _t
 from reports.escape import url as _url
 
@@ -25,6 +26,10 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}img.fig{max-width:100%;d
 .tile{font-size:11px;overflow-wrap:anywhere}
 .cbar{display:inline-block;width:120px;height:10px;vertical-align:middle;border:1px solid #999}
 nav{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #ddd;z-index:1}
+.scroll{max-height:480px;overflow:auto}th.sortable{cursor:pointer}th.asc::after{content:" \\25B2"}
+th.desc::after{content:" \\25BC"}#cb-table tr[data-row]:hover,#cb-table tr[data-row]:focus{background:#eef4fb}
+.hist{width:240px}.bars{display:flex;align-items:flex-end;gap:1px;height:60px;border-bottom:1px solid #999}
+.bar{flex:1;background:#4c72b0;min-height:0}.axis{font-size:10px;color:#555}.howto{color:#8a4b00}
 .tile img,.tile .missing{width:128px;height:128px;display:block;background:#eee}
 .tile .cam img{width:64px;height:64px}.cam{margin-top:2px;color:#555}
 .chan{margin:10px 0 18px}.pair{display:flex;gap:24px;flex-wrap:wrap}pre{background:#f6f6f6;padding:10px;overflow:auto}
@@ -131,7 +136,7 @@ def _section_galleries(ctx: Mapping[str, Any]) -> str:
     for g in ctx["galleries"]:
         out.append(f"<h3>{_t(g['layer'])}: channels most selective for {_t(g['class'])}</h3>")
         for ch in g["channels"]:
-            out.append(f"<div class='chan'><b>channel {_num(ch['channel'], 'd')}</b> (rank {_num(ch['rank'], 'd')}, "
+            out.append(f"<div class='chan' id='{_t(ch['anchor'])}'><b>channel {_num(ch['channel'], 'd')}</b> (rank {_num(ch['rank'], 'd')}, "
                        f"AUC {_num(ch['auc'])}, d {_num(ch['d'], '.2f')}); colour scale on every tile of this "
                        f"channel ({_t(ctx['colormap'])}): <span class='scale'>0 <span class='cbar' "
                        f"style=\"background:{_t(ctx['colour_bar'])}\"></span> {_num(ch['vmax'])}</span>")
@@ -166,20 +171,39 @@ def _section_loading(load: Mapping[str, Any]) -> str:
             f"<p>{_t(load['rerun'])}</p>")
 
 
+def _section_browser(ctx: Mapping[str, Any]) -> str:
+    if not ctx.get("browser"):
+        return ""
+    return ("<h2 id='browser'>Channel browser</h2><p>Every channel of every recorded layer. Sort by a column "
+            "(click its header, again to reverse), filter by layer or channel number, and select a row (click or "
+            "Enter) to see the channel's statistics and histogram per class and its galleries.</p>"
+            "<p><label>Layer <select id='cb-layer'><option value='all'>all</option></select></label> "
+            "<label>Channel number <input id='cb-filter' type='search' inputmode='numeric'></label> "
+            "<span id='cb-count' class='muted'></span></p>"
+            "<div id='cb-detail' class='detail'></div><div class='scroll'><table id='cb-table'></table></div>")
+
+
 def render_page(ctx: Mapping[str, Any]) -> str:
     """The whole page as a string."""
     banners = "".join(f'<div class="banner {"warn" if b["level"] == "warn" else "info"}">{_t(b["text"])}</div>'
                       for b in ctx["banners"])
     nav = "".join(f'<a href="#{a}">{_t(t)}</a>' for a, t in (
         ("run", "run"), ("quality", "data quality"), ("classification", "classification"),
-        ("channels", "channels"), ("galleries", "galleries"), ("mistakes", "mistakes"), ("check", "check"),
+        ("channels", "channels"), ("browser", "channel browser"), ("galleries", "galleries"), ("mistakes", "mistakes"), ("check", "check"),
         ("data", "load the data")))
     body = "".join((
         f"<h1>{_t(ctx['title'])}</h1>", f"<nav>{nav}</nav>", banners, _section_run(ctx),
         _section_quality(ctx["quality"]), _section_classification(ctx["classification"]), _section_channels(ctx),
-        _section_galleries(ctx), _section_mistakes(ctx), _section_check(ctx), _section_loading(ctx["loading"])))
+        _section_browser(ctx), _section_galleries(ctx), _section_mistakes(ctx), _section_check(ctx), _section_loading(ctx["loading"])))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_t(ctx['title'])}</title><style>{_CSS}</style></head><body>{body}"
             f'<script type="application/json" id="report-data">{_json({"ids": ctx["tile_ids"]})}</script>'
-            f"<script>{_SCRIPT}</script></body></html>\n")
+            f"<script>{_SCRIPT}</script>{_browser_scripts(ctx)}</body></html>\n")
+
+
+def _browser_scripts(ctx: Mapping[str, Any]) -> str:
+    if not ctx.get("browser"):
+        return ""
+    return (f'<script type="application/json" id="browser-data">{_json(ctx["browser"])}</script>'
+            f"<script>{BROWSER_SCRIPT.read_text(encoding='utf-8')}</script>")

@@ -11,6 +11,7 @@ import pandas as pd
 from analysis.store import contract
 from analysis.data.names import make_display
 from reports.overlays import make_css_gradient
+from reports.run.browser import gallery_anchor, make_browser
 
 
 @dataclasses.dataclass
@@ -79,7 +80,8 @@ def _scopes(ch: pd.DataFrame, cls: str, overlays: Overlays, ids: list[str]) -> l
             for scope, title in titles.items()]
 
 
-def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, ids: list[str]) -> list[dict]:
+def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, ids: list[str],
+               classes: Sequence[str]) -> list[dict]:
     s = stats[stats[contract.STAT] == contract.STAT_MEAN].set_index([contract.LAYER, contract.CLASS, contract.CHANNEL])
     out = []
     shown = examples[examples[contract.SCOPE] != contract.SCOPE_MISTAKE]
@@ -90,7 +92,8 @@ def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, 
             row = s.loc[(layer, cls, c)]
             channels.append({"channel": c, "rank": int(rank), "auc": float(row[contract.AUC]),
                              "d": float(row[contract.COHENS_D]), "vmax": overlays.scales.get((layer, c), (0, None))[1],
-                             "scopes": _scopes(ch, cls, overlays, ids)})
+                             "scopes": _scopes(ch, cls, overlays, ids),
+                             "anchor": gallery_anchor(layer, list(classes).index(cls), c)})
         out.append({"layer": layer, "class": cls, "channels": channels})
     return out
 
@@ -98,7 +101,8 @@ def _galleries(examples: pd.DataFrame, stats: pd.DataFrame, overlays: Overlays, 
 def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.DataFrame, group_by: str,
                  stats: pd.DataFrame, examples: pd.DataFrame, overlays: Overlays, figures: Mapping[str, Any],
                  layers: Sequence[str], top_channels: int, note: str | None, seconds: float,
-                 mistake_drivers: Mapping[tuple[str, str], list[tuple[int, float]]] | None = None) -> dict[str, Any]:
+                 mistake_drivers: Mapping[tuple[str, str], list[tuple[int, float]]] | None = None,
+                 histograms: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     classes = list(meta.get("classes") or [])
     ids: list[str] = []
     banners = []
@@ -148,6 +152,7 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
     checked = (f"{overlays.checked} channel means of the shown images were recomputed; "
                f"{len(overlays.mismatches)} differ from the recorded values beyond the tolerance of "
                f"{meta.get('precision', 'fp32')}.") if overlays.checked else (overlays.note or "Nothing recomputed.")
+    galleries = _galleries(examples, stats, overlays, ids, classes)
     rel = os.path.relpath(run, out)
     return {
         "title": f"CNN black box: {make_display(Path(str((meta.get('data') or {}).get('path') or run)).name)}",
@@ -162,7 +167,8 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
         "selectivity_figure": figures["selectivity"], "layers": layer_ctx,
         "gallery_note": ("Tiles show the crop the network saw with the channel's map over it; the number is the "
                          "channel mean recorded by extract."),
-        "overlay_note": overlays.note, "galleries": _galleries(examples, stats, overlays, ids),
+        "overlay_note": overlays.note, "galleries": galleries,
+        "browser": make_browser(stats, histograms, classes, galleries, layers) if histograms else None,
         "colour_bar": make_css_gradient(overlays.colormap), "colormap": overlays.colormap,
         "mistakes_note": ("Wrong predictions with the highest confidence, with the channel (among the predicted "
                           "class's most selective) whose value was furthest above the true class's mean, in standard "
