@@ -3,7 +3,7 @@
     python -m benchmarks.bench_report [--images 200000] [--dir .bench/report] [--memory-mb 256]
 
 The run has VGG16's 13 layers (4,224 channels, means and maxima) for --images images, written with
-analysis/store/contract.py by analysis/store/synthetic.py and reused on the next call when its parameters match. The report
+analysis/store/synthetic.py and reused on the next call when its parameters match. The report
 runs in a child process (`python -m jobs.report --no-overlays`: the synthetic run has no image files to re-run),
 so its peak resident memory is measured alone.
 """
@@ -80,6 +80,10 @@ def main() -> int:
     print(f"report stage: {seconds:.1f} s wall, {values / seconds / 1e6:.1f} M values/s; peak RSS {peak:.0f} MiB "
           f"(stats_memory_mb={args.memory_mb}), of which {base:.0f} MiB is importing the job (torch, pandas, ...)")
     print("  " + log.strip().splitlines()[-1])
+    page = folder / contract.REPORT_DIR
+    files = sum(f.stat().st_size for f in page.rglob("*") if f.is_file() and f.suffix != ".parquet")
+    print(f"  page: index.html {(page / contract.INDEX_HTML).stat().st_size / 2**20:.1f} MiB, with its figures and "
+          f"tiles {files / 2**20:.1f} MiB (budget for 25,000 images: 20 MiB)")
     stats = pd.read_parquet(folder / contract.REPORT_DIR / contract.CHANNEL_STATS,
                             filters=[(contract.LAYER, "==", "conv5_3"), (contract.STAT, "==", contract.STAT_MEAN),
                                      (contract.CLASS, "==", "dog"), (contract.RANK_SELECTIVITY, "==", 1)])

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from analysis.store import contract, tables
 from analysis.store import manifest
-from analysis.stats import drivers, histograms
+from analysis.stats import cards, drivers, embedding, histograms
 from analysis.stats import selectivity as statistics
 from analysis.stats import topk
 from analysis.config import ConfigError
@@ -24,6 +24,7 @@ from analysis.stats.recompute import RecomputeError, check_means, compute_shown_
 from jobs import cli, runtime
 from reports.encode import encode_jpeg, encode_png
 from reports.run import figures, gallery
+from reports.run.explorer import make_explorer
 from reports.run.html import render_page
 from reports.run.page import Overlays, make_context
 
@@ -66,11 +67,21 @@ def main(cfg: ReportConfig) -> int:
     wrong = drivers.compute_mistake_drivers(run, meta.get("attribution"),
                                             examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE])
     hists = histograms.compute_histograms(run, meta["layers"], groups, cfg.stats_memory_mb << 20)
+    explorer = make_explorer_data(run, meta, predictions, groups, stats, layers, overlays)
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
-                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists)
+                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer)
     tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
+
+
+def make_explorer_data(run: Path, meta: dict, predictions, groups, stats, layers, overlays) -> dict | None:
+    """The dataset map (PCA of the deepest report layer) and every image's card, for the page."""
+    pca = embedding.compute_pca_map(run, layers[0])
+    if not len(pca.image_ids):
+        return None
+    tops = {layer: cards.compute_top_channels(run, layer, stats, groups) for layer in layers}
+    return make_explorer(predictions, tuple(meta["classes"]), groups.by, pca, tops, overlays.views)
 
 
 def read_finished_run(run: str) -> dict:
@@ -115,7 +126,7 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
     scales = gallery.compute_channel_scales(shown)
     tiles = gallery.make_tiles(shown, scales, cfg.colormap, cfg.alpha)
     number = {item.image_id: n for n, item in enumerate(shown)}
-    for pattern in ("conv*-c*-*.jpg", "gradcam-*.jpg"):  # an earlier report's tiles, never the user's files
+    for pattern in ("conv*-c*-*.jpg", "gradcam-*.jpg", "view-*.jpg"):  # an earlier report's tiles, never the user's files
         for stale in (out / "tiles").glob(pattern):
             stale.unlink()
     paths = {}
@@ -123,6 +134,11 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
         name = f"tiles/{layer}-c{channel}-{number[image_id]:05d}.jpg"  # never the file name from the data
         tables.write_bytes_atomic(encode_jpeg(tile), out / name)
         paths[(image_id, layer, channel)] = name
+    views = {}
+    for item in shown:                      # the crop the network saw, plain: the image cards' thumbnails
+        if item.view is not None:
+            views[item.image_id] = f"tiles/view-{number[item.image_id]:05d}.jpg"
+            tables.write_bytes_atomic(encode_jpeg(item.view), out / views[item.image_id])
     cams: dict[str, list[tuple[str, str, float]]] = {}
     for (image_id, cls), (tile, vmax) in gallery.make_gradcam_tiles(shown, cfg.colormap, cfg.alpha).items():
         name = f"tiles/gradcam-{number[image_id]:05d}-{len(cams.get(image_id, []))}.jpg"
@@ -135,7 +151,8 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
                     m["channel"], m["recorded"], m["recomputed"])
     unreadable = {item.image_id: item.error for item in shown if item.error}
     notes = list(rm.notes) + ([f"{len(unreadable)} shown images could not be re-run"] if unreadable else [])
-    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cams, cfg.colormap)
+    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cams, cfg.colormap,
+                    views)
 
 
 def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: statistics.Groups,

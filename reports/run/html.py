@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from reports.escape import script_json as _json
 from reports.run.browser import SCRIPT as BROWSER_SCRIPT
+from reports.run.explorer import SCRIPT as EXPLORER_SCRIPT
 from reports.escape import text as _t
 from reports.escape import url as _url
 
@@ -30,6 +31,11 @@ nav{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid 
 th.desc::after{content:" \\25BC"}#cb-table tr[data-row]:hover,#cb-table tr[data-row]:focus{background:#eef4fb}
 .hist{width:240px}.bars{display:flex;align-items:flex-end;gap:1px;height:60px;border-bottom:1px solid #999}
 .bar{flex:1;background:#4c72b0;min-height:0}.axis{font-size:10px;color:#555}.howto{color:#8a4b00}
+.mapbox canvas{width:100%;max-width:900px;border:1px solid #ddd;cursor:crosshair}
+.tip{position:absolute;background:#fff;border:1px solid #999;padding:4px;font-size:11px;max-width:220px;
+overflow-wrap:anywhere;pointer-events:none;z-index:2}.tip img{width:96px;height:96px;display:block}
+.key{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px}.lookup li{cursor:pointer;overflow-wrap:anywhere}
+.view{width:160px;height:160px}.mistake{color:#b00}
 .tile img,.tile .missing{width:128px;height:128px;display:block;background:#eee}
 .tile .cam img{width:64px;height:64px}.cam{margin-top:2px;color:#555}
 .chan{margin:10px 0 18px}.pair{display:flex;gap:24px;flex-wrap:wrap}pre{background:#f6f6f6;padding:10px;overflow:auto}
@@ -183,18 +189,38 @@ def _section_browser(ctx: Mapping[str, Any]) -> str:
             "<div id='cb-detail' class='detail'></div><div class='scroll'><table id='cb-table'></table></div>")
 
 
+def _section_map(ctx: Mapping[str, Any]) -> str:
+    e = ctx.get("explorer")
+    if not e:
+        return ""
+    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")   # explorer.js's, in order
+    legend = " ".join(f"<span class='key' style='background:{colours[k % len(colours)]}'></span>{_t(c)}"
+                      for k, c in enumerate(e["classes"]))
+    x, y = e["explained"]
+    return ("<h2 id='map'>Dataset map and image lookup</h2>"
+            f"<p>Each ok image is a point at its first two principal components of the {_t(e['layer'])} channel "
+            f"means ({_t(e['method'])}; the axes explain {x:.1%} and {y:.1%} of the variance), coloured by "
+            f"{'label' if e['group_by'] == 'label' else 'predicted class'}: {legend}; circled: mistakes. Hover a "
+            "point for its id, click it for its card.</p>"
+            "<div class='mapbox'><canvas id='map-canvas' width='900' height='520' aria-label='dataset map'></canvas></div>"
+            "<div id='map-tip' class='tip' hidden></div>"
+            "<p><label>Find an image by part of its id: <input id='lookup' type='search'></label></p>"
+            "<ul id='lookup-list' class='lookup'></ul><div id='card' class='detail'></div>")
+
+
 def render_page(ctx: Mapping[str, Any]) -> str:
     """The whole page as a string."""
     banners = "".join(f'<div class="banner {"warn" if b["level"] == "warn" else "info"}">{_t(b["text"])}</div>'
                       for b in ctx["banners"])
     nav = "".join(f'<a href="#{a}">{_t(t)}</a>' for a, t in (
         ("run", "run"), ("quality", "data quality"), ("classification", "classification"),
-        ("channels", "channels"), ("browser", "channel browser"), ("galleries", "galleries"), ("mistakes", "mistakes"), ("check", "check"),
+        ("channels", "channels"), ("browser", "channel browser"), ("map", "map and images"),
+        ("galleries", "galleries"), ("mistakes", "mistakes"), ("check", "check"),
         ("data", "load the data")))
     body = "".join((
         f"<h1>{_t(ctx['title'])}</h1>", f"<nav>{nav}</nav>", banners, _section_run(ctx),
         _section_quality(ctx["quality"]), _section_classification(ctx["classification"]), _section_channels(ctx),
-        _section_browser(ctx), _section_galleries(ctx), _section_mistakes(ctx), _section_check(ctx), _section_loading(ctx["loading"])))
+        _section_browser(ctx), _section_map(ctx), _section_galleries(ctx), _section_mistakes(ctx), _section_check(ctx), _section_loading(ctx["loading"])))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_t(ctx['title'])}</title><style>{_CSS}</style></head><body>{body}"
@@ -203,7 +229,9 @@ def render_page(ctx: Mapping[str, Any]) -> str:
 
 
 def _browser_scripts(ctx: Mapping[str, Any]) -> str:
-    if not ctx.get("browser"):
-        return ""
-    return (f'<script type="application/json" id="browser-data">{_json(ctx["browser"])}</script>'
-            f"<script>{BROWSER_SCRIPT.read_text(encoding='utf-8')}</script>")
+    out = []
+    for key, script in (("browser", BROWSER_SCRIPT), ("explorer", EXPLORER_SCRIPT)):
+        if ctx.get(key):
+            out.append(f'<script type="application/json" id="{key}-data">{_json(ctx[key])}</script>'
+                       f"<script>{script.read_text(encoding='utf-8')}</script>")
+    return "".join(out)

@@ -24,6 +24,7 @@ class Overlays:
     note: str | None                                   # why there are no overlays, or what differs from the run
     gradcams: dict[str, list[tuple[str, str, float]]] = dataclasses.field(default_factory=dict)
     colormap: str = "viridis"                          # of every tile: the galleries' colour bars show it
+    views: dict[str, str] = dataclasses.field(default_factory=dict)  # image_id -> thumbnail of the crop it saw
     # image_id -> [(class, tile path, vmax of its own colour scale)]: Grad-CAM of the predicted (and true) class
 
 
@@ -102,7 +103,8 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                  stats: pd.DataFrame, examples: pd.DataFrame, overlays: Overlays, figures: Mapping[str, Any],
                  layers: Sequence[str], top_channels: int, note: str | None, seconds: float,
                  mistake_drivers: Mapping[tuple[str, str], list[tuple[int, float]]] | None = None,
-                 histograms: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                 histograms: Mapping[str, Mapping[str, Any]] | None = None,
+                 explorer: Mapping[str, Any] | None = None) -> dict[str, Any]:
     classes = list(meta.get("classes") or [])
     ids: list[str] = []
     banners = []
@@ -169,6 +171,7 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                          "channel mean recorded by extract."),
         "overlay_note": overlays.note, "galleries": galleries,
         "browser": make_browser(stats, histograms, classes, galleries, layers) if histograms else None,
+        "explorer": explorer,
         "colour_bar": make_css_gradient(overlays.colormap), "colormap": overlays.colormap,
         "mistakes_note": ("Wrong predictions with the highest confidence, with the channel (among the predicted "
                           "class's most selective) whose value was furthest above the true class's mean, in standard "

@@ -1,0 +1,125 @@
+(function () {
+  // The dataset map (a canvas) and the image cards. Everything from the data goes in through textContent or as an
+  // attribute value set by the DOM, never innerHTML. #image=<id> opens an image's card.
+  var el = document.getElementById('explorer-data');
+  if (!el) { return; }
+  var E = JSON.parse(el.textContent);
+  var N = E.ids.length, COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
+  var canvas = document.getElementById('map-canvas'), tip = document.getElementById('map-tip');
+  var card = document.getElementById('card'), box = document.getElementById('lookup');
+  var list = document.getElementById('lookup-list');
+  var ctx = canvas.getContext('2d'), W = canvas.width, H = canvas.height, PAD = 12;
+  function range(v) {                          // a loop, not Math.min.apply: 25,000 arguments overflow some stacks
+    var lo = Infinity, hi = -Infinity;
+    for (var i = 0; i < v.length; i++) { lo = Math.min(lo, v[i]); hi = Math.max(hi, v[i]); }
+    return v.length ? [lo, hi] : [0, 1];
+  }
+  var rx = range(E.x), ry = range(E.y), minX = rx[0], maxX = rx[1], minY = ry[0], maxY = ry[1];
+  function px(i) { return PAD + (E.x[i] - minX) / ((maxX - minX) || 1) * (W - 2 * PAD); }
+  function py(i) { return H - PAD - (E.y[i] - minY) / ((maxY - minY) || 1) * (H - 2 * PAD); }
+  function group(i) { return E.group_by === 'label' ? E.label[i] : E.pred[i]; }
+  function mistake(i) { return E.label[i] >= 0 && E.pred[i] >= 0 && E.label[i] !== E.pred[i]; }
+  function make(tag, text, attrs) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    for (var a in (attrs || {})) { node.setAttribute(a, attrs[a]); }
+    return node;
+  }
+
+  function draw() {
+    ctx.clearRect(0, 0, W, H);
+    for (var i = 0; i < N; i++) {
+      var g = group(i);
+      ctx.fillStyle = g >= 0 ? COLOURS[g % COLOURS.length] : '#999';
+      ctx.fillRect(px(i) - 2, py(i) - 2, 4, 4);
+    }
+    ctx.strokeStyle = '#000';
+    for (var j = 0; j < N; j++) {
+      if (mistake(j)) { ctx.beginPath(); ctx.arc(px(j), py(j), 4, 0, 2 * Math.PI); ctx.stroke(); }
+    }
+  }
+
+  // Nearest point under the mouse, through a coarse grid of buckets: constant work per move at any N.
+  var CELL = 8, grid = {};
+  for (var i = 0; i < N; i++) {
+    var key = Math.floor(px(i) / CELL) + ',' + Math.floor(py(i) / CELL);
+    (grid[key] = grid[key] || []).push(i);
+  }
+  function nearest(x, y) {
+    var best = -1, dist = 36, cx = Math.floor(x / CELL), cy = Math.floor(y / CELL);
+    for (var dx = -1; dx <= 1; dx++) {
+      for (var dy = -1; dy <= 1; dy++) {
+        (grid[(cx + dx) + ',' + (cy + dy)] || []).forEach(function (i) {
+          var d = (px(i) - x) * (px(i) - x) + (py(i) - y) * (py(i) - y);
+          if (d < dist) { dist = d; best = i; }
+        });
+      }
+    }
+    return best;
+  }
+  function at(e) {
+    var r = canvas.getBoundingClientRect();
+    return nearest((e.clientX - r.left) * W / r.width, (e.clientY - r.top) * H / r.height);
+  }
+  canvas.addEventListener('mousemove', function (e) {
+    var i = at(e);
+    tip.textContent = '';
+    tip.hidden = i < 0;
+    if (i < 0) { return; }
+    if (E.thumb[i]) { tip.appendChild(make('img', null, {src: E.thumb[i], alt: ''})); }
+    tip.appendChild(make('div', E.ids[i]));
+    tip.style.left = (e.pageX + 12) + 'px';
+    tip.style.top = (e.pageY + 12) + 'px';
+  });
+  canvas.addEventListener('mouseleave', function () { tip.hidden = true; });
+  canvas.addEventListener('click', function (e) { var i = at(e); if (i >= 0) { open(i); } });
+
+  function name(k) { return k >= 0 ? E.classes[k] : '\u2013'; }
+  function open(i) {
+    card.textContent = '';
+    card.appendChild(make('h3', E.ids[i]));
+    if (E.thumb[i]) {
+      card.appendChild(make('img', null, {src: E.thumb[i], alt: 'the crop the network saw', 'class': 'view'}));
+    } else {
+      card.appendChild(make('p', 'No thumbnail: the page holds thumbnails of the images it shows in galleries ' +
+                                 'and mistakes only.', {'class': 'muted'}));
+    }
+    var facts = 'label ' + name(E.label[i]) + ', predicted ' + name(E.pred[i]) + '; ' + E.classes.map(
+      function (c, k) { return 'P(' + c + ') ' + (E.probs[k][i] === null ? '\u2013' : E.probs[k][i]); }).join(', ');
+    card.appendChild(make('p', facts, {'class': mistake(i) ? 'mistake' : ''}));
+    E.top_layers.forEach(function (layer) {
+      var t = E.tops[layer][i], p = make('p');
+      p.appendChild(make('b', layer + ': '));
+      p.appendChild(document.createTextNode('highest ' + pairs(t[0]) + '; most unusual for its class (z) ' +
+                                            (t[1].length ? pairs(t[1]) : '\u2013')));
+      card.appendChild(p);
+    });
+    history.replaceState(null, '', '#image=' + encodeURIComponent(E.ids[i]));
+  }
+  function pairs(flat) {
+    var out = [];
+    for (var j = 0; j < flat.length; j += 2) { out.push('c' + flat[j] + ' (' + flat[j + 1] + ')'); }
+    return out.join(', ');
+  }
+
+  box.addEventListener('input', function () {
+    var q = box.value.toLowerCase(), shown = 0;
+    list.textContent = '';
+    if (!q) { return; }
+    for (var i = 0; i < N && shown < 20; i++) {
+      if (E.ids[i].toLowerCase().indexOf(q) < 0) { continue; }
+      var li = make('li', E.ids[i], {tabindex: '0', 'data-i': String(i)});
+      li.addEventListener('click', (function (j) { return function () { open(j); }; })(i));
+      li.addEventListener('keydown', (function (j) { return function (e) { if (e.key === 'Enter') { open(j); } }; })(i));
+      list.appendChild(li);
+      shown++;
+    }
+  });
+
+  draw();
+  var want = /^#image=(.+)$/.exec(location.hash);
+  if (want) {
+    var id = decodeURIComponent(want[1]);
+    for (var k = 0; k < N; k++) { if (E.ids[k] === id) { open(k); break; } }
+  }
+})();
