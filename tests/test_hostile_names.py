@@ -77,7 +77,7 @@ def check_page(out: Path, tmp_path: Path, preds: pd.DataFrame, browser: bool) ->
     for tag, attrs in c.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x")
-    assert [t for t, _ in c.tags].count("script") == 4     # two data blobs, the filter and the browser, nothing else
+    assert [t for t, _ in c.tags].count("script") == 6  # 3 data blobs, filter, browser, map: no other
     shown = set(json.loads(c.scripts[0])["ids"])
     assert shown and shown <= set(preds.image_id)
     for image_id in shown:                                           # shown intact, as text and as an attribute

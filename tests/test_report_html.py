@@ -71,7 +71,7 @@ def test_hostile_names_are_escaped_everywhere(page):
     for tag, attrs in c.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x")
-    assert [t for t, _ in c.tags].count("script") == 4   # two data blobs, the filter and the browser, nothing else
+    assert [t for t, _ in c.tags].count("script") == 6   # 3 data blobs, filter, browser, map: no other
     data = json.loads(c.scripts[0])
     assert all(any(i.endswith("/" + name) for i in data["ids"]) for name in HOSTILE)
 
