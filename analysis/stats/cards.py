@@ -26,9 +26,7 @@ def compute_top_channels(run: str | os.PathLike, layer: str, stats: pd.DataFrame
     mu, sd = means.to_numpy(np.float64), stds.to_numpy(np.float64)            # (K, C)
     sd = np.where(np.isfinite(sd) & (sd > 0), sd, np.nan)
     out = {}
-    for batch in tables.iter_parquet_batches(contract.activation_dir(Path(run), layer, "mean"), batch_size=batch_rows):
-        ids = batch.column(0).to_numpy(zero_copy_only=False)
-        x = np.stack([batch.column(j).to_numpy() for j in range(1, batch.num_columns)], axis=1).astype(np.float64)
+    for ids, x in tables.iter_channel_batches(contract.activation_dir(Path(run), layer, "mean"), batch_rows):
         codes = groups.codes_of(ids)
         by_value = _top(x, k)
         z = np.where(codes[:, None] >= 0, (x - mu[codes]) / sd[codes], np.nan)   # (n, C)

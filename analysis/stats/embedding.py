@@ -23,24 +23,18 @@ class Map:
     explained: tuple[float, float]   # the share of the total variance each axis explains
 
 
-def _batches(folder: Path, batch_rows: int):
-    for batch in tables.iter_parquet_batches(folder, batch_size=batch_rows):
-        ids = batch.column(0).to_numpy(zero_copy_only=False)
-        values = np.stack([batch.column(j).to_numpy() for j in range(1, batch.num_columns)], axis=1)  # (n, C)
-        yield ids, values.astype(np.float64)
-
-
 def compute_pca_map(run: str | os.PathLike, layer: str = "conv5_3", batch_rows: int = 8192) -> Map:
     folder = contract.activation_dir(Path(run), layer, "mean")
     n, total, outer = 0, None, None
-    for _, x in _batches(folder, batch_rows):
+    for _, x in tables.iter_channel_batches(folder, batch_rows):
         if total is None:
             total, outer = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
         n += len(x)
         total += x.sum(axis=0)
         outer += x.T @ x
     if n < 2:
-        ids = np.concatenate([i for i, _ in _batches(folder, batch_rows)]) if n else np.zeros(0, object)
+        batches = [i for i, _ in tables.iter_channel_batches(folder, batch_rows)]
+        ids = np.concatenate(batches) if n else np.zeros(0, object)
         return Map(layer, ids, np.zeros((n, 2), np.float32), (0.0, 0.0))
     mean = total / n
     cov = (outer - n * np.outer(mean, mean)) / (n - 1)
@@ -50,7 +44,7 @@ def compute_pca_map(run: str | os.PathLike, layer: str = "conv5_3", batch_rows: 
     axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])  # the largest loading of each axis positive
     share = np.clip(values[order], 0, None) / max(float(np.clip(values, 0, None).sum()), 1e-300)
     ids, xy = [], []
-    for i, x in _batches(folder, batch_rows):
+    for i, x in tables.iter_channel_batches(folder, batch_rows):
         ids.append(i)
         xy.append(((x - mean) @ axes).astype(np.float32))
     return Map(layer, np.concatenate(ids), np.concatenate(xy), (float(share[0]), float(share[1])))

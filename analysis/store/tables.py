@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,6 +98,14 @@ def iter_parquet_batches(table_dir: str | os.PathLike, columns: Iterable[str] | 
     cols = list(columns) if columns is not None else None
     for part in list_parts(table_dir):
         yield from pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=cols)
+
+
+def iter_channel_batches(table_dir: str | os.PathLike, batch_size: int = 8192):
+    """(image ids (n,), values (n, C) float64) of a channel table (activations or attributions), batch by batch."""
+    for batch in iter_parquet_batches(table_dir, batch_size=batch_size):
+        ids = batch.column(0).to_numpy(zero_copy_only=False)
+        yield ids, np.stack([batch.column(j).to_numpy() for j in range(1, batch.num_columns)], axis=1).astype(
+            np.float64)
 
 
 def report_dir(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
