@@ -25,7 +25,8 @@ def pick_shard(spec: str | None) -> Shard:
 
 def pick_device(name: str) -> torch.device:
     """runtime.pick_device, but under torchrun (LOCAL_RANK) `auto` and `cuda` take GPU LOCAL_RANK: one process per
-    GPU. With more processes on the node than GPUs, `auto` runs them on the CPU (and `cuda` shares the GPUs)."""
+    GPU. With more processes on the node than GPUs, `auto` runs them on the CPU (and `cuda` shares the GPUs).
+    A CUDA device always comes back with its index (cuda:N): torch.cuda.set_device refuses a bare `cuda`."""
     local_rank, local_world = os.environ.get("LOCAL_RANK"), os.environ.get("LOCAL_WORLD_SIZE")
     if local_rank is None or name not in ("auto", "cuda") or not torch.cuda.is_available():
         device = runtime.pick_device(name)
@@ -39,11 +40,23 @@ def pick_device(name: str) -> torch.device:
                         "the GPUs)", local_world, gpus)
             device = torch.device("cpu")
     if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
-    if device.type == "cpu" and int(local_world or 1) > 1:
+    if device.type == "cpu" and count_local_processes() > 1:
         # torchrun sets OMP_NUM_THREADS=1; CPU processes on one node share its cores instead.
-        torch.set_num_threads(max(1, runtime.count_cores() // int(local_world)))
+        torch.set_num_threads(max(1, runtime.count_cores() // count_local_processes()))
     return device
+
+
+def count_local_processes() -> int:
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE), 1 without a launcher."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+
+
+def pick_workers(workers: int | str, device: torch.device) -> int:
+    """runtime.pick_workers for this process: the node's cores are shared by its processes."""
+    return runtime.pick_workers(workers, device, count_local_processes())
 
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:

@@ -53,6 +53,7 @@ def main(cfg: ExtractConfig) -> int:
     #    the model's classes (Keras's cats/, dogs/) mapped onto them, and last the --labels CSV, which wins.
     device = cluster.pick_device(cfg.device)
     precision = runtime.pick_precision(cfg.precision, device)
+    runtime.use_exact_fp32(device, precision)
     loaded = load_model(cfg.weights, classes=cfg.classes, classes_file=cfg.classes_file,
                         class_map=cfg.imagenet_classes, download=cfg.download, seed=cfg.seed)
     if loaded.random:
@@ -72,7 +73,7 @@ def main(cfg: ExtractConfig) -> int:
     preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
 
     # 3. The run in OUT: create it, resume it, or refuse a different one. This shard's units, less those done.
-    workers = runtime.pick_workers(cfg.workers, device)
+    workers = cluster.pick_workers(cfg.workers, device)
     meta = outputs.make_metadata(cfg, found, loaded, channels, preprocessing, device, precision, workers,
                                  label_map, attributed)
     run = outputs.make_run_manifest(meta, found, cfg, shard)
@@ -100,11 +101,8 @@ def main(cfg: ExtractConfig) -> int:
 def stream_units(cfg, out, found, loaded, model, channels, preprocessing, device, precision, workers, meta, run,
                  shard, todo) -> int | None:
     """Run and commit this shard's units to do; the exit code when a signal stopped it early, else None."""
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(found.records, preprocessing, cfg.max_image_pixels, cfg.max_file_bytes, found.root),
-        batch_sampler=make_unit_batches(todo, cfg.batch_size), num_workers=workers, collate_fn=collate_images,
-        pin_memory=device.type == "cuda", persistent_workers=False, prefetch_factor=4 if workers else None,
-        worker_init_fn=cluster.ignore_stop_signals)
+    loader = make_loader(ImageDataset(found.records, preprocessing, cfg.max_image_pixels, cfg.max_file_bytes,
+                                      found.root), make_unit_batches(todo, cfg.batch_size), workers, device)
     attributed = {(cls, layer): c for cls, layer, c in iter_attributed(meta["attribution"])}
     writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, meta,
                         units=iter_unit_sizes(todo), stamp=outputs.make_unit_stamp(run, shard, device, cfg),
@@ -130,6 +128,15 @@ def stream_units(cfg, out, found, loaded, model, channels, preprocessing, device
         return stop.exit_code()
     writer.close()
     return None
+
+
+def make_loader(dataset: ImageDataset, batches, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """Batches of `dataset` in the order of `batches` (lists of indices), decoded by `workers` processes (0: in
+    this one); pinned for a non_blocking copy when the model is on a GPU."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_images,
+        pin_memory=device.type == "cuda", persistent_workers=False, prefetch_factor=4 if workers else None,
+        worker_init_fn=cluster.ignore_stop_signals)
 
 
 def complete_run(out, run, shard) -> int:

@@ -47,7 +47,9 @@ def pick_device(name: str) -> torch.device:
 
 def has_native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Ampere (8.0) and later compute in bf16; torch.cuda.is_bf16_supported() also says yes where it is only
+        # emulated (a T4, a V100), and asks the current device rather than this one.
+        return torch.cuda.get_device_properties(device).major >= 8
     if device.type == "cpu":
         cpu = torch.cpu
         return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
@@ -69,16 +71,32 @@ def count_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def pick_workers(workers: int | str, device: torch.device) -> int:
-    """DataLoader workers. On a CPU run the forward's threads already use every core, and a worker decoding
-    beside them makes one of them a straggler in every convolution: on 2 cores, 0 workers measured faster than 1
-    (9.4 vs 9.0 img/s at 224 px). Many cores have room for a worker; a GPU run needs several to stay fed."""
+def pick_workers(workers: int | str, device: torch.device, processes: int = 1) -> int:
+    """DataLoader workers of one of `processes` processes sharing this machine's cores (torchrun's
+    LOCAL_WORLD_SIZE). On a CPU run the forward's threads already use every core, and a worker decoding beside
+    them makes one of them a straggler in every convolution: on 2 cores, 0 workers measured faster than 1 (9.4 vs
+    9.0 img/s at 224 px). Many cores have room for a worker; a GPU run needs several to stay fed, leaving a core to
+    the process that drives the GPU."""
     if workers != "auto":
         return int(workers)
-    cores = count_cores()
+    cores = max(1, count_cores() // max(1, processes))
     if device.type == "cpu":
         return 0 if cores <= 4 else min(4, cores // 8 or 1)
     return max(1, min(8, cores - 1))
+
+
+def use_exact_fp32(device: torch.device, precision: str) -> None:
+    """fp32 means fp32 on a GPU too: PyTorch lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa) on Ampere
+    and later unless told otherwise, which would record TF32 activations as fp32. No-op off CUDA or in bf16/fp16."""
+    if device.type != "cuda" or precision != "fp32":
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):   # the newer API; mixing it with the old one fails
+        conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def keep_freed_memory() -> bool:
