@@ -1,6 +1,7 @@
 """Channel means and maxima from the hooks, checked against torchvision's feature extractor on the same batch."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -138,3 +139,65 @@ def test_sliced_mean_max_equals_numpy_on_any_values(monkeypatch, chunk_bytes):
         assert means.dtype == maxes.dtype == torch.float32 and means.shape == (3, 5)
         np.testing.assert_allclose(means.numpy(), ref.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(maxes.numpy(), ref.max(axis=(2, 3)).astype(np.float32))
+
+
+POOLED = ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"]   # each followed by a 2x2 max pool
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (50, 50), (36, 44), (64, 50)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_maxima_of_pooled_layers_are_the_maps_own_bit_for_bit(model, hw, precision):
+    """Even sides: the max comes from the pool's output; odd sides (50 -> 25 at conv2_2, 36 -> 9 at conv3_3,
+    48/64 -> 3/4 ...): from the map. Either way it is the map's max exactly, and the means are untouched."""
+    x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(2))
+    pooled_calls = []
+    for name in POOLED:
+        pool = model.features[CONV_INDICES[name] + 2]
+        assert isinstance(pool, nn.MaxPool2d)
+    autocast = torch.autocast("cpu", torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with ChannelReducer(model, LAYER_NAMES) as reducer, torch.inference_mode(), autocast:
+        spy = [model.features[CONV_INDICES[n] + 2].register_forward_hook(
+            lambda m, i, o, n=n: pooled_calls.append(n)) for n in POOLED]
+        model(x)
+        got = reducer.take()
+    for h in spy:
+        h.remove()
+    with autocast:
+        expected = reference(model, x, LAYER_NAMES)
+    for name in LAYER_NAMES:
+        np.testing.assert_array_equal(got[name][1].numpy(), expected[name][1].float().numpy(), err_msg=name)
+        torch.testing.assert_close(got[name][0].double(), expected[name][0], rtol=1e-5, atol=1e-9, msg=name)
+    assert pooled_calls == POOLED
+
+
+def test_the_pool_of_an_odd_map_misses_part_of_it_so_the_map_is_reduced(model):
+    """The control: at 36 px conv3_3's map is 9 x 9 and its pool sees only 8 x 8; the pool's max is wrong for some
+    channel, and the reducer's is right."""
+    x = torch.randn(2, 3, 36, 36, generator=torch.Generator().manual_seed(3))
+    ref = reference(model, x, ["conv3_3"])["conv3_3"][1]
+    features = copy.deepcopy(model.features[:CONV_INDICES["conv3_3"] + 3])
+    with torch.inference_mode():
+        pooled_max = features(x).amax(dim=(2, 3)).double()
+    assert (pooled_max < ref).any()
+    with ChannelReducer(model, ["conv3_3"]) as reducer, torch.inference_mode():
+        model(x)
+        np.testing.assert_array_equal(reducer.take()["conv3_3"][1].double().numpy(), ref.numpy())
+
+
+def test_a_forward_cut_before_the_pool_is_refused(model, batch):
+    with ChannelReducer(model, ["conv1_2"]) as reducer, torch.inference_mode():
+        model.features[:4](batch)            # conv1_1, relu, conv1_2, relu: the pool never runs
+        with pytest.raises(RuntimeError, match="max pool"):
+            reducer.take()
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 30])
+def test_means_without_the_max_are_the_same_bits(monkeypatch, chunk_bytes):
+    import analysis.model.activations as acts
+
+    monkeypatch.setattr(acts, "_CHUNK_BYTES", chunk_bytes)
+    x = torch.rand(3, 5, 8, 6, generator=torch.Generator().manual_seed(4)).contiguous(memory_format=torch.channels_last)
+    means, maxes = acts.compute_mean_max(x)
+    alone, none = acts.compute_mean_max(x, with_max=False)
+    assert none is None and maxes is not None
+    np.testing.assert_array_equal(alone.numpy(), means.numpy())

@@ -1,0 +1,83 @@
+"""The hooks' reductions alone, on VGG16's real maps of one batch: every layer's mean and max taken from the map
+(before) against the five pre-pool layers' maxima taken from their 2x2 max pool's output (a quarter of the
+elements; analysis/model/activations.py), interleaved A B A B so that the machine's drift hits both alike.
+
+    python -m benchmarks.bench_reductions [--batch-size 32] [--image-size 224] [--precision fp32,bf16] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+
+def capture_maps(batch: int, size: int, precision: str) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """layer -> (post-ReLU map, its max pool's output or None), channels_last, as the job's forward makes them."""
+    from analysis.model.activations import following_pool  # noqa: PLC0415
+    from analysis.model.precision import autocast  # noqa: PLC0415
+    from analysis.model.vgg16 import CONV_INDICES, make_vgg16  # noqa: PLC0415
+
+    model = make_vgg16(1000).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    maps = {}
+    with torch.inference_mode(), autocast(torch.device("cpu"), precision):
+        y = x
+        for i, module in enumerate(model.features):
+            y = module(y)
+            for name, conv in CONV_INDICES.items():
+                if i == conv + 1:
+                    maps[name] = y.clone()
+        for name in list(maps):
+            pool = following_pool(model, name)
+            maps[name] = (maps[name], pool(maps[name]) if pool is not None else None)
+    return maps
+
+
+def reduce_all(maps, use_pool: bool) -> float:
+    from analysis.model.activations import compute_mean_max  # noqa: PLC0415
+
+    t = time.perf_counter()
+    for full, pooled in maps.values():
+        even = full.shape[-2] % 2 == 0 and full.shape[-1] % 2 == 0
+        if use_pool and pooled is not None and even:
+            compute_mean_max(full, with_max=False)
+            pooled.amax(dim=(2, 3)).float()
+        else:
+            compute_mean_max(full)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.machine import describe_cpu  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--precision", default="fp32,bf16")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    print(describe_cpu(), flush=True)
+    for precision in args.precision.split(","):
+        maps = capture_maps(args.batch_size, args.image_size, precision)
+        reduce_all(maps, False), reduce_all(maps, True)   # warm-up
+        before, after = [], []
+        with torch.inference_mode():
+            for _ in range(args.repeats):
+                before.append(reduce_all(maps, False))
+                after.append(reduce_all(maps, True))
+        ratio = [a / b for a, b in zip(after, before)]
+        print(f"{precision} batch {args.batch_size} size {args.image_size}: all 13 layers' reductions, ms per image: "
+              f"map only {statistics.median(before) / args.batch_size * 1000:.2f} "
+              f"({min(before) / args.batch_size * 1000:.2f}-{max(before) / args.batch_size * 1000:.2f}), "
+              f"pre-pool maxima from the pool {statistics.median(after) / args.batch_size * 1000:.2f} "
+              f"({min(after) / args.batch_size * 1000:.2f}-{max(after) / args.batch_size * 1000:.2f}); "
+              f"after / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), "
+              f"{args.repeats} pairs", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
