@@ -26,7 +26,7 @@ JOB_FLAGS = $(if $(DATA),--data="$(DATA)") $(if $(OUT),--out="$(OUT)") \
             $(if $(WEIGHTS),--weights="$(WEIGHTS)") $(if $(CONFIG),--config="$(CONFIG)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup analyze extract report demo finalize inspect test bench
+.PHONY: help setup analyze extract report demo finalize inspect test bench bench-gpu
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,8 +68,13 @@ inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, 
 test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward vs naive loop, attribution cost; report stage and page at scale
+bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward, where its time goes per part; report stage and page at scale
 	$(BIN)/python -m benchmarks.bench_extract
+	$(BIN)/python -m benchmarks.profile_extract
+	$(BIN)/python -m benchmarks.bench_reductions
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_report --images 25000
 	$(BIN)/python -m benchmarks.bench_scale
+
+bench-gpu: $(DEV_STAMP) ## On a GPU machine, once (<8 min): forward, DataLoader, whole extract, CPU vs GPU, torchrun
+	$(BIN)/python -m benchmarks.bench_gpu $(ARGS)

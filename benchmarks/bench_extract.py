@@ -4,7 +4,8 @@ the default attribution (channel contributions of conv4_3 and conv5_3) against t
     python -m benchmarks.bench_extract [--images 768] [--batch-size 32] [--image-size 224] [--precision fp32]
 
 Writes its own JPEGs (no downloads) and random weights. Ratios are what matter: absolute numbers move with the
-machine. Peak figures are this project's 2-core AVX-512 CPU (234 GFLOP/s fp32, 467 GFLOP/s bf16).
+machine. Peak figures are this project's 2-core AVX-512 CPU (234 GFLOP/s fp32, 467 GFLOP/s bf16); the first line
+printed says which CPU this is, and whether its bf16 is native or emulated.
 """
 from __future__ import annotations
 
@@ -16,23 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from benchmarks.images import write_images
+from benchmarks.machine import describe_cpu
+from jobs.runtime import has_native_bf16
 
 VGG16_GFLOP_224 = 30.9
 CPU_PEAK_GFLOPS = {"fp32": 234.0, "bf16": 467.0}
-
-
-def write_images(root: Path, n: int, seed: int = 0) -> None:
-    """Kaggle-like files: cat.0.jpg, dog.1.jpg ... at 500x375, smooth random content (JPEG-realistic sizes)."""
-    from PIL import Image  # noqa: PLC0415
-
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
-        img.save(root / f"{'cat' if i % 2 == 0 else 'dog'}.{i}.jpg", quality=90)
 
 
 def bare_forward(batch_size: int, image_size: int, precision: str, batches: int, keep_memory: bool) -> float:
@@ -114,10 +106,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train"
         write_images(data, args.images)
-        from jobs.runtime import has_native_bf16  # noqa: PLC0415
-        print(f"threads={torch.get_num_threads()} images={args.images} batch={args.batch_size} "
-              f"size={args.image_size} precision={args.precision} "
-              f"native_bf16={has_native_bf16(torch.device('cpu'))}", flush=True)
+        print(describe_cpu(), flush=True)
+        print(f"images={args.images} batch={args.batch_size} size={args.image_size} precision={args.precision}"
+              + ("" if args.precision != "bf16" or has_native_bf16(torch.device("cpu")) else
+                 " (bf16 EMULATED on this CPU: the bf16 target is for a CPU with native bf16)"), flush=True)
         # This kind of VM drifts by 10-20% within minutes: every ratio's reference is measured right before and
         # right after what it is compared with, and the mean of the two is used.
         def bare(keep_memory: bool, precision: str = args.precision, n: int = batches) -> float:

@@ -1,0 +1,220 @@
+"""Where the extract's time goes: each part of the job's own code timed on the same images, per image.
+
+    python -m benchmarks.profile_extract [--images 64] [--batch-size 32] [--image-size 224] [--precision fp32,bf16]
+
+The parts are the job's functions called in its order (jobs.extract.compute_batch, UnitWriter, the dataset's
+read/decode/preprocess), with a clock around each: read, decode, preprocess, collate, pin + copy to the device,
+forward (net of the hooks), reductions (inside the hooks), attribution (the backward of each class), rows (logits,
+the one host copy, prediction rows), parquet (unit commits). Everything runs in the main process, as the job does
+with workers=0; on a GPU the clock synchronizes the device, which costs some overlap the job would have.
+
+The machine is shared and drifts: the bare forward (model(x), no hooks) is measured before and after every
+repeat, and each part is printed as its median over the repeats with the spread (min-max).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+PARTS = ("read", "decode", "preprocess", "collate", "copy", "forward", "reductions", "attribution", "rows", "parquet")
+
+
+class Clock:
+    """Seconds per part; `sync` waits for the device so that a part's kernels are charged to it."""
+
+    def __init__(self, device: torch.device):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        self._sync()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] += time.perf_counter() - t
+
+
+class _TimedForward:
+    """Stands in for the model or the Attributor in compute_batch: the same calls, each timed."""
+
+    def __init__(self, inner, clock: Clock):
+        self._inner, self._clock = inner, clock
+        self.layers = getattr(inner, "layers", ())
+        self.channels = getattr(inner, "channels", {})
+
+    def __call__(self, x):
+        with self._clock.part("forward"):
+            return self._inner(x)
+
+    def forward(self, x):
+        with self._clock.part("forward"):
+            return self._inner.forward(x)
+
+    def take_contributions(self, logits):
+        with self._clock.part("attribution"):
+            return self._inner.take_contributions(logits)
+
+
+def make_config(data: Path, out: Path, device: str, precision: str, batch_size: int, image_size: int,
+                attribution: str | None = None, weights: str = "random"):
+    """The job's config for these settings, through its own parser (defaults from configs/default.yaml)."""
+    from jobs import extract  # noqa: PLC0415
+
+    return extract.parse(["--data", str(data), "--out", str(out), "--weights", weights, "--device", device,
+                          "--precision", precision, "--batch-size", str(batch_size), "--image-size", str(image_size),
+                          "--no-progress"] + (["--attribution-layers", attribution] if attribution else []))
+
+
+def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float], int]:
+    """({part: seconds}, images) of one pass of the job's code over cfg.data, after one warm-up batch."""
+    from analysis.data.dataset import Item, collate_images  # noqa: PLC0415
+    from analysis.data.decoding import decode_image  # noqa: PLC0415
+    from analysis.data.discovery import find_images  # noqa: PLC0415
+    from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
+    from analysis.data.sources import read_bytes  # noqa: PLC0415
+    from analysis.model.activations import ChannelReducer  # noqa: PLC0415
+    from analysis.model.attribution import Attributor  # noqa: PLC0415
+    from analysis.model.vgg16 import layer_channels, load_model  # noqa: PLC0415
+    from analysis.store.writer import UnitWriter  # noqa: PLC0415
+    from jobs import cluster, extract, runtime  # noqa: PLC0415
+
+    device = cluster.pick_device(cfg.device)
+    precision = runtime.pick_precision(cfg.precision, device)
+    found = find_images(cfg.data)
+    records = found.records[:max_images] if max_images else found.records
+    loaded = load_model(cfg.weights, classes=cfg.classes, classes_file=cfg.classes_file,
+                        class_map=cfg.imagenet_classes, download=False, seed=cfg.seed)
+    model = loaded.model.to(device, memory_format=torch.channels_last).requires_grad_(False)
+    all_channels = layer_channels(model)
+    channels = {n: all_channels[n] for n in cfg.layers}
+    attributed = extract.make_attributed(cfg.attribution_layers, loaded.classes, all_channels)
+    pre = make_preprocessing(cfg.preprocess, cfg.image_size)
+    clock = Clock(device)
+
+    def timed(hook):
+        def run(*args):
+            with clock.part("reductions"):
+                return hook(*args)
+        return run
+
+    class TimedReducer(ChannelReducer):   # every hook the reducer installs, on the maps and on the pools
+        def _make_hook(self, name):
+            return timed(super()._make_hook(name))
+
+        def _make_pool_hook(self, name):
+            return timed(super()._make_pool_hook(name))
+
+    def load(i: int) -> Item:
+        with clock.part("read"):
+            data = read_bytes(records[i], cfg.max_file_bytes, found.root)
+        with clock.part("decode"):
+            decoded = decode_image(data, cfg.max_image_pixels)
+        with clock.part("preprocess"):
+            image = pre.transform(decoded.image)
+        return Item(i, image, None, decoded.width, decoded.height, decoded.format)
+
+    batches = [range(s, min(len(records), s + cfg.batch_size)) for s in range(0, len(records), cfg.batch_size)]
+    out = Path(cfg.out)
+    writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, {},
+                        attribution={(c, l): n for c, l, n in extract.iter_attributed(attributed)})
+    grad_mode = torch.no_grad() if attributed else torch.inference_mode()
+    att = Attributor(model, cfg.attribution_layers) if attributed else contextlib.nullcontext()
+    with grad_mode, TimedReducer(model, cfg.layers) as reducer, att as a:
+        forward = _TimedForward(a if attributed else model, clock)
+        for k, indices in enumerate([batches[0]] + batches):   # the first batch warms up and is not counted
+            items = [load(i) for i in indices]
+            with clock.part("collate"):
+                batch = collate_images(items)
+            with clock.part("copy"):
+                images = batch.images.pin_memory() if device.type == "cuda" else batch.images
+                batch = dataclasses.replace(batch, images=images.to(device, non_blocking=True).contiguous(
+                    memory_format=torch.channels_last))
+            t = clock.seconds.copy()
+            with clock.part("rows"):
+                acts, rows = extract.compute_batch(forward, reducer, forward if attributed else None, batch, loaded,
+                                                   records, channels, device, precision)
+            # rows: compute_batch less the forward (whose clock holds the reductions) and the attribution
+            inside = sum(clock.seconds[p] - t.get(p, 0.0) for p in ("forward", "attribution"))
+            clock.seconds["rows"] -= inside
+            if k == 0:
+                clock.seconds.clear()
+                continue
+            with clock.part("parquet"):
+                writer.add(rows, batch.ok, acts)
+        with clock.part("parquet"):
+            writer.close()
+    # The forward's clock ran around the hooks: charge the reductions once.
+    clock.seconds["forward"] -= clock.seconds["reductions"]
+    return {p: clock.seconds.get(p, 0.0) for p in PARTS}, len(records)
+
+
+def print_breakdown(title: str, runs: list[dict[str, float]], n: int, bare: list[float]) -> None:
+    """Per part: ms per image (median, min-max over the repeats) and share of the profiled total."""
+    per = {p: [r[p] / n * 1000 for r in runs] for p in PARTS}
+    total = [sum(r.values()) / n * 1000 for r in runs]
+    bare_ms = [1000 / b for b in bare]
+    print(f"\n{title}: {n} images x {len(runs)} repeats; ms per image, median (min-max)")
+    for p in PARTS:
+        med = statistics.median(per[p])
+        print(f"  {p:12s} {med:9.2f} ({min(per[p]):.2f}-{max(per[p]):.2f})  {med / statistics.median(total):6.1%}")
+    print(f"  {'total':12s} {statistics.median(total):9.2f} ({min(total):.2f}-{max(total):.2f})")
+    print(f"  bare forward {statistics.median(bare_ms):9.2f} ({min(bare_ms):.2f}-{max(bare_ms):.2f})  "
+          f"model(x) alone, no hooks, measured before and after each repeat")
+    outside = statistics.median(total) - statistics.median(per["forward"])
+    print(f"  bare forward / profiled total {statistics.median(bare_ms) / statistics.median(total):6.3f}   "
+          f"everything but the forward: {outside:.2f} ms/img, hooks' reductions "
+          f"{statistics.median(per['reductions']) / statistics.median(bare_ms):.1%} of the bare forward")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.bench_extract import bare_forward  # noqa: PLC0415
+    from benchmarks.images import write_images  # noqa: PLC0415
+    from benchmarks.machine import describe_cpu  # noqa: PLC0415
+    from jobs import runtime  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    p.add_argument("--emulated-bf16-size", type=int, default=96,
+                   help="image size of the bf16 breakdown where bf16 is emulated (about 15x slower than fp32)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--attribution", default=None, help="--attribution-layers of the job (default: the config's)")
+    args = p.parse_args(argv)
+    runtime.keep_freed_memory()
+    print(describe_cpu(), flush=True)
+    native = runtime.has_native_bf16(torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train"
+        write_images(data, args.images)
+        for precision in args.precision.split(","):
+            size = args.image_size if precision != "bf16" or native else args.emulated_bf16_size
+            runs, bare = [], []
+            for r in range(args.repeats):
+                bare.append(bare_forward(args.batch_size, size, precision, 1, True))
+                cfg = make_config(data, Path(tmp) / f"out-{precision}-{r}", "cpu", precision, args.batch_size, size,
+                                  args.attribution)
+                parts, n = profile_parts(cfg)
+                runs.append(parts)
+                bare.append(bare_forward(args.batch_size, size, precision, 1, True))
+            note = "" if precision != "bf16" or native else " (bf16 EMULATED on this CPU: for information only)"
+            print_breakdown(f"{precision} batch {args.batch_size} size {size}, attribution "
+                            f"{','.join(cfg.attribution_layers) or 'none'}{note}", runs, n, bare)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
