@@ -52,14 +52,14 @@ class Settings:
 
 
 FULL = Settings("cuda", 20000, (500, 375), 224, (64, 128, 256), ("bf16", "fp16"), (4, 8, 15), "inductor", 2.0, 3,
-                6.0, 25.0, 64, 2048, 1024, 450.0, dict(data=90, forward=50, loader=45, extract=110, profile=40,
+                6.0, 20.0, 64, 2048, 1024, 450.0, dict(data=90, forward=50, loader=45, extract=110, profile=40,
                                                        compare=60, torchrun=70, compile=150))
 # On a CPU bf16 may be emulated and VGG16's classifier (124M weights) costs the same at any image size: one dtype,
 # the fewest forwards. The budgets only stop a hang: on an idle 2-core machine the whole smoke run takes ~40 s.
 SMOKE = Settings("cpu", 24, (64, 48), 32, (2,), ("bf16",), (1, 2), "eager", 0.0, 1, 0.3, 0.0, 4, 4, 8, 900.0,
                  dict(data=60, forward=120, loader=60, extract=180, profile=120, compare=180, torchrun=180,
                       compile=120))
-SECTIONS = ("data", "forward", "loader", "extract", "profile", "compare", "torchrun", "compile")
+SECTIONS = ("data", "forward", "loader", "profile", "extract", "compare", "torchrun", "compile")
 
 
 class SectionTimeout(Exception):
@@ -120,7 +120,7 @@ class Bench:
         from benchmarks.profile_extract import make_config  # noqa: PLC0415
 
         return make_config(self.data, self.tmp / "profile", self.s.device, kw.get("precision", "auto"),
-                           kw.get("batch", 32), self.s.size, weights=str(self.weights))
+                           kw.get("batch"), self.s.size, weights=str(self.weights))
 
     def section_data(self) -> None:
         from benchmarks.images import write_images  # noqa: PLC0415
@@ -141,14 +141,16 @@ class Bench:
         model, bare = self.model, self.found.setdefault("bare", {})
         for precision in self.s.dtypes:
             for batch in self.s.batches:
-                v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds, self.s.min_iters)
+                v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds,
+                                    self.s.min_iters)
                 bare[(precision, batch, None)] = v
                 print(f"bare forward {precision} batch {batch:4d} channels_last eager   {v:9.1f} img/s")
         if self.device.type == "cuda":
             precision, batch, _ = max(bare, key=bare.get)
             torch.backends.cudnn.benchmark = True
             try:
-                v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds, self.s.min_iters)
+                v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds,
+                                    self.s.min_iters)
             finally:
                 torch.backends.cudnn.benchmark = False
             print(f"bare forward {precision} batch {batch:4d} cudnn.benchmark=True  {v:9.1f} img/s (the job "
@@ -163,26 +165,34 @@ class Bench:
             print(f"DataLoader alone, {w:2d} workers, batch {cfg.batch_size}: {loader[w]:8.1f} img/s "
                   f"({loader[w] / w:.0f} per worker; first batch after {first:.1f} s)")
 
+    def best_batch(self) -> int:
+        """The batch of the fastest bare forward in the precision `auto` picks here (any, if not measured)."""
+        from jobs import runtime  # noqa: PLC0415
+
+        bare, auto = self.found.get("bare", {}), runtime.pick_precision("auto", self.device)
+        keys = [k for k in bare if k[2] is None and k[0] == auto] or [k for k in bare if k[2] is None]
+        return max(keys, key=bare.get)[1] if keys else self.config().batch_size
+
     def section_extract(self) -> None:
         from benchmarks.gpu_forward import measure_forward  # noqa: PLC0415
         from benchmarks.gpu_jobs import link_subset, run_extract  # noqa: PLC0415
+        from benchmarks.gpu_verdict import MAIN_PARTS  # noqa: PLC0415
         from jobs import cluster  # noqa: PLC0415
 
-        bare, loader = self.found.get("bare", {}), self.found.get("loader", {})
+        loader, parts = self.found.get("loader", {}), self.found.get("parts", {})
         default_workers = cluster.pick_workers("auto", self.device)
-        expected = min(loader.get(default_workers, min(loader.values(), default=1e9)), 1e9)
+        # As many images as the slower stage gets through in extract_seconds: decode, or the main process's parts
+        expected = min(loader.get(default_workers, min(loader.values(), default=1e9)),
+                       1000 / sum(parts[p] for p in MAIN_PARTS) if parts else 1e9)
         n = max(64, min(self.s.images, int(expected * self.s.extract_seconds)))
         data = link_subset(self.data, self.tmp / f"extract-{n}", n)
-        best_batch = max(((p, b) for p, b, c in bare if c is None), key=lambda k: bare[(*k, None)],
-                         default=(None, 32))[1]
         best_workers = max(loader, key=loader.get, default=default_workers)
-        model = self.model
-        runs = [("default", []), ("best", ["--batch-size", str(best_batch), "--workers", str(best_workers)])]
+        runs = [("default", []), ("best", ["--batch-size", str(self.best_batch()), "--workers", str(best_workers)])]
         for label, extra in runs:
-            meta = run_extract(self.job_args(data, self.tmp / f"out-{label}", "--device", self.s.device,
-                                        *extra))
-            rate, batch = meta["timings"]["images_per_s"], int(extra[1]) if extra else 32
-            ref = measure_forward(model, self.device, meta["precision"], batch, self.s.size, self.s.seconds, self.s.min_iters)
+            meta = run_extract(self.job_args(data, self.tmp / f"out-{label}", "--device", self.s.device, *extra))
+            rate, batch = meta["timings"]["images_per_s"], int(extra[1]) if extra else self.config().batch_size
+            ref = measure_forward(self.model, self.device, meta["precision"], batch, self.s.size, self.s.seconds,
+                                  self.s.min_iters)
             self.found[f"extract_{label}"] = dict(rate=rate, bare=ref, batch=batch, workers=meta["workers"],
                                                   precision=meta["precision"], layers=len(meta["layers"]))
             print(f"whole extract {label:7s}: {rate:8.1f} img/s on {n} images ({meta['precision']}, batch {batch}, "
@@ -193,8 +203,7 @@ class Bench:
     def section_profile(self) -> None:
         from benchmarks.profile_extract import PARTS, profile_parts  # noqa: PLC0415
 
-        best = self.found.get("extract_best") or {}
-        cfg = self.config(batch=best.get("batch", 32), precision=best.get("precision", "auto"))
+        cfg = self.config(batch=self.best_batch())
         parts, n = profile_parts(cfg, self.s.profile_images)
         self.found["parts"] = {p: parts[p] / n * 1000 for p in PARTS}
         total = sum(self.found["parts"].values())
@@ -246,9 +255,9 @@ class Bench:
                 v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds,
                                     self.s.min_iters, compiled=self.s.compile_backend)
                 eager = bare.get((precision, batch, None))
-                print(f"bare forward {precision} batch {batch:4d} torch.compile({self.s.compile_backend}) {v:9.1f} img/s"
-                      + (f" = {v / eager:.2f} x eager" if eager else "") + f" (set up and run in "
-                      f"{time.perf_counter() - t:.0f} s)", flush=True)
+                print(f"bare forward {precision} batch {batch:4d} torch.compile({self.s.compile_backend}) "
+                      f"{v:9.1f} img/s" + (f" = {v / eager:.2f} x eager" if eager else "")
+                      + f" (set up and run in {time.perf_counter() - t:.0f} s)", flush=True)
 
     def verdict(self) -> str:
         return make_verdict(self.found, self.s.device)
@@ -261,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: the same code paths, in seconds")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset, in this order")
+    p.add_argument("--dir", help="where to write the JPEGs and runs (default: the system's temp folder; local disk)")
     args = p.parse_args(argv)
     s = SMOKE if args.smoke else FULL
     runtime.keep_freed_memory()
@@ -272,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if s.device == "cuda" and not torch.cuda.is_available():
         print("RESULT: no CUDA device here; run `make bench-gpu` on a GPU machine, or --smoke on this one")
         return 2
-    with tempfile.TemporaryDirectory(prefix="bench-gpu-", ignore_cleanup_errors=True) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-", dir=args.dir, ignore_cleanup_errors=True) as tmp:
         bench = Bench(s, Path(tmp))
         for name in args.sections.split(","):
             bench.run(name)

@@ -67,14 +67,15 @@ class _TimedForward:
             return self._inner.take_contributions(logits)
 
 
-def make_config(data: Path, out: Path, device: str, precision: str, batch_size: int, image_size: int,
+def make_config(data: Path, out: Path, device: str, precision: str, batch_size: int | None, image_size: int,
                 attribution: str | None = None, weights: str = "random"):
     """The job's config for these settings, through its own parser (defaults from configs/default.yaml)."""
     from jobs import extract  # noqa: PLC0415
 
     return extract.parse(["--data", str(data), "--out", str(out), "--weights", weights, "--device", device,
-                          "--precision", precision, "--batch-size", str(batch_size), "--image-size", str(image_size),
-                          "--no-progress"] + (["--attribution-layers", attribution] if attribution else []))
+                          "--precision", precision, "--image-size", str(image_size), "--no-progress"]
+                         + (["--batch-size", str(batch_size)] if batch_size else [])   # None: the config's
+                         + (["--attribution-layers", attribution] if attribution else []))
 
 
 def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float], int]:

@@ -189,15 +189,3 @@ def test_a_forward_cut_before_the_pool_is_refused(model, batch):
         model.features[:4](batch)            # conv1_1, relu, conv1_2, relu: the pool never runs
         with pytest.raises(RuntimeError, match="max pool"):
             reducer.take()
-
-
-@pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 30])
-def test_means_without_the_max_are_the_same_bits(monkeypatch, chunk_bytes):
-    import analysis.model.activations as acts
-
-    monkeypatch.setattr(acts, "_CHUNK_BYTES", chunk_bytes)
-    x = torch.rand(3, 5, 8, 6, generator=torch.Generator().manual_seed(4)).contiguous(memory_format=torch.channels_last)
-    means, maxes = acts.compute_mean_max(x)
-    alone, none = acts.compute_mean_max(x, with_max=False)
-    assert none is None and maxes is not None
-    np.testing.assert_array_equal(alone.numpy(), means.numpy())
