@@ -227,7 +227,8 @@ class Bench:
 
     def section_torchrun(self) -> None:
         from analysis.store import manifest  # noqa: PLC0415
-        from benchmarks.gpu_jobs import link_subset, run_finalize, run_torchrun  # noqa: PLC0415
+        from benchmarks.gpu_jobs import link_subset, run_torchrun  # noqa: PLC0415
+        from jobs import finalize  # noqa: PLC0415
 
         n = self.s.torchrun_images
         data, out = link_subset(self.data, self.tmp / "torchrun", n), self.tmp / "out-torchrun"
@@ -237,13 +238,14 @@ class Bench:
         if r.returncode != 0:
             raise RuntimeError(f"torchrun exited with {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
         manifest.check_complete(out)
-        f = run_finalize(out, 60)
-        said = (f.stdout + f.stderr).strip().splitlines()
-        print(f"torchrun 2 processes on one {self.s.device}: {n} images in {time.perf_counter() - t:.1f} s, complete; "
-              f"process group: none (the shards share only files, so neither nccl nor gloo is used); "
-              f"jobs.finalize exit {f.returncode}: {said[-1] if said else ''}")
-        if f.returncode != 0:
-            raise RuntimeError(f"jobs.finalize exited with {f.returncode}")
+        code = finalize.main(finalize.parse(["--run", str(out)]))   # the last shard wrote run.json: "already"
+        summary, wrote = finalize.finalize_run(out)
+        print(f"torchrun 2 processes on one {self.s.device}: {n} images in {time.perf_counter() - t:.1f} s, complete "
+              f"({summary['counts']['found']} found, {len(summary['shards']['processes'])} processes); process "
+              "group: none (the shards share only files, so neither nccl nor gloo is used); "
+              f"jobs.finalize exit {code}, run.json written by the shards {not wrote}")
+        if code != 0 or wrote or summary["counts"]["found"] != n:
+            raise RuntimeError(f"jobs.finalize exited with {code}, wrote run.json: {wrote}")
 
     def section_compile(self) -> None:
         from benchmarks.gpu_forward import measure_forward  # noqa: PLC0415

@@ -97,7 +97,3 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
         p.wait()
         raise
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
-
-
-def run_finalize(out: Path, timeout: float) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "jobs.finalize", "--run", str(out)], timeout)

@@ -27,7 +27,9 @@ def test_smoke_run_takes_every_section_and_ends_with_the_verdict():
     assert lines[0].startswith("gpu: ") and lines[1].startswith("cpu: ") and "bf16" in lines[1]
     for name in bench_gpu.SECTIONS:
         assert any(line.startswith(f"-- {name}: ok in") for line in lines), f"section {name}:\n{r.stdout[-4000:]}"
-    assert "torchrun 2 processes" in r.stdout and "jobs.finalize exit 0" in r.stdout
+    assert "torchrun 2 processes on one cpu: 4 images" in r.stdout
+    assert "(4 found, 2 processes)" in r.stdout and "jobs.finalize exit 0, run.json written by the shards True" \
+        in r.stdout
     # the same device and precision twice give the same tables: the comparison read them and found no difference
     assert "cpu fp32 vs cpu fp32 on 4 images, max |diff| / max |cpu| per table: mean 0.00e+00  max 0.00e+00" \
         in r.stdout

@@ -39,8 +39,8 @@ class LayerHooks:
         if self._handles:
             raise RuntimeError(f"{type(self).__name__} is already active; it cannot be entered twice")
         try:
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._make_hook(name)))
+            for module, hook in self._hooks():
+                self._handles.append(module.register_forward_hook(hook))
         except BaseException:
             self._remove()
             raise
@@ -49,6 +49,10 @@ class LayerHooks:
     def __exit__(self, *exc) -> None:
         self._remove()
         self._store = {}
+
+    def _hooks(self):
+        """(module, forward hook) pairs to install on entry."""
+        return [(module, self._make_hook(name)) for name, module in self._modules.items()]
 
     def take(self) -> dict[str, Any]:
         """{layer: what `record` made of it} for the last forward pass; forgotten afterwards."""
@@ -95,15 +99,8 @@ class ChannelReducer(LayerHooks):
         # output: (B, C, H, W), any memory format; under autocast it is bf16/fp16, so accumulate in float32.
         return compute_mean_max(output)
 
-    def __enter__(self):
-        super().__enter__()
-        try:
-            for name, pool in self._pools.items():
-                self._handles.append(pool.register_forward_hook(self._make_pool_hook(name)))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    def _hooks(self):
+        return super()._hooks() + [(pool, self._make_pool_hook(name)) for name, pool in self._pools.items()]
 
     def take(self) -> dict[str, Any]:
         waiting = [name for name, (_, maxes) in self._store.items() if maxes is None]
