@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from analysis.store import contract, tables
 from analysis.store import manifest
-from analysis.stats import cards, drivers, embedding, histograms
+from analysis.stats import cards, checks, drivers, embedding, histograms
 from analysis.stats import selectivity as statistics
 from analysis.stats import topk
 from analysis.config import ConfigError
@@ -37,6 +37,8 @@ def main(cfg: ReportConfig) -> int:
     out = tables.report_dir(run, cfg.out)
     cli.check_utf8_path("--out", out)
     layers = check_layers(cfg.layers, meta)
+    if cfg.qa.enabled:
+        check_layers((cfg.qa.layer,), meta, "report_qa.layer")
     classes = tuple(meta["classes"])
 
     # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class.
@@ -62,7 +64,10 @@ def main(cfg: ReportConfig) -> int:
     overlays = draw_overlays(cfg, run, meta, examples, out) if cfg.overlays else Overlays(
         {}, {}, {}, [], 0, "Overlays are off (report.overlays: false).")
 
-    # 4. Figures, then the page.
+    # 4. Dataset checks: exact and near duplicates, likely label errors, outliers (report_qa).
+    dataset_checks = run_checks(cfg.qa, run, predictions, classes, out)
+
+    # 5. Figures, then the page.
     figs = write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
     wrong = drivers.compute_mistake_drivers(run, meta.get("attribution"),
                                             examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE])
@@ -99,11 +104,28 @@ def read_finished_run(run: str) -> dict:
     return meta
 
 
-def check_layers(layers: tuple[str, ...], meta: dict) -> list[str]:
+def run_checks(qa, run: Path, predictions: pd.DataFrame, classes, out: Path) -> checks.Checks | None:
+    """OUT/report/dataset_issues.parquet, its method and figures in the file's metadata; None when off."""
+    (out / contract.DATASET_ISSUES).unlink(missing_ok=True)   # never an earlier report's table beside this page
+    if not qa.enabled:
+        return None
+    t0 = time.perf_counter()
+    ids, x = checks.read_layer_means(run, qa.layer)
+    settings = checks.Settings(qa.near_duplicate_cosine, qa.near_duplicate_radius, qa.neighbours,
+                               qa.exact_max_images, qa.approx_dims, qa.memory_mb << 20)
+    found = checks.compute_checks(ids, x, predictions.set_index(contract.IMAGE_ID), classes, settings)
+    found.meta.update(layer=qa.layer, seconds=round(time.perf_counter() - t0, 2), library=checks.library_versions())
+    tables.write_table(found.issues, contract.DATASET_ISSUES_SCHEMA, out / contract.DATASET_ISSUES, found.meta)
+    log.info("dataset checks over %d images in %.1f s (%s): %s", len(ids), found.meta["seconds"],
+             found.meta["search"], ", ".join(f"{v} {k}" for k, v in found.meta["counts"].items()))
+    return found
+
+
+def check_layers(layers: tuple[str, ...], meta: dict, key: str = "layers") -> list[str]:
     """The report's layers, as configured (conv5_3 first by default), all of them recorded by the run."""
     missing = [name for name in layers if name not in meta["layers"]]
     if missing:
-        raise ConfigError(f"layers: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}")
+        raise ConfigError(f"{key}: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}")
     return sorted(layers, reverse=True)  # the deepest first: conv5_3 before conv4_3
 
 
@@ -206,7 +228,7 @@ def parse(argv: list[str] | None = None) -> ReportConfig:
     args = p.parse_args(argv)
     flags = dict(run=args.run, out=args.out, layers=args.layers, device=args.device, overlays=args.overlays,
                  progress=args.progress)
-    cfg = cli.resolve_config(ReportConfig, "report", args, flags)
+    cfg = cli.resolve_config(ReportConfig, "report", args, flags, nested={"qa": "report_qa"})
     if not cfg.run:
         raise ConfigError("run: no run given; pass --run OUT (make report RUN=OUT)")
     return cfg

@@ -5,6 +5,7 @@ Used by the report tests (small runs, a planted channel, hostile file names) and
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -63,6 +64,8 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
             contract.ERROR: [None if g else ERROR_REASONS[i % len(ERROR_REASONS)] for i, g in zip(idx, ok)],
             contract.WIDTH: [500 if g else None for g in ok], contract.HEIGHT: [375 if g else None for g in ok],
             contract.FORMAT: ["JPEG" if g else None for g in ok],
+            contract.SHA256: [hashlib.sha256(ids[i].encode("utf-8", "surrogateescape")).hexdigest()
+                              for i in idx],
             contract.PRED: [preds[i] if g else None for i, g in zip(idx, ok)],
             contract.CONFIDENCE: [float(probs[i].max()) if g else None for i, g in zip(idx, ok)],
             contract.CORRECT: [(labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)],
