@@ -68,8 +68,9 @@ inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, 
 test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward vs naive loop, attribution cost; report stage and page at scale
+bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward vs naive loop, attribution cost; report stage, page and dataset checks at scale
 	$(BIN)/python -m benchmarks.bench_extract
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_report --images 25000
+	$(BIN)/python -m benchmarks.bench_checks
 	$(BIN)/python -m benchmarks.bench_scale

@@ -24,6 +24,7 @@ from analysis.stats.recompute import RecomputeError, check_means, compute_shown_
 from jobs import cli, runtime
 from reports.encode import encode_jpeg, encode_png
 from reports.run import figures, gallery
+from reports.run import checks as qa_section
 from reports.run.explorer import make_explorer
 from reports.run.html import render_page
 from reports.run.page import Overlays, make_context
@@ -60,12 +61,14 @@ def main(cfg: ReportConfig) -> int:
                                          cfg.top_images)
     tables.write_table(examples, contract.TOP_EXAMPLES_SCHEMA, out / contract.TOP_EXAMPLES)
 
-    # 3. Overlays: the model re-run on the shown images only, their means checked against the Parquet.
-    overlays = draw_overlays(cfg, run, meta, examples, out) if cfg.overlays else Overlays(
-        {}, {}, {}, [], 0, "Overlays are off (report.overlays: false).")
-
-    # 4. Dataset checks: exact and near duplicates, likely label errors, outliers (report_qa).
+    # 3. Dataset checks: exact and near duplicates, likely label errors, outliers (report_qa).
     dataset_checks = run_checks(cfg.qa, run, predictions, classes, out)
+    worst = qa_section.list_worst(dataset_checks.issues, cfg.qa.shown) if dataset_checks else []
+
+    # 4. Overlays: the model re-run on the shown images only (and the checks' worst cases, for their thumbnails),
+    #    their means checked against the Parquet.
+    overlays = draw_overlays(cfg, run, meta, examples, out, worst) if cfg.overlays else Overlays(
+        {}, {}, {}, [], 0, "Overlays are off (report.overlays: false).")
 
     # 5. Figures, then the page.
     figs = write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
@@ -74,7 +77,8 @@ def main(cfg: ReportConfig) -> int:
     hists = histograms.compute_histograms(run, meta["layers"], groups, cfg.stats_memory_mb << 20)
     explorer = make_explorer_data(run, meta, predictions, groups, stats, layers, overlays)
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
-                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer)
+                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer,
+                           qa_section.make_checks_section(dataset_checks, overlays.views, cfg.qa.shown))
     tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
@@ -129,9 +133,11 @@ def check_layers(layers: tuple[str, ...], meta: dict, key: str = "layers") -> li
     return sorted(layers, reverse=True)  # the deepest first: conv5_3 before conv4_3
 
 
-def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFrame, out: Path) -> Overlays:
-    """Re-run the model on each shown image once, for all the channels it is shown with; write the tiles."""
-    needs = gallery.list_needs(examples)
+def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFrame, out: Path,
+                  also: list[str] = ()) -> Overlays:
+    """Re-run the model on each shown image once, for all the channels it is shown with; write the tiles. `also`:
+    images shown without channels (the dataset checks' worst cases), for their thumbnails."""
+    needs = {**{image_id: {} for image_id in also}, **gallery.list_needs(examples)}
     recorded = {(i, layer, int(c)): float(v) for i, layer, c, v in
                 zip(examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL],
                     examples[contract.VALUE])}

@@ -10,7 +10,6 @@ import dataclasses
 import io
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 REAL_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-photos" / "PetImages"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -15,23 +16,29 @@ from analysis.stats import checks
 from analysis.store import contract, tables
 from analysis.store.synthetic import write_synthetic_run
 from jobs import extract, report
-from jobs.config import ExtractConfig, QAConfig
+from jobs.config import ExtractConfig, QAConfig, ReportConfig
+from tests.browser import parse
 from tests.planted import REAL_PHOTOS, write_planted_dataset
 
 C = contract
+HOSTILE = ("<img src=x onerror=alert(1)>.jpg", "' onmouseover='alert(2)' x='.jpg")
 
 
 def qa_config(**values) -> QAConfig:
     return make_config(QAConfig, {**read_config_section(None, "report_qa"), **values})
 
 
-def run_checks(run: Path, qa: QAConfig | None = None) -> tuple[pd.DataFrame, dict]:
-    meta = tables.read_run_json(run)
-    predictions = tables.read_predictions(run, meta["classes"])
-    out = run / C.REPORT_DIR
-    report.run_checks(qa or qa_config(), run, predictions, tuple(meta["classes"]), out)
+def read_issues(out: Path) -> tuple[pd.DataFrame, dict]:
     path = out / C.DATASET_ISSUES
     return pd.read_parquet(path), json.loads(pq.read_schema(path).metadata[C.METADATA_KEY])
+
+
+def run_checks(run: Path, qa: QAConfig | None = None, out: Path | None = None) -> tuple[pd.DataFrame, dict]:
+    meta = tables.read_run_json(run)
+    predictions = tables.read_predictions(run, meta["classes"])
+    out = out or run / C.REPORT_DIR
+    report.run_checks(qa or qa_config(), run, predictions, tuple(meta["classes"]), out)
+    return read_issues(out)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +48,19 @@ def planted(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     plan = write_planted_dataset(data)
     (data / "Cat" / "broken.jpg").write_bytes((data / "Cat" / "2.jpg").read_bytes()[:300])   # a row, no features
+    for n, name in enumerate(HOSTILE):   # byte-identical copies under hostile names: shown in the section
+        (data / "Dog" / name).write_bytes((data / "Dog" / "5.jpg").read_bytes())
+    plan.exact.append(("Dog/5.jpg", *(f"Dog/{name}" for name in HOSTILE)))
     run = tmp_path_factory.mktemp("run") / "out"
     extract.main(make_config(ExtractConfig, {
         **read_config_section(None, "extract"), "data": str(data), "out": str(run), "weights": "random",
         "image_size": 64, "layers": ["conv5_3"], "attribution_layers": None, "device": "cpu", "precision": "fp32",
         "batch_size": 8, "workers": 0, "download": False, "progress": False}))
-    issues, meta = run_checks(run)
+    report.main(make_config(ReportConfig, {
+        **read_config_section(None, "report"), "qa": read_config_section(None, "report_qa"), "run": str(run),
+        "layers": ["conv5_3"], "device": "cpu", "top_channels": 1, "top_images": 2, "mistakes": 2, "thumbnail": 64,
+        "progress": False}))
+    issues, meta = read_issues(run / C.REPORT_DIR)
     return data, plan, run, issues, meta
 
 
@@ -115,10 +129,30 @@ def test_drawings_are_the_outliers(planted):
 
 def test_approximate_search_finds_the_same_pairs(planted):
     _, _, run, issues, _ = planted
-    approx, meta = run_checks(run, qa_config(exact_max_images=0, approx_dims=4))
+    approx, meta = run_checks(run, qa_config(exact_max_images=0, approx_dims=4), run / "approx")
     assert meta["search"].startswith("approximate")
     for issue in (C.ISSUE_EXACT_DUPLICATE, C.ISSUE_NEAR_DUPLICATE):
         assert set(of(approx, issue)[C.IMAGE_ID]) == set(of(issues, issue)[C.IMAGE_ID])
+
+
+def test_section_shows_the_worst_cases_escaped_and_linked(planted):
+    _, plan, run, issues, _ = planted
+    text, c = parse(run / C.REPORT_DIR / C.INDEX_HTML)
+    section = text[text.index("id='checks'"):text.index("<h2", text.index("id='checks'"))]
+    for name in HOSTILE:
+        assert name not in text and any(name in t for t in c.text)       # shown, as text only
+    assert not [a for _, attrs in c.tags for a in attrs if a.lower().startswith("on")]
+    assert not any(tag == "img" and attrs.get("src") == "x" for tag, attrs in c.tags)
+    links = [a["href"] for tag, a in c.tags if tag == "a" and a.get("href", "").startswith("#image=")]
+    misfiled = [m for _, _, m in plan.swapped]
+    assert {unquote(h[len("#image="):]) for h in links} >= set(misfiled) | set(plan.odd) | {
+        f"Dog/{name}" for name in HOSTILE}
+    thumbs = {a["alt"]: a["src"] for tag, a in c.tags if tag == "img" and a.get("alt") in misfiled}
+    assert set(thumbs) == set(misfiled) and all((run / C.REPORT_DIR / unquote(t)).is_file() for t in thumbs.values())
+    first_pair = issues[(issues[C.ISSUE] == C.ISSUE_NEAR_DUPLICATE) & (issues[C.PAIR] == 1)]
+    assert first_pair[C.LABELS_DIFFER].all() and "labels differ" in section
+    near = section[section.index("<h3>near duplicates"):section.index("<h3>likely label errors")]
+    assert near.index("labels differ") < near.index("pair 2")
 
 
 def test_unlabeled_run_gets_duplicates_and_outliers_only(tmp_path):

@@ -9,9 +9,10 @@ distinct photos at most 0.953 (64 px), 0.974 (96 px), 0.983 (224 px); copies at 
 One k-nearest-neighbour graph by Euclidean distance (analysis.stats.neighbours) serves the three checks, whose
 methods are cleanlab's:
 - near duplicates: pairs of neighbours whose cosine, in the full space, is at or above the threshold and whose
-  distance is within 0.13 x the median nearest-neighbour distance (Datalab's near-duplicate rule). Cosine alone
-  pairs up distinct pictures of a cluster far from the mean (line drawings traced from different photos: 0.9952);
-  by distance, copies lie within 0.075 x the median, distinct photos beyond 1.9 x, the drawings beyond 2.2 x.
+  distance is within 0.1 x the median distance to the k-th neighbour. Cosine alone pairs up distinct pictures of
+  a cluster far from the mean (line drawings traced from different photos: 0.9952); by distance (k = 10), copies
+  lie within 0.020 x that median, distinct photos beyond 0.52 x, the drawings beyond 0.61 x. Datalab's scale, the
+  median distance to the first neighbour, collapses when many images have a copy (then it is a copy's distance).
   Files with the same sha256 (from extract) are exact duplicates, in groups, and never also a near pair;
 - label issues (labeled runs): cleanlab.filter.find_label_issues (confident learning) and
   cleanlab.rank.get_label_quality_scores, on probabilities that average the model's with the neighbours' label
@@ -48,7 +49,7 @@ MEASURED = ("centred cosine, random weights, the 20 real photos and their resize
 @dataclasses.dataclass(frozen=True)
 class Settings:
     threshold: float          # near-duplicate cosine
-    radius: float             # near duplicates also lie within radius x the median nearest-neighbour distance
+    radius: float             # near duplicates also lie within radius x the median distance to the k-th neighbour
     k: int                    # neighbours per image
     exact_max_images: int     # above this, the search is approximate
     approx_dims: int          # principal components searched when approximate
@@ -134,9 +135,10 @@ def _exact_duplicates(ids, pred, meta) -> pd.DataFrame:
 def _near_duplicates(ids, pred, centred, graph: Neighbours, settings: Settings, meta: dict) -> pd.DataFrame:
     threshold = settings.threshold
     norm = np.linalg.norm(centred, axis=1).astype(np.float64)                            # (N,)
-    nearest = _nearest_distances(centred, graph)
-    radius = settings.radius * float(np.median(nearest)) if len(nearest) else 0.0
+    scale = _kth_distances(centred, graph)
+    radius = settings.radius * float(np.median(scale)) if len(scale) else 0.0
     meta["near_duplicate_radius"] = radius
+    meta["radius_rule"] = f"{settings.radius} x the median distance to the k-th neighbour, k = {graph.index.shape[1]}"
     a, b = np.repeat(np.arange(len(ids)), graph.index.shape[1]), graph.index.reshape(-1)   # every edge
     d = graph.dist.reshape(-1).astype(np.float64)
     # cos = (|a|^2 + |b|^2 - d^2) / (2 |a| |b|): exact from an exact search; from a projection, whose distances
@@ -164,12 +166,12 @@ def _near_duplicates(ids, pred, centred, graph: Neighbours, settings: Settings, 
                     C.LABELS_DIFFER: two(differ), C.COSINE: two(cosine)})
 
 
-def _nearest_distances(centred, graph: Neighbours, rows: int = 8192) -> np.ndarray:
-    """Each image's distance to its first neighbour in the full space (the graph's own when it is exact)."""
-    have = np.flatnonzero(graph.index[:, 0] >= 0)
+def _kth_distances(centred, graph: Neighbours, rows: int = 8192) -> np.ndarray:
+    """Each image's distance to its last (k-th) neighbour in the full space (the graph's own when it is exact)."""
+    have = np.flatnonzero(graph.index[:, -1] >= 0)
     if graph.dims is None:
-        return graph.dist[have, 0].astype(np.float64)
-    return np.concatenate([np.linalg.norm(centred[i] - centred[graph.index[i, 0]], axis=1)
+        return graph.dist[have, -1].astype(np.float64)
+    return np.concatenate([np.linalg.norm(centred[i] - centred[graph.index[i, -1]], axis=1)
                            for i in np.array_split(have, max(1, len(have) // rows))]).astype(np.float64)
 
 

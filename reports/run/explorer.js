@@ -117,9 +117,12 @@
   });
 
   draw();
-  var want = /^#image=(.+)$/.exec(location.hash);
-  if (want) {
+  function follow() {   // on load, and when a link elsewhere on the page (the dataset checks) names an image
+    var want = /^#image=(.+)$/.exec(location.hash);
+    if (!want) { return; }
     var id = decodeURIComponent(want[1]);
-    for (var k = 0; k < N; k++) { if (E.ids[k] === id) { open(k); break; } }
+    for (var k = 0; k < N; k++) { if (E.ids[k] === id) { open(k); card.scrollIntoView(); break; } }
   }
+  follow();
+  window.addEventListener('hashchange', follow);
 })();

@@ -22,8 +22,8 @@ from reports.templating import make_environment
 HERE = Path(__file__).parent
 
 # (anchor, title): the fixed navigation, and the sections in page order (each is templates/section_<anchor>.html).
-NAV = (("run", "run"), ("quality", "data quality"), ("classification", "classification"), ("channels", "channels"),
-       ("browser", "channel browser"), ("map", "map and images"), ("galleries", "galleries"),
+NAV = (("run", "run"), ("quality", "data quality"), ("checks", "dataset checks"), ("classification", "classification"),
+       ("channels", "channels"), ("browser", "channel browser"), ("map", "map and images"), ("galleries", "galleries"),
        ("mistakes", "mistakes"), ("check", "check"), ("data", "load the data"))
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")   # explorer.js's class colours, in order
 
