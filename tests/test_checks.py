@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ from analysis.store import contract, tables
 from analysis.store.synthetic import write_synthetic_run
 from jobs import extract, report
 from jobs.config import ExtractConfig, QAConfig, ReportConfig
-from tests.browser import parse
+from tests.browser import CHROMIUM, needs_chromium, parse
 from tests.planted import REAL_PHOTOS, write_planted_dataset
 
 C = contract
@@ -153,6 +153,24 @@ def test_section_shows_the_worst_cases_escaped_and_linked(planted):
     assert first_pair[C.LABELS_DIFFER].all() and "labels differ" in section
     near = section[section.index("<h3>near duplicates"):section.index("<h3>likely label errors")]
     assert near.index("labels differ") < near.index("pair 2")
+
+
+@needs_chromium
+def test_a_link_in_the_section_opens_the_image_card(planted):
+    sync = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+    _, plan, run, _, _ = planted
+    with sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        tab = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems = []
+        tab.on("pageerror", lambda e: problems.append(str(e)))
+        tab.on("dialog", lambda d: (problems.append("dialog " + d.message), d.dismiss()))
+        tab.goto((run / C.REPORT_DIR / C.INDEX_HTML).resolve().as_uri())
+        for image_id in (plan.odd[0], f"Dog/{HOSTILE[0]}"):
+            tab.locator(f"#checks ~ div a[href='#image={quote(image_id, safe='')}']").first.click()
+            assert tab.inner_text("#card h3") == image_id
+        browser.close()
+    assert problems == []
 
 
 def test_unlabeled_run_gets_duplicates_and_outliers_only(tmp_path):

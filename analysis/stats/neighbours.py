@@ -62,4 +62,5 @@ def compute_neighbours(x: np.ndarray, k: int, memory_bytes: int, dims: int | Non
             values, where = torch.topk(block, kk, dim=1)           # (b, kk), nearest first
             index[lo:lo + b, :kk] = where.numpy()
             dist[lo:lo + b, :kk] = (square[lo:lo + b, None] - values).clamp_(min=0).sqrt_().numpy()
+            del block   # before the next product: never two blocks alive at once
     return Neighbours(index, dist, dims)
