@@ -2,26 +2,22 @@
 packed COLUMNS to a row into JPEG sprite sheets of PER_SHEET cells that the page loads only when a hover or a card
 needs one.
 
-Cost: one read and one decode per ok image. A JPEG is decoded in PIL's draft mode (the DCT scaled by 1/2, 1/4 or
-1/8 while decoding, to the smallest size that still covers T pixels of the crop), which makes a 2,000-pixel photo
-about ten times cheaper than a full decode; anything else, and any JPEG the draft path cannot open, goes through the
-project's decoder (analysis/data/decoding.py), which also gives the reason when an image cannot be decoded. Bytes
-are read with analysis/data/sources.py: no link is followed out of DATA. Memory: one sheet of cells at a time.
+Cost: one read and one decode per ok image, by the project's decoder (analysis/data/decoding.py, which gives the
+reason when an image cannot be decoded) in its draft mode: a JPEG's DCT is scaled by 1/2, 1/4 or 1/8 while decoding,
+to the smallest size that still covers T pixels of the crop, which makes a 2,000-pixel photo about ten times cheaper
+than a full decode. Bytes are read with analysis/data/sources.py: no link is followed out of DATA. Memory: one
+sheet of cells at a time.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
-import struct
-import warnings
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from analysis.data.decoding import DecodeError, decode_image
 from analysis.data.discovery import find_images
@@ -29,10 +25,6 @@ from analysis.data.sources import SourceError, read_bytes
 
 COLUMNS = 16
 PER_SHEET = 256                        # 16 x 16 cells: a 512 x 512 sheet at T = 32
-_JPEG = b"\xff\xd8\xff"
-# What PIL raises on bad bytes (the decoder's list); on the draft path any of them hands the bytes to the decoder.
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, struct.error, EOFError,
-               zlib.error, ArithmeticError, RuntimeError, MemoryError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -47,32 +39,11 @@ class Source:
 
 def compute_thumbnail(data: bytes, size: int, crop_fraction: float, max_pixels: int) -> np.ndarray:
     """(size, size, 3) uint8: the centre crop the network saw, downscaled; DecodeError when it cannot be decoded."""
-    image = _open_drafted(data, size, crop_fraction, max_pixels)
-    if image is None:
-        image = decode_image(data, max_pixels).image
+    image = decode_image(data, max_pixels, min_side=math.ceil(size / crop_fraction)).image
     w, h = image.size
     side = min(w, h) * crop_fraction
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
     return np.asarray(image.resize((size, size), Image.BILINEAR, box=box), dtype=np.uint8)
-
-
-def _open_drafted(data: bytes, size: int, crop_fraction: float, max_pixels: int) -> Image.Image | None:
-    """A JPEG decoded at the smallest DCT scale whose crop still covers `size` pixels; None: use the decoder."""
-    if not data.startswith(_JPEG):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            im = Image.open(io.BytesIO(data), formats=("JPEG",))
-            w, h = im.size
-            if w < 1 or h < 1 or w * h > max_pixels:
-                return None                                  # the decoder refuses it, with its reason
-            scale = size / (min(w, h) * crop_fraction)
-            im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
-            im.load()
-            return ImageOps.exif_transpose(im).convert("RGB")
-        except _PIL_ERRORS:
-            return None
 
 
 def read_source(data: str, max_file_bytes: int, max_image_pixels: int, crop_fraction: float) -> Source:
