@@ -118,6 +118,7 @@ class ReportConfig:
     colormap: str
     alpha: float
     thumbnail: int
+    image_thumbnails: int
     device: str
     batch_size: int
     stats_memory_mb: int
@@ -140,6 +141,9 @@ class ReportConfig:
         check_colormap("colormap", self.colormap)
         check_fraction("alpha", self.alpha)
         check_int("thumbnail", self.thumbnail, 16, 1024)
+        t = self.image_thumbnails   # a sprite cell's size; sheets of 256 cells, so small
+        if isinstance(t, bool) or not isinstance(t, int) or not (t == 0 or 8 <= t <= 128):
+            reject("image_thumbnails", t, "0 (off) or an integer from 8 to 128")
         check_device("device", self.device)
         check_int("batch_size", self.batch_size, 1)
         check_int("stats_memory_mb", self.stats_memory_mb, 1)

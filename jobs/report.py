@@ -20,16 +20,20 @@ from analysis.stats import selectivity as statistics
 from analysis.stats import topk
 from analysis.config import ConfigError
 from jobs.config import ReportConfig
-from analysis.stats.recompute import RecomputeError, check_means, compute_shown_maps, load_run_model
+from analysis.stats.recompute import (RecomputeError, check_means, compute_shown_maps, load_run_model,
+                                      read_run_config)
+from analysis.data.discovery import DataError
+from analysis.data.preprocessing import make_preprocessing
 from jobs import cli, runtime
 from reports.encode import encode_jpeg, encode_png
-from reports.run import figures, gallery
+from reports.run import figures, gallery, thumbs
 from reports.run import checks as qa_section
 from reports.run.explorer import make_explorer
 from reports.run.html import render_page
 from reports.run.page import Overlays, make_context
 
 log = logging.getLogger("cnn_blackbox")
+THUMB_QUALITY = 75   # of the sprite sheets: see benchmarks/bench_report.py for the bytes per thumbnail
 
 
 def main(cfg: ReportConfig) -> int:
@@ -75,7 +79,7 @@ def main(cfg: ReportConfig) -> int:
     wrong = drivers.compute_mistake_drivers(run, meta.get("attribution"),
                                             examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE])
     hists = histograms.compute_histograms(run, meta["layers"], groups, cfg.stats_memory_mb << 20)
-    explorer = make_explorer_data(run, meta, predictions, groups, stats, layers, overlays)
+    explorer = make_explorer_data(cfg, run, out, meta, predictions, groups, stats, examples, layers, overlays)
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
                            cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer,
                            qa_section.make_checks_section(dataset_checks, overlays.views, cfg.qa.shown))
@@ -84,13 +88,46 @@ def main(cfg: ReportConfig) -> int:
     return 0
 
 
-def make_explorer_data(run: Path, meta: dict, predictions, groups, stats, layers, overlays) -> dict | None:
+def make_explorer_data(cfg: ReportConfig, run: Path, out: Path, meta: dict, predictions, groups, stats, examples,
+                       layers, overlays) -> dict | None:
     """The dataset map (PCA of the deepest report layer) and every image's card, for the page."""
     pca = embedding.compute_pca_map(run, layers[0])
     if not len(pca.image_ids):
         return None
     tops = {layer: cards.compute_top_channels(run, layer, stats, groups) for layer in layers}
-    return make_explorer(predictions, tuple(meta["classes"]), groups.by, pca, tops, overlays.views)
+    sprites = write_thumbnails(cfg, run, out, [str(i) for i in pca.image_ids]) if cfg.image_thumbnails else None
+    return make_explorer(predictions, tuple(meta["classes"]), groups.by, pca, tops, overlays.views, sprites,
+                         overlays.tiles, examples)
+
+
+def write_thumbnails(cfg: ReportConfig, run: Path, out: Path, image_ids: list[str]) -> dict:
+    """Every ok image's thumbnail, cell k of OUT/report/thumbs/sheet-<k // PER_SHEET>.jpg (names from numbers only);
+    returns the page's index of them, with why an image (or the whole run) has none."""
+    t0 = time.perf_counter()
+    for stale in (out / "thumbs").glob("sheet-*.jpg"):   # an earlier report's sheets, never the user's files
+        stale.unlink()
+    index = {"size": cfg.image_thumbnails, "columns": thumbs.COLUMNS, "per_sheet": thumbs.PER_SHEET, "sheets": [],
+             "missing": {}, "note": None}
+    try:
+        ext = read_run_config(run)
+        pre = make_preprocessing(ext["preprocess"], int(ext["image_size"]))
+        source = thumbs.read_source(str(ext["data"]), int(ext["max_file_bytes"]), int(ext["max_image_pixels"]),
+                                    pre.crop / pre.resize)
+    except (RecomputeError, DataError, KeyError, TypeError, ValueError) as e:
+        log.warning("no thumbnails: %s", e)
+        return {**index, "note": f"No thumbnails: the run's images cannot be read now ({e})."}
+    chunks = thumbs.read_thumbnails(source, image_ids, cfg.image_thumbnails, runtime.count_cores())
+    total = -(-len(image_ids) // thumbs.PER_SHEET)
+    for k, chunk in enumerate(tqdm(chunks, desc="thumbnails", unit="sheet", total=total, disable=not cfg.progress,
+                                   file=sys.stderr)):
+        index["missing"].update({str(k * thumbs.PER_SHEET + j): got for j, got in enumerate(chunk)
+                                 if isinstance(got, str)})
+        sheet = thumbs.make_sheet([None if isinstance(g, str) else g for g in chunk], cfg.image_thumbnails)
+        index["sheets"].append(f"thumbs/sheet-{k:05d}.jpg")
+        tables.write_bytes_atomic(encode_jpeg(sheet, quality=THUMB_QUALITY), out / index["sheets"][-1])
+    log.info("thumbnails: %d images in %d sheets, %d without one, %.1f s", len(image_ids), len(index["sheets"]),
+             len(index["missing"]), time.perf_counter() - t0)
+    return index
 
 
 def read_finished_run(run: str) -> dict:
