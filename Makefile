@@ -68,12 +68,13 @@ inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, 
 test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward, where its time goes per part; report stage and page at scale
+bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report stage, page and dataset checks at scale
 	$(BIN)/python -m benchmarks.bench_extract
 	$(BIN)/python -m benchmarks.profile_extract
 	$(BIN)/python -m benchmarks.bench_reductions
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_report --images 25000
+	$(BIN)/python -m benchmarks.bench_checks
 	$(BIN)/python -m benchmarks.bench_scale
 
 bench-gpu: $(DEV_STAMP) ## On a GPU machine, once (<8 min): forward, DataLoader, whole extract, CPU vs GPU, torchrun

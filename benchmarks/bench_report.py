@@ -3,15 +3,19 @@
     python -m benchmarks.bench_report [--images 200000] [--dir .bench/report] [--memory-mb 256]
 
 The run has VGG16's 13 layers (4,224 channels, means and maxima) for --images images, written with
-analysis/store/synthetic.py and reused on the next call when its parameters match. The report
-runs in a child process (`python -m jobs.report --no-overlays`: the synthetic run has no image files to re-run),
-so its peak resident memory is measured alone.
+analysis/store/synthetic.py and reused on the next call when its parameters match. Its DATA holds a JPEG per ok
+image (hard links to a few pictures: the 20 real photos of ../shared/data/real-photos scaled to 500 px, the size of
+Kaggle's PetImages, where they are present; else synthetic pictures), so the report's thumbnails read and decode a
+file per image. The report runs in a child process (`python -m jobs.report --no-overlays`), so its peak resident
+memory is measured alone; once more with thumbnails off, for their cost.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -19,28 +23,53 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from analysis.store import contract
 from analysis.config import LAYER_NAMES
 
 VGG16_CHANNELS = dict(zip(LAYER_NAMES, (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)))
 ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "data" / "real-photos" / "PetImages"
 
 
-def make_run(folder: Path, images: int, seed: int = 0) -> float:
+def make_pictures() -> tuple[list[bytes], str]:
+    """JPEG bytes of the pictures the synthetic DATA repeats, and what they are."""
+    out = []
+    for path in sorted(PHOTOS.glob("*/*")) if PHOTOS.is_dir() else ():
+        im = Image.open(path).convert("RGB")
+        im.thumbnail((500, 500))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    if out:
+        return out, f"{len(out)} real photos at 500 px"
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        buf = io.BytesIO()
+        small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out, "20 synthetic pictures at 500 x 375 (../shared/data/real-photos is absent)"
+
+
+def make_run(folder: Path, images: int, pictures: list[bytes], seed: int = 0) -> float:
     """The synthetic run in `folder`, reused only when written with the same parameters; seconds spent writing."""
     from analysis.store.synthetic import write_synthetic_run  # noqa: PLC0415  (the tests' helper, also used here)
 
     params = {"images": images, "layers": VGG16_CHANNELS, "seed": seed, "unit_size": 2048,
-              "planted": ["conv5_3", 7, "dog"], "format": contract.FORMAT_VERSION}
+              "planted": ["conv5_3", 7, "dog"], "format": contract.FORMAT_VERSION, "pictures": len(pictures)}
     stamp = folder / "bench-params.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == params and (folder / contract.RUN_JSON).is_file():
         return 0.0
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder.with_name(folder.name + "-data"), ignore_errors=True)
     t = time.perf_counter()
     write_synthetic_run(folder, n_images=images, layers=VGG16_CHANNELS, planted=("conv5_3", 7, "dog"),
-                        unit_size=2048, seed=seed, n_errors=min(100, images // 100))
+                        unit_size=2048, seed=seed, n_errors=min(100, images // 100),
+                        data=folder.with_name(folder.name + "-data"), pictures=pictures)
     stamp.write_text(json.dumps(params))
     return time.perf_counter() - t
 
@@ -67,11 +96,17 @@ def main() -> int:
     p.add_argument("--memory-mb", type=int, default=256, help="report.stats_memory_mb (default 256)")
     args = p.parse_args()
     folder = args.dir or ROOT / ".bench" / f"report-{args.images}"
-    write_s = make_run(folder, args.images)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}, load average "
+          f"{os.getloadavg()[0]:.1f} at start (shared: other work runs beside this)")
+    pictures, what = make_pictures()
+    write_s = make_run(folder, args.images, pictures)
     parquet_bytes = sum(f.stat().st_size for f in folder.rglob("*.parquet") if "report" not in f.parts)
     _, base, _ = run_child([sys.executable, "-c", "import jobs.report"])  # torch, pandas, matplotlib loaded
-    seconds, peak, log = run_child([sys.executable, "-m", "jobs.report", "--run", str(folder), "--no-overlays",
-                                    "--no-progress", "--set", f"stats_memory_mb={args.memory_mb}"])
+    job = [sys.executable, "-m", "jobs.report", "--run", str(folder), "--no-overlays", "--no-progress", "--set",
+           f"stats_memory_mb={args.memory_mb}"]
+    bare_s, _, _ = run_child(job + ["--set", "image_thumbnails=0"])        # before and after: the machine is shared
+    seconds, peak, log = run_child(job)
+    bare_s2, _, _ = run_child(job + ["--set", "image_thumbnails=0"])
     channels = sum(VGG16_CHANNELS.values())
     values = args.images * channels * 2
     print(f"synthetic run: {args.images:,} images x 13 layers ({channels:,} channels, means and maxima) = "
@@ -80,10 +115,18 @@ def main() -> int:
     print(f"report stage: {seconds:.1f} s wall, {values / seconds / 1e6:.1f} M values/s; peak RSS {peak:.0f} MiB "
           f"(stats_memory_mb={args.memory_mb}), of which {base:.0f} MiB is importing the job (torch, pandas, ...)")
     print("  " + log.strip().splitlines()[-1])
+    thumb_line = next((line for line in log.splitlines() if "thumbnails:" in line), "thumbnails: none")
+    print(f"  {thumb_line.split('thumbnails:', 1)[1].strip()}; DATA: {what}")
+    print(f"  report without thumbnails: {bare_s:.1f} s before, {bare_s2:.1f} s after; thumbnails add "
+          f"{seconds - (bare_s + bare_s2) / 2:.1f} s, {(seconds - (bare_s + bare_s2) / 2) / args.images * 1e3:.2f} ms "
+          f"per image ({os.cpu_count()} cores)")
     page = folder / contract.REPORT_DIR
     files = sum(f.stat().st_size for f in page.rglob("*") if f.is_file() and f.suffix != ".parquet")
-    print(f"  page: index.html {(page / contract.INDEX_HTML).stat().st_size / 2**20:.1f} MiB, with its figures and "
-          f"tiles {files / 2**20:.1f} MiB (budget for 25,000 images: 20 MiB)")
+    sheets = sorted((page / "thumbs").glob("sheet-*.jpg"))
+    sprite_bytes = sum(f.stat().st_size for f in sheets)
+    print(f"  page: index.html {(page / contract.INDEX_HTML).stat().st_size / 2**20:.1f} MiB, with its figures, "
+          f"tiles and thumbnails {files / 2**20:.1f} MiB (budget for 25,000 images: 20 MiB); thumbnails "
+          f"{sprite_bytes / 2**20:.1f} MiB in {len(sheets)} sheets, {sprite_bytes / max(1, args.images):.0f} B each")
     stats = pd.read_parquet(folder / contract.REPORT_DIR / contract.CHANNEL_STATS,
                             filters=[(contract.LAYER, "==", "conv5_3"), (contract.STAT, "==", contract.STAT_MEAN),
                                      (contract.CLASS, "==", "dog"), (contract.RANK_SELECTIVITY, "==", 1)])

@@ -3,9 +3,9 @@
     python -m benchmarks.profile_extract [--images 64] [--batch-size 32] [--image-size 224] [--precision fp32,bf16]
 
 The parts are the job's functions called in its order (jobs.extract.compute_batch, UnitWriter, the dataset's
-read/decode/preprocess), with a clock around each: read, decode, preprocess, collate, pin + copy to the device,
-forward (net of the hooks), reductions (inside the hooks), attribution (the backward of each class), rows (logits,
-the one host copy, prediction rows), parquet (unit commits). Everything runs in the main process, as the job does
+read/hash/decode/preprocess), with a clock around each: read, sha256, decode, preprocess, collate, pin + copy to
+the device, forward (net of the hooks), reductions (inside the hooks), attribution (the backward of each class),
+rows (logits, the one host copy, prediction rows), parquet (unit commits). Everything runs in the main process, as the job does
 with workers=0; on a GPU the clock synchronizes the device, which costs some overlap the job would have.
 
 The machine is shared and drifts: the bare forward (model(x), no hooks) is measured before and after every
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-PARTS = ("read", "decode", "preprocess", "collate", "copy", "forward", "reductions", "attribution", "rows", "parquet")
+PARTS = ("read", "sha256", "decode", "preprocess", "collate", "copy", "forward", "reductions", "attribution", "rows",
+         "parquet")
 
 
 class Clock:
@@ -120,11 +122,13 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     def load(i: int) -> Item:
         with clock.part("read"):
             data = read_bytes(records[i], cfg.max_file_bytes, found.root)
+        with clock.part("sha256"):
+            digest = hashlib.sha256(data).hexdigest()
         with clock.part("decode"):
             decoded = decode_image(data, cfg.max_image_pixels)
         with clock.part("preprocess"):
             image = pre.transform(decoded.image)
-        return Item(i, image, None, decoded.width, decoded.height, decoded.format)
+        return Item(i, image, None, decoded.width, decoded.height, decoded.format, sha256=digest)
 
     batches = [range(s, min(len(records), s + cfg.batch_size)) for s in range(0, len(records), cfg.batch_size)]
     out = Path(cfg.out)

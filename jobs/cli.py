@@ -24,15 +24,27 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="set any config key of this job (value read as YAML); repeatable")
 
 
-def resolve_config(cls: type, section: str, args: argparse.Namespace, flags: Mapping[str, Any]):
-    """Defaults <- --config file <- explicit flags (those not None) <- --set key=value."""
+def resolve_config(cls: type, section: str, args: argparse.Namespace, flags: Mapping[str, Any],
+                   nested: Mapping[str, str] | None = None):
+    """Defaults <- --config file <- explicit flags (those not None) <- --set key=value.
+
+    nested: {field: other section} -- the field takes that whole section (report's `qa`: report_qa), and
+    `--set other_section.key=value` sets a key of it."""
     values = read_config_section(args.config, section)
+    for field, other in (nested or {}).items():
+        values[field] = read_config_section(args.config, other)
     values.update({k: v for k, v in flags.items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
+    sections = {other: field for field, other in (nested or {}).items()}
     for text in args.overrides:
         key, value = parse_override(text)
+        head, dot, rest = key.partition(".")
+        if dot and head in sections:
+            values[sections[head]] = {**values[sections[head]], rest: value}
+            continue
         if key not in names:
-            raise ConfigError(f"--set {key}: unknown config key; valid keys: {', '.join(sorted(names))}")
+            raise ConfigError(f"--set {key}: unknown config key; valid keys: {', '.join(sorted(names))}"
+                              + "".join(f", {other}.KEY" for other in sections))
         values[key] = value
     return make_config(cls, values)
 

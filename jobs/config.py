@@ -4,10 +4,12 @@ checked on creation by analysis.config's validators. Only the jobs know them; th
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping
 
-from analysis.config import (PRECISIONS, PREPROCESS_NAMES, check_bool, check_choice, check_colormap, check_device,
-                             check_fraction, check_int, check_optional_str, normalize_class_map, normalize_classes,
-                             normalize_layers, normalize_optional_layers, reject)
+from analysis.config import (LAYER_NAMES, PRECISIONS, PREPROCESS_NAMES, check_bool, check_choice, check_colormap,
+                             check_device, check_fraction, check_int, check_optional_str, make_config,
+                             normalize_class_map, normalize_classes, normalize_layers, normalize_optional_layers,
+                             reject)
 from analysis.store.shards import parse_shard
 from analysis.walkthrough.convolution import KERNEL_NAMES
 
@@ -78,6 +80,33 @@ class ExtractConfig(ModelKeys):
 
 
 @dataclasses.dataclass(frozen=True)
+class QAConfig:
+    """The report's dataset checks (section report_qa): duplicates, likely label errors, outliers."""
+    enabled: bool
+    layer: str
+    near_duplicate_cosine: float
+    near_duplicate_radius: float
+    neighbours: int
+    exact_max_images: int
+    approx_dims: int
+    memory_mb: int
+    shown: int
+
+    def __post_init__(self):
+        check_bool("report_qa.enabled", self.enabled)
+        check_choice("report_qa.layer", self.layer, LAYER_NAMES)
+        if isinstance(self.near_duplicate_cosine, bool) or not isinstance(self.near_duplicate_cosine, (int, float)) \
+                or not 0 < self.near_duplicate_cosine <= 1:
+            reject("report_qa.near_duplicate_cosine", self.near_duplicate_cosine, "a cosine in (0, 1], e.g. 0.995")
+        check_fraction("report_qa.near_duplicate_radius", self.near_duplicate_radius)
+        check_int("report_qa.neighbours", self.neighbours, 1, 1000)
+        check_int("report_qa.exact_max_images", self.exact_max_images, 0)
+        check_int("report_qa.approx_dims", self.approx_dims, 2, 4096)
+        check_int("report_qa.memory_mb", self.memory_mb, 1)
+        check_int("report_qa.shown", self.shown, 0, 1000)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReportConfig:
     run: str | None
     out: str | None
@@ -89,13 +118,19 @@ class ReportConfig:
     colormap: str
     alpha: float
     thumbnail: int
+    image_thumbnails: int
     device: str
     batch_size: int
     stats_memory_mb: int
     note: str | None
     progress: bool
+    qa: QAConfig       # from the report_qa section; a mapping of it is checked and made a QAConfig
 
     def __post_init__(self):
+        if isinstance(self.qa, Mapping):
+            object.__setattr__(self, "qa", make_config(QAConfig, self.qa))
+        elif not isinstance(self.qa, QAConfig):
+            reject("qa", self.qa, "the report_qa section (a mapping)")
         check_optional_str("run", self.run)
         check_optional_str("out", self.out)
         object.__setattr__(self, "layers", normalize_layers("layers", self.layers))
@@ -106,6 +141,9 @@ class ReportConfig:
         check_colormap("colormap", self.colormap)
         check_fraction("alpha", self.alpha)
         check_int("thumbnail", self.thumbnail, 16, 1024)
+        t = self.image_thumbnails   # a sprite cell's size; sheets of 256 cells, so small
+        if isinstance(t, bool) or not isinstance(t, int) or not (t == 0 or 8 <= t <= 128):
+            reject("image_thumbnails", t, "0 (off) or an integer from 8 to 128")
         check_device("device", self.device)
         check_int("batch_size", self.batch_size, 1)
         check_int("stats_memory_mb", self.stats_memory_mb, 1)

@@ -44,8 +44,8 @@ def main(cfg: DemoConfig, config_file: str | None = None) -> int:
 
     # 3. The report, with a banner that says the data is synthetic.
     report_cfg = make_config(ReportConfig, {
-        **read_config_section(config_file, "report"), "run": str(run), "device": cfg.device, "note": NOTE,
-                                            "progress": False})
+        **read_config_section(config_file, "report"), "qa": read_config_section(config_file, "report_qa"),
+        "run": str(run), "device": cfg.device, "note": NOTE, "progress": False})
     report.main(report_cfg)
     log.info("demo done: open %s", (run / REPORT_DIR / INDEX_HTML).resolve())
     return 0

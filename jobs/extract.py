@@ -200,7 +200,8 @@ def compute_batch(model, reducer, attributor, batch, loaded, records, channels, 
             top1 = raw.detach().argmax(dim=1).cpu().numpy()
     acts, class_logits, probs = host[:, :-2 * k], host[:, -2 * k:-k], host[:, -k:]
     rows = make_prediction_rows(records, batch.indices, batch.ok, batch.errors, batch.widths, batch.heights,
-                                batch.formats, loaded.classes, class_logits, probs, top1, loaded.imagenet_categories)
+                                batch.formats, loaded.classes, class_logits, probs, top1, loaded.imagenet_categories,
+                                batch.sha256s)
     return acts, rows
 
 

@@ -9,21 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from analysis.store import contract, tables
 from analysis.store import manifest
-from analysis.stats import cards, drivers, embedding, histograms
+from analysis.stats import cards, checks, drivers, embedding, histograms
 from analysis.stats import selectivity as statistics
 from analysis.stats import topk
 from analysis.config import ConfigError
 from jobs.config import ReportConfig
-from analysis.stats.recompute import RecomputeError, check_means, compute_shown_maps, load_run_model
-from jobs import cli, runtime
-from reports.encode import encode_jpeg, encode_png
-from reports.run import figures, gallery
+from jobs import cli, report_pictures, runtime
+from reports.run import checks as qa_section
 from reports.run.explorer import make_explorer
 from reports.run.html import render_page
 from reports.run.page import Overlays, make_context
@@ -37,6 +34,8 @@ def main(cfg: ReportConfig) -> int:
     out = tables.report_dir(run, cfg.out)
     cli.check_utf8_path("--out", out)
     layers = check_layers(cfg.layers, meta)
+    if cfg.qa.enabled:
+        check_layers((cfg.qa.layer,), meta, "report_qa.layer")
     classes = tuple(meta["classes"])
 
     # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class.
@@ -58,30 +57,41 @@ def main(cfg: ReportConfig) -> int:
                                          cfg.top_images)
     tables.write_table(examples, contract.TOP_EXAMPLES_SCHEMA, out / contract.TOP_EXAMPLES)
 
-    # 3. Overlays: the model re-run on the shown images only, their means checked against the Parquet.
-    overlays = draw_overlays(cfg, run, meta, examples, out) if cfg.overlays else Overlays(
+    # 3. Dataset checks: exact and near duplicates, likely label errors, outliers (report_qa).
+    dataset_checks = run_checks(cfg.qa, run, predictions, classes, out)
+    worst = qa_section.list_worst(dataset_checks.issues, cfg.qa.shown) if dataset_checks else []
+
+    # 4. Overlays: the model re-run on the shown images only (and the checks' worst cases, for their thumbnails),
+    #    their means checked against the Parquet.
+    overlays = report_pictures.draw_overlays(cfg, run, meta, examples, out, worst) if cfg.overlays else Overlays(
         {}, {}, {}, [], 0, "Overlays are off (report.overlays: false).")
 
-    # 4. Figures, then the page.
-    figs = write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
+    # 5. Figures, then the page.
+    figs = report_pictures.write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
     wrong = drivers.compute_mistake_drivers(run, meta.get("attribution"),
                                             examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE])
     hists = histograms.compute_histograms(run, meta["layers"], groups, cfg.stats_memory_mb << 20)
-    explorer = make_explorer_data(run, meta, predictions, groups, stats, layers, overlays)
+    explorer = make_explorer_data(cfg, run, out, meta, predictions, groups, stats, examples, layers, overlays)
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
-                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer)
+                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer,
+                           qa_section.make_checks_section(dataset_checks, overlays.views, cfg.qa.shown))
     tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
 
 
-def make_explorer_data(run: Path, meta: dict, predictions, groups, stats, layers, overlays) -> dict | None:
+def make_explorer_data(cfg: ReportConfig, run: Path, out: Path, meta: dict, predictions, groups, stats, examples,
+                       layers, overlays) -> dict | None:
     """The dataset map (PCA of the deepest report layer) and every image's card, for the page."""
     pca = embedding.compute_pca_map(run, layers[0])
     if not len(pca.image_ids):
         return None
     tops = {layer: cards.compute_top_channels(run, layer, stats, groups) for layer in layers}
-    return make_explorer(predictions, tuple(meta["classes"]), groups.by, pca, tops, overlays.views)
+    sprites = report_pictures.write_thumbnails(cfg, run, out, [str(i) for i in pca.image_ids]) if cfg.image_thumbnails else None
+    return make_explorer(predictions, tuple(meta["classes"]), groups.by, pca, tops, overlays.views, sprites,
+                         overlays.tiles, examples)
+
+
 
 
 def read_finished_run(run: str) -> dict:
@@ -99,99 +109,33 @@ def read_finished_run(run: str) -> dict:
     return meta
 
 
-def check_layers(layers: tuple[str, ...], meta: dict) -> list[str]:
+def run_checks(qa, run: Path, predictions: pd.DataFrame, classes, out: Path) -> checks.Checks | None:
+    """OUT/report/dataset_issues.parquet, its method and figures in the file's metadata; None when off."""
+    (out / contract.DATASET_ISSUES).unlink(missing_ok=True)   # never an earlier report's table beside this page
+    if not qa.enabled:
+        return None
+    t0 = time.perf_counter()
+    ids, x = checks.read_layer_means(run, qa.layer)
+    settings = checks.Settings(qa.near_duplicate_cosine, qa.near_duplicate_radius, qa.neighbours,
+                               qa.exact_max_images, qa.approx_dims, qa.memory_mb << 20)
+    found = checks.compute_checks(ids, x, predictions.set_index(contract.IMAGE_ID), classes, settings)
+    found.meta.update(layer=qa.layer, seconds=round(time.perf_counter() - t0, 2), library=checks.library_versions())
+    tables.write_table(found.issues, contract.DATASET_ISSUES_SCHEMA, out / contract.DATASET_ISSUES, found.meta)
+    log.info("dataset checks over %d images in %.1f s (%s): %s", len(ids), found.meta["seconds"],
+             found.meta["search"], ", ".join(f"{v} {k}" for k, v in found.meta["counts"].items()))
+    return found
+
+
+def check_layers(layers: tuple[str, ...], meta: dict, key: str = "layers") -> list[str]:
     """The report's layers, as configured (conv5_3 first by default), all of them recorded by the run."""
     missing = [name for name in layers if name not in meta["layers"]]
     if missing:
-        raise ConfigError(f"layers: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}")
+        raise ConfigError(f"{key}: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}")
     return sorted(layers, reverse=True)  # the deepest first: conv5_3 before conv4_3
 
 
-def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFrame, out: Path) -> Overlays:
-    """Re-run the model on each shown image once, for all the channels it is shown with; write the tiles."""
-    needs = gallery.list_needs(examples)
-    recorded = {(i, layer, int(c)): float(v) for i, layer, c, v in
-                zip(examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL],
-                    examples[contract.VALUE])}
-    device = runtime.pick_device(cfg.device)
-    precision = meta.get("precision", "fp32")
-    try:
-        rm = load_run_model(run, meta)
-        log.info("overlays: re-running %d shown images on %s (%s)", len(needs), device, precision)
-        shown = compute_shown_maps(rm, needs, device, precision, cfg.batch_size, cfg.thumbnail,
-                                   gradcam=gallery.list_gradcam_classes(examples))
-    except RecomputeError as e:
-        log.warning("no overlays: %s", e)
-        return Overlays({}, {}, {}, [], 0, f"No overlays: {e}")
-    scales = gallery.compute_channel_scales(shown)
-    tiles = gallery.make_tiles(shown, scales, cfg.colormap, cfg.alpha)
-    number = {item.image_id: n for n, item in enumerate(shown)}
-    for pattern in ("conv*-c*-*.jpg", "gradcam-*.jpg", "view-*.jpg"):  # an earlier report's tiles, never the user's files
-        for stale in (out / "tiles").glob(pattern):
-            stale.unlink()
-    paths = {}
-    for (image_id, layer, channel), tile in tiles.items():
-        name = f"tiles/{layer}-c{channel}-{number[image_id]:05d}.jpg"  # never the file name from the data
-        tables.write_bytes_atomic(encode_jpeg(tile), out / name)
-        paths[(image_id, layer, channel)] = name
-    views = {}
-    for item in shown:                      # the crop the network saw, plain: the image cards' thumbnails
-        if item.view is not None:
-            views[item.image_id] = f"tiles/view-{number[item.image_id]:05d}.jpg"
-            tables.write_bytes_atomic(encode_jpeg(item.view), out / views[item.image_id])
-    cams: dict[str, list[tuple[str, str, float]]] = {}
-    for (image_id, cls), (tile, vmax) in gallery.make_gradcam_tiles(shown, cfg.colormap, cfg.alpha).items():
-        name = f"tiles/gradcam-{number[image_id]:05d}-{len(cams.get(image_id, []))}.jpg"
-        tables.write_bytes_atomic(encode_jpeg(tile), out / name)
-        cams.setdefault(image_id, []).append((cls, name, vmax))
-    mismatches = check_means(shown, recorded, precision)
-    checked = sum(len(chans) for item in shown for chans in item.maps.values())
-    for m in mismatches:
-        log.warning("recomputed mean differs: %s %s c%d recorded %.5f, now %.5f", m["image_id"], m["layer"],
-                    m["channel"], m["recorded"], m["recomputed"])
-    unreadable = {item.image_id: item.error for item in shown if item.error}
-    notes = list(rm.notes) + ([f"{len(unreadable)} shown images could not be re-run"] if unreadable else [])
-    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cams, cfg.colormap,
-                    views)
 
 
-def write_figures(out: Path, meta: dict, predictions: pd.DataFrame, groups: statistics.Groups,
-                  stats: pd.DataFrame, layers: list[str], m: int) -> dict:
-    """Render every chart to out/figures/*.png; returns their paths relative to the page."""
-    def save(fig, name: str) -> str:
-        tables.write_bytes_atomic(encode_png(fig), out / "figures" / f"{name}.png")
-        return f"figures/{name}.png"
-
-    classes = list(groups.classes)
-    ok = predictions[predictions[contract.STATUS] == contract.STATUS_OK]
-    column = ok[contract.LABEL] if groups.by == contract.GROUP_LABEL else ok[contract.PRED]
-    counts = {c: int((column == c).sum()) for c in classes}
-    errors = predictions[contract.ERROR].dropna().value_counts().to_dict()
-    labeled = ok[ok[contract.LABEL].isin(classes) & ok[contract.PRED].isin(classes)]
-    matrix = pd.crosstab(pd.Categorical(labeled[contract.LABEL], classes), pd.Categorical(labeled[contract.PRED],
-                                                                                          classes),
-                         dropna=False).to_numpy()
-    acc = float(np.trace(matrix) / matrix.sum()) if matrix.sum() else None
-    probs = {c: {g: ok.loc[column == g, contract.prob_column(c)].dropna().to_numpy() for g in classes} for c in classes}
-    figs = {"quality": save(figures.plot_data_quality(counts, errors), "quality"),
-            "classification": [(save(figures.plot_probability_histograms(probs, groups.by), "probabilities"),
-                                 "probability histograms per class")],
-            "selectivity": save(figures.plot_selectivity_distribution(stats, list(meta["layers"]), classes),
-                                "selectivity"),
-            "layers": {}}
-    if groups.by == contract.GROUP_LABEL:
-        figs["classification"].insert(0, (save(figures.plot_confusion(matrix, classes, acc), "confusion"),
-                                          "confusion matrix"))
-    for layer in layers:
-        selected = topk.select_channels(stats, layer, classes, m)
-        union = list(dict.fromkeys(c for chans in selected.values() for c in chans))
-        figs["layers"][layer] = [
-            (save(figures.plot_top_channels(stats, layer, classes, m), f"top-{layer}"), f"top channels of {layer}"),
-            (save(figures.plot_class_means(stats, layer, union, classes), f"means-{layer}"), f"class means, {layer}")]
-        if layer in ((meta.get("attribution") or {}).get("layers") or ()):
-            figs["layers"][layer].append((save(figures.plot_drivers(stats, layer, classes, m), f"drivers-{layer}"),
-                                          f"selectivity against contribution, {layer}"))
-    return figs
 
 
 def parse(argv: list[str] | None = None) -> ReportConfig:
@@ -206,7 +150,7 @@ def parse(argv: list[str] | None = None) -> ReportConfig:
     args = p.parse_args(argv)
     flags = dict(run=args.run, out=args.out, layers=args.layers, device=args.device, overlays=args.overlays,
                  progress=args.progress)
-    cfg = cli.resolve_config(ReportConfig, "report", args, flags)
+    cfg = cli.resolve_config(ReportConfig, "report", args, flags, nested={"qa": "report_qa"})
     if not cfg.run:
         raise ConfigError("run: no run given; pass --run OUT (make report RUN=OUT)")
     return cfg

@@ -242,3 +242,33 @@ def test_animated_gif_gives_its_first_frame():
     assert Image.open(io.BytesIO(data)).n_frames == 2
     out = pixels(decode_image(data, MAX_PIXELS).image)
     assert (out == (255, 0, 0)).all()
+
+
+def smooth_rgb(w: int, h: int) -> Image.Image:
+    """Gradients: a picture whose downscales agree whatever the filter (random pixels do not)."""
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([255 * x / w, 255 * y / h, 127 + 100 * np.sin(x / 40.0) * np.cos(y / 30.0)], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+@pytest.mark.parametrize("min_side, size", [(40, (60, 40)), (41, (120, 80)), (100, (240, 160)), (300, (480, 320)),
+                                            (1000, (480, 320))])
+def test_min_side_decodes_a_jpeg_at_the_smallest_dct_scale_that_covers_it(min_side, size):
+    # 480 x 320: the 1/8, 1/4, 1/2 scales give a short side of 40, 80, 160; a larger need decodes it whole.
+    data = encode(smooth_rgb(480, 320), "JPEG", quality=95)
+    full = decode_image(data, MAX_PIXELS)
+    small = decode_image(data, MAX_PIXELS, min_side=min_side)
+    assert small.image.size == size
+    assert (small.width, small.height, small.format) == (full.width, full.height, full.format) == (480, 320, "JPEG")
+    # The drafted pixels are the whole picture's: compare with an independent downscale of the full decode.
+    reference = pixels(full.image.resize(size, Image.BOX)).astype(int)
+    assert np.abs(pixels(small.image).astype(int) - reference).mean() < 3
+
+
+def test_min_side_leaves_other_formats_whole_and_truncation_still_found():
+    png = encode(random_rgb(120, 90), "PNG")
+    assert decode_image(png, MAX_PIXELS, min_side=8).image.size == (120, 90)
+    jpeg = encode(random_rgb(480, 320), "JPEG")
+    with pytest.raises(DecodeError) as e:
+        decode_image(jpeg[: len(jpeg) // 2], MAX_PIXELS, min_side=40)
+    assert e.value.reason == "truncated"

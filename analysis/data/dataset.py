@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +28,7 @@ class Item:
     width: int | None            # as stored; also set for a failure when the header could be read
     height: int | None
     format: str | None
+    sha256: str | None = None    # of the file's bytes, as read for decoding; None when they could not be read
 
 
 class ImageDataset(Dataset):
@@ -50,13 +52,15 @@ class ImageDataset(Dataset):
             data = read_bytes(self.records[i], self.max_file_bytes, self.root)
         except SourceError as e:
             return Item(index=i, image=None, error=e.reason, width=None, height=None, format=None)
+        digest = hashlib.sha256(data).hexdigest()   # the bytes just read: no second read of the file
         try:
             decoded = decode_image(data, self.max_pixels)
         except DecodeError as e:
-            return Item(index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format)
+            return Item(index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format,
+                        sha256=digest)
         image = self.preprocessing.transform(decoded.image)   # (3, N, N)
         return Item(index=i, image=image, error=None, width=decoded.width, height=decoded.height,
-                    format=decoded.format)
+                    format=decoded.format, sha256=digest)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Batch:
     widths: list[int | None]
     heights: list[int | None]
     formats: list[str | None]
+    sha256s: list[str | None] = dataclasses.field(default_factory=list)
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True) in its pinning thread."""
@@ -87,4 +92,5 @@ def collate_images(items: list[Item]) -> Batch:
         widths=[item.width for item in items],
         heights=[item.height for item in items],
         formats=[item.format for item in items],
+        sha256s=[item.sha256 for item in items],
     )

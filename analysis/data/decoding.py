@@ -7,6 +7,7 @@ truncated file fails here, with its own reason, and never in the middle of prepr
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 import zlib
@@ -56,8 +57,13 @@ class Decoded:
     format: str | None    # PIL's name: "JPEG", "PNG", "MPO", ...
 
 
-def decode_image(data: bytes, max_pixels: int) -> Decoded:
-    """Decode `data` fully into an RGB image; refuse images of more than `max_pixels` before decoding them."""
+def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Decoded:
+    """Decode `data` fully into an RGB image; refuse images of more than `max_pixels` before decoding them.
+
+    min_side: the caller needs only this many pixels on the short side (a thumbnail): a JPEG is then decoded with
+    its DCT scaled by 1/2, 1/4 or 1/8 (PIL's draft mode), the smallest scale that still covers it, about ten times
+    cheaper for a large photo. `width` and `height` stay the stored size.
+    """
     if not data:
         raise DecodeError("empty file")
     # PIL warns about corrupt EXIF, palette transparency and decompression bombs; here each image either decodes
@@ -74,9 +80,11 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
         fmt = im.format
         try:
             _check_size(width, height, max_pixels, fmt)
+            drafted = min_side is not None and fmt == "JPEG" and _draft(im, min_side)
             im.load()                                # the whole first frame: truncation shows here
-            width, height = im.size                  # a few formats (ICO, ICNS) pick their size while loading
-            _check_size(width, height, max_pixels, fmt)
+            if not drafted:
+                width, height = im.size              # a few formats (ICO, ICNS) pick their size while loading
+                _check_size(width, height, max_pixels, fmt)
             oriented = _apply_exif_orientation(im)
             rgb = _to_rgb(oriented)
         except DecodeError:
@@ -86,6 +94,16 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
         except _PIL_ERRORS as e:
             raise DecodeError(_load_failure_reason(data, e), width, height, fmt) from None
     return Decoded(image=rgb, width=width, height=height, format=fmt)
+
+
+def _draft(im: Image.Image, min_side: int) -> bool:
+    """Ask the JPEG decoder for the smallest DCT scale whose short side is still >= min_side; whether it scaled."""
+    w, h = im.size
+    scale = max(1, min_side) / min(w, h)
+    if scale >= 1:
+        return False
+    im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+    return im.size != (w, h)
 
 
 def _allowed_formats() -> tuple[str, ...]:

@@ -23,7 +23,7 @@ ATTRIBUTIONS = "attributions"        # channel contributions to a class logit: a
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 METADATA_KEY = b"cnn_blackbox"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: predictions has sha256 (a run of version 1 is not resumed into it)
 
 # predictions columns
 IMAGE_ID = "image_id"
@@ -34,6 +34,7 @@ ERROR = "error"
 WIDTH = "width"
 HEIGHT = "height"
 FORMAT = "format"
+SHA256 = "sha256"                  # hex digest of the file's bytes (null when they could not be read)
 PRED = "pred"
 CONFIDENCE = "confidence"
 CORRECT = "correct"
@@ -87,6 +88,7 @@ def prediction_schema(classes: Sequence[str], imagenet: bool) -> pa.Schema:
         pa.field(WIDTH, pa.int32()),
         pa.field(HEIGHT, pa.int32()),
         pa.field(FORMAT, pa.string()),
+        pa.field(SHA256, pa.string()),
     ]
     fields += [pa.field(logit_column(c), pa.float32()) for c in classes]
     fields += [pa.field(prob_column(c), pa.float32()) for c in classes]
@@ -191,3 +193,26 @@ TOP_EXAMPLES_SCHEMA = pa.schema([
     (IMAGE_ID, _S), (VALUE, _F32), (PUSH, _F64), (LABEL, _S), (PRED, _S), (CONFIDENCE, _F32)])
 CHANNEL_STATS_COLUMNS = tuple(CHANNEL_STATS_SCHEMA.names)
 TOP_EXAMPLES_COLUMNS = tuple(TOP_EXAMPLES_SCHEMA.names)
+
+# dataset_issues: one row per flagged image and issue (a near-duplicate image: one row per pair it is in)
+DATASET_ISSUES = "dataset_issues.parquet"
+ISSUE = "issue"
+ISSUE_EXACT_DUPLICATE = "exact_duplicate"  # byte-identical files (the same sha256)
+ISSUE_NEAR_DUPLICATE = "near_duplicate"    # cosine of the centred layer means at or above the threshold
+ISSUE_LABEL = "label"                      # the label disagrees with the model and the image's neighbours
+ISSUE_OUTLIER = "outlier"                  # far from its nearest neighbours, whatever their class
+ISSUES = (ISSUE_EXACT_DUPLICATE, ISSUE_NEAR_DUPLICATE, ISSUE_LABEL, ISSUE_OUTLIER)
+ISSUE_RANK = "rank"                # 1 = shown first within the issue: a duplicate whose labels differ, then by score
+SCORE = "score"                    # higher = surer: 1 (exact), the cosine (near), 1 - label_score, 1 - outlier_score
+GROUP = "group"                    # exact_duplicate: the group of identical files (1 = shown first)
+PAIR = "pair"                      # near_duplicate: the pair (1 = shown first); each pair has two rows
+PARTNER = "partner"                # near_duplicate: the pair's other image
+LABELS_DIFFER = "labels_differ"    # duplicates: the group's or pair's labels are not all the same
+COSINE = "cosine"                  # near_duplicate: cosine similarity of the centred means, in the full space
+LABEL_SCORE = "label_score"        # cleanlab's label quality (self-confidence) in [0, 1]; low = likely wrong
+OUTLIER_SCORE = "outlier_score"    # cleanlab's OutOfDistribution score in [0, 1]; low = atypical
+DATASET_ISSUES_SCHEMA = pa.schema([
+    (IMAGE_ID, _S), (ISSUE, _S), (ISSUE_RANK, _I32), (SCORE, _F64), (GROUP, pa.int64()), (PAIR, pa.int64()),
+    (PARTNER, _S), (LABELS_DIFFER, pa.bool_()), (LABEL, _S), (PRED, _S), (COSINE, _F64), (LABEL_SCORE, _F64),
+    (OUTLIER_SCORE, _F64)])
+DATASET_ISSUES_COLUMNS = tuple(DATASET_ISSUES_SCHEMA.names)

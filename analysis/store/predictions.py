@@ -13,11 +13,12 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
                          errors: Sequence[str | None], widths: Sequence[int | None], heights: Sequence[int | None],
                          formats: Sequence[str | None], classes: Sequence[str], class_logits: np.ndarray,
                          probs: np.ndarray, imagenet_top1: np.ndarray | None,
-                         imagenet_categories: Sequence[str] | None) -> dict[str, list[Any]]:
+                         imagenet_categories: Sequence[str] | None,
+                         sha256s: Sequence[str | None]) -> dict[str, list[Any]]:
     """Columns of the predictions table for one batch. class_logits, probs: (B_ok, K); imagenet_top1: (B_ok,)."""
     cols: dict[str, list[Any]] = {name: [] for name in (
         contract.IMAGE_ID, contract.SPLIT, contract.LABEL, contract.STATUS, contract.ERROR, contract.WIDTH,
-        contract.HEIGHT, contract.FORMAT, contract.PRED, contract.CONFIDENCE, contract.CORRECT)}
+        contract.HEIGHT, contract.FORMAT, contract.SHA256, contract.PRED, contract.CONFIDENCE, contract.CORRECT)}
     for c in classes:
         cols[contract.logit_column(c)] = []
         cols[contract.prob_column(c)] = []
@@ -26,7 +27,7 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
         cols[contract.IMAGENET_TOP1_INDEX] = []
     pred_idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     j = 0  # position among the ok items
-    for index, good, error, w, h, fmt in zip(indices, ok, errors, widths, heights, formats):
+    for index, good, error, w, h, fmt, digest in zip(indices, ok, errors, widths, heights, formats, sha256s):
         rec = records[index]
         cols[contract.IMAGE_ID].append(rec.image_id)
         cols[contract.SPLIT].append(rec.split)
@@ -36,6 +37,7 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
         cols[contract.WIDTH].append(w)
         cols[contract.HEIGHT].append(h)
         cols[contract.FORMAT].append(fmt)
+        cols[contract.SHA256].append(digest)
         if good:
             k = int(pred_idx[j])
             pred = classes[k]

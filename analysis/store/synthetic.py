@@ -1,10 +1,12 @@
-"""A synthetic extract run written straight to Parquet with analysis/store/contract.py: no images, no model.
+"""A synthetic extract run written straight to Parquet with analysis/store/contract.py: no model, and no images
+unless `pictures` are given (then DATA holds a file per ok image, for the report's thumbnails).
 
 Used by the report tests (small runs, a planted channel, hostile file names) and by benchmarks/bench_report.py
 (200,000 images x 13 layers). Values look like post-ReLU channel means: non-negative with many exact zeros.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -28,12 +30,14 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
                         layers: Mapping[str, int] | None = None, classes: Sequence[str] = ("cat", "dog"),
                         planted: tuple[str, int, str] | None = None, labeled: bool = True, n_errors: int = 0,
                         unit_size: int = 64, seed: int = 0, hostile: Sequence[str] = (),
-                        labels: Sequence[str | None] | None = None) -> Path:
+                        labels: Sequence[str | None] | None = None, data: str | os.PathLike | None = None,
+                        pictures: Sequence[bytes] = ()) -> Path:
     """Write OUT/predictions, activations(_max)/<layer>, config.yaml and run.json; returns OUT.
 
     planted=(layer, channel, class): that channel's values are shifted up on images of that class (by label when
     labeled, else by prediction), so it separates the classes and must rank first. The first `n_errors` images
     are decode errors (rows in predictions only). `labels` overrides the labels (None: unlabeled image).
+    data, pictures: DATA/<image_id> for every ok image, with the bytes of pictures[i % len(pictures)].
     """
     out = Path(out)
     layers = dict(layers or {"conv4_3": 16, "conv5_3": 16})
@@ -63,6 +67,8 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
             contract.ERROR: [None if g else ERROR_REASONS[i % len(ERROR_REASONS)] for i, g in zip(idx, ok)],
             contract.WIDTH: [500 if g else None for g in ok], contract.HEIGHT: [375 if g else None for g in ok],
             contract.FORMAT: ["JPEG" if g else None for g in ok],
+            contract.SHA256: [hashlib.sha256(ids[i].encode("utf-8", "surrogateescape")).hexdigest()
+                              for i in idx],
             contract.PRED: [preds[i] if g else None for i, g in zip(idx, ok)],
             contract.CONFIDENCE: [float(probs[i].max()) if g else None for i, g in zip(idx, ok)],
             contract.CORRECT: [(labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)],
@@ -83,8 +89,26 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
             for stat, values in (("mean", means), ("max", maxes)):
                 tables.write_parquet_atomic(contract.make_activation_table(good_ids, values, act_schemas[name]),
                                              contract.activation_dir(out, name, stat) / contract.part_name(unit))
-    write_run_metadata(out, n_images, int(status.sum()), layers, classes)
+    if data is not None and pictures:
+        write_image_files(Path(data), [ids[i] for i in range(n_images) if status[i]], pictures)
+    write_run_metadata(out, n_images, int(status.sum()), layers, classes,
+                       **({"data": os.path.abspath(data)} if data is not None else {}))
     return out
+
+
+def write_image_files(data: Path, image_ids: Sequence[str], pictures: Sequence[bytes]) -> None:
+    """DATA/<id> holds pictures[i % len(pictures)]; every later file with the same bytes is a hard link to the first
+    (not a symlink: read like any file), so 25,000 images take the room of len(pictures)."""
+    data.mkdir(parents=True, exist_ok=True)
+    first: dict[int, Path] = {}
+    for i, image_id in enumerate(image_ids):
+        path = data / image_id
+        k = i % len(pictures)
+        if k in first:
+            os.link(first[k], path)
+        else:
+            tables.write_bytes_atomic(pictures[k], path)
+            first[k] = path
 
 
 def write_run_metadata(out: Path, n_images: int, n_ok: int, layers: Mapping[str, int], classes: Sequence[str],

@@ -112,18 +112,25 @@ def report_dir(run: str | os.PathLike, out: str | os.PathLike | None = None) -> 
     return Path(out) if out else Path(run) / contract.REPORT_DIR
 
 
-def write_table(df: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike) -> None:
-    """The frame's columns of `schema`, in its order and types, written atomically."""
+def write_table(df: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike, meta: dict | None = None) -> None:
+    """The frame's columns of `schema`, in its order and types, written atomically; `meta` goes into the file's
+    metadata (contract.METADATA_KEY, JSON)."""
     missing = [c for c in schema.names if c not in df.columns]
     if missing:
         raise KeyError(f"columns missing: {missing}")
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    if meta is not None:
+        table = table.replace_schema_metadata({contract.METADATA_KEY: encode_json(meta, indent=None)})
     write_parquet_atomic(table, path)
 
 
 def read_predictions(run: str | os.PathLike, classes) -> pd.DataFrame:
-    """The columns of OUT/predictions the report uses (a few per image: fine in memory for millions of rows)."""
+    """The columns of OUT/predictions the report uses (a few per image: fine in memory for millions of rows); sha256
+    where the run has it (format 2 on)."""
     columns = [contract.IMAGE_ID, contract.LABEL, contract.STATUS, contract.ERROR, contract.PRED, contract.CONFIDENCE,
                contract.CORRECT] + [contract.prob_column(c) for c in classes]
+    parts = list_parts(Path(run) / contract.PREDICTIONS)
+    if parts and contract.SHA256 in pq.read_schema(parts[0]).names:
+        columns.append(contract.SHA256)
     return pd.read_parquet(Path(run) / contract.PREDICTIONS, columns=columns)
 

@@ -1,42 +1,26 @@
 """The inspect page: a `Page` collects sections of figures, tables and notes (and the files they need), and
-`render_page` turns it into one self-contained HTML document.
+`render_page` turns it into one self-contained HTML document (templates/page.html, Jinja2 with autoescape).
 
-Everything that comes from data (file names, class names, numbers) is escaped where it lands; figures are
-referenced by plain relative file names that the page itself carries, so the page opens from disk with no server
-and no network, and a Content-Security-Policy forbids scripts outright.
+Everything that comes from data (file names, class names, numbers) is escaped where it lands (autoescape, and the
+`url` filter of reports/escape.py); figures are referenced by plain relative file names that the page itself
+carries, so the page opens from disk with no server and no network, and a Content-Security-Policy forbids scripts
+outright.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
-from reports.escape import text as _e
-from reports.escape import url as _url
+from markupsafe import Markup
+
+from reports.templating import make_environment
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+HERE = Path(__file__).parent
 _CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-
-_STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; background: #fff;
-       max-width: 1180px; margin: 0 auto; padding: 0 20px 60px; }
-h1 { font-size: 26px; margin: 24px 0 4px; word-break: break-all; }
-h2 { font-size: 20px; margin-top: 36px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-h3 { font-size: 16px; margin-top: 22px; }
-.subtitle { color: #555; margin: 0 0 16px; }
-.banner { background: #fff3cd; border: 1px solid #e0b100; padding: 10px 14px; font-weight: 600; margin: 12px 0; }
-.note { background: #f3f6fa; border-left: 4px solid #7a9cc6; padding: 8px 12px; margin: 10px 0; }
-figure { margin: 14px 0; display: inline-block; vertical-align: top; max-width: 100%; }
-figure img { max-width: 100%; height: auto; border: 1px solid #ddd; image-rendering: auto; }
-figure.small img { width: 300px; image-rendering: pixelated; }
-figcaption { color: #444; font-size: 13.5px; max-width: 1100px; margin-top: 4px; }
-table { border-collapse: collapse; margin: 10px 0; font-size: 13.5px; }
-caption { text-align: left; color: #444; padding-bottom: 4px; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-nav a { margin-right: 14px; }
-code { background: #f4f4f4; padding: 0 3px; }
-"""
+_ENV = make_environment(HERE / "templates")
 
 
 @dataclass
@@ -98,52 +82,7 @@ class Page:
         self._add("link", text=text, href=name)
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f'<td class="num">{_e(f"{value:.6g}")}</td>'
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f'<td class="num">{value}</td>'
-    return f"<td>{_e(value)}</td>"
-
-
-def _block(kind: str, b: dict[str, Any]) -> str:
-    if kind == "figure":
-        cls = ' class="small"' if b["small"] else ""
-        return (f'<figure{cls}><img src="{_url(b["src"])}" alt="{_e(b["alt"])}" loading="lazy">'
-                f'<figcaption>{_e(b["caption"])}</figcaption></figure>')
-    if kind == "table":
-        head = "".join(f"<th>{_e(h)}</th>" for h in b["header"])
-        body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in b["rows"])
-        return f'<table><caption>{_e(b["caption"])}</caption><tr>{head}</tr>{body}</table>'
-    if kind == "note":
-        return f'<p class="note">{_e(b["text"])}</p>'
-    if kind == "text":
-        return f"<p>{_e(b['text'])}</p>"
-    if kind == "heading":
-        return f"<h3>{_e(b['text'])}</h3>"
-    if kind == "link":
-        return f'<p><a href="{_url(b["href"])}">{_e(b["text"])}</a></p>'
-    raise ValueError(f"unknown block kind {kind!r}")
-
-
 def render_page(page: Page) -> str:
     """The whole HTML document, self-contained apart from the files the page carries."""
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f'<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{_e(page.title)}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>{_e(page.title)}</h1>"]
-    if page.subtitle:
-        parts.append(f'<p class="subtitle">{_e(page.subtitle)}</p>')
-    if page.banner:
-        parts.append(f'<p class="banner">{_e(page.banner)}</p>')
-    if page.facts:
-        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in page.facts)
-        parts.append(f"<table>{rows}</table>")
-    parts.append("<nav>" + "".join(f'<a href="#{_e(s.anchor)}">{_e(s.title)}</a>' for s in page.sections) + "</nav>")
-    for s in page.sections:
-        parts.append(f'<section id="{_e(s.anchor)}"><h2>{_e(s.title)}</h2>')
-        parts.extend(_block(kind, b) for kind, b in s.blocks)
-        parts.append("</section>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    css = Markup((HERE / "page.css").read_text(encoding="utf-8"))   # ours, from the repository: never data
+    return _ENV.get_template("page.html").render(page=page, csp=_CSP, css=css) + "\n"

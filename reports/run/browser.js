@@ -137,10 +137,17 @@
   var m = /^#sort=(\w+):(\d+):(asc|desc)$/.exec(location.hash);
   if (m) { sort = {col: m[1], k: +m[2], dir: m[3] === 'asc' ? 1 : -1}; }
   draw();
-  var want = /^#channel=([^:]+):(\d+)$/.exec(location.hash);
-  if (want) {
+  function route() {   // #channel=<layer>:<n>, on opening the page and from links (an image card's channels)
+    var want = /^#channel=([^:]+):(\d+)$/.exec(location.hash);
+    if (!want) { return; }
     for (var i = 0; i < N; i++) {
-      if (B.layers[B.layer[i]] === decodeURIComponent(want[1]) && B.channel[i] === +want[2]) { open(i); break; }
+      if (B.layers[B.layer[i]] === decodeURIComponent(want[1]) && B.channel[i] === +want[2]) {
+        open(i);
+        detail.scrollIntoView();
+        break;
+      }
     }
   }
+  route();
+  window.addEventListener('hashchange', route);
 })();

@@ -26,6 +26,27 @@
     return node;
   }
 
+  // Thumbnails: cell i of the sprite sheets (S.size px, S.columns a row, S.per_sheet a sheet), drawn as the sheet
+  // (an <img>, created only when a hover or a card needs it: the sheets load lazily) shifted inside a clipping box.
+  var S = E.sprites;
+  function thumbnail(i, px, cls) {
+    if (E.thumb[i]) { return make('img', null, {src: E.thumb[i], alt: 'the crop the network saw', 'class': cls}); }
+    if (!S || !S.sheets.length || S.missing[String(i)] !== undefined) { return null; }
+    var k = i % S.per_sheet, scale = px / S.size, box = make('div', null, {'class': 'sprite ' + cls});
+    var img = make('img', null, {src: S.sheets[Math.floor(i / S.per_sheet)], alt: 'the crop the network saw'});
+    box.style.width = box.style.height = px + 'px';
+    img.style.width = (S.columns * S.size * scale) + 'px';
+    img.style.marginLeft = (-(k % S.columns) * px) + 'px';
+    img.style.marginTop = (-Math.floor(k / S.columns) * px) + 'px';
+    box.appendChild(img);
+    return box;
+  }
+  function noThumbnail(i) {
+    if (S && S.missing[String(i)] !== undefined) { return 'No thumbnail: the image ' + S.missing[String(i)] + '.'; }
+    if (S && S.note) { return S.note; }
+    return 'No thumbnail: thumbnails are off (report.image_thumbnails: 0).';
+  }
+
   function draw() {
     ctx.clearRect(0, 0, W, H);
     for (var i = 0; i < N; i++) {
@@ -66,7 +87,8 @@
     tip.textContent = '';
     tip.hidden = i < 0;
     if (i < 0) { return; }
-    if (E.thumb[i]) { tip.appendChild(make('img', null, {src: E.thumb[i], alt: ''})); }
+    var pic = thumbnail(i, 96, 'tipview');
+    if (pic) { tip.appendChild(pic); }
     tip.appendChild(make('div', E.ids[i]));
     tip.style.left = (e.pageX + 12) + 'px';
     tip.style.top = (e.pageY + 12) + 'px';
@@ -78,28 +100,45 @@
   function open(i) {
     card.textContent = '';
     card.appendChild(make('h3', E.ids[i]));
-    if (E.thumb[i]) {
-      card.appendChild(make('img', null, {src: E.thumb[i], alt: 'the crop the network saw', 'class': 'view'}));
-    } else {
-      card.appendChild(make('p', 'No thumbnail: the page holds thumbnails of the images it shows in galleries ' +
-                                 'and mistakes only.', {'class': 'muted'}));
-    }
+    var pic = thumbnail(i, 160, 'view');
+    card.appendChild(pic || make('p', noThumbnail(i), {'class': 'muted nothumb'}));
     var facts = 'label ' + name(E.label[i]) + ', predicted ' + name(E.pred[i]) + '; ' + E.classes.map(
       function (c, k) { return 'P(' + c + ') ' + (E.probs[k][i] === null ? '\u2013' : E.probs[k][i]); }).join(', ');
     card.appendChild(make('p', facts, {'class': mistake(i) ? 'mistake' : ''}));
     E.top_layers.forEach(function (layer) {
       var t = E.tops[layer][i], p = make('p');
       p.appendChild(make('b', layer + ': '));
-      p.appendChild(document.createTextNode('highest ' + pairs(t[0]) + '; most unusual for its class (z) ' +
-                                            (t[1].length ? pairs(t[1]) : '\u2013')));
+      p.appendChild(document.createTextNode('highest '));
+      pairs(p, layer, t[0]);
+      p.appendChild(document.createTextNode('; most unusual for its class (z) '));
+      if (t[1].length) { pairs(p, layer, t[1]); } else { p.appendChild(document.createTextNode('\u2013')); }
       card.appendChild(p);
     });
+    var shown = (E.overlays || {})[String(i)] || [];
+    if (shown.length) {
+      card.appendChild(make('p', 'Channel overlays of this image on the page (a link opens the channel in the ' +
+                                 'channel browser):'));
+      var tiles = make('div', null, {'class': 'tiles card-overlays'});
+      shown.forEach(function (o) {               // [layer, channel, value, tile path]
+        var tile = make('div', null, {'class': 'tile'});
+        tile.appendChild(make('img', null, {src: o[3], alt: o[0] + ' channel ' + o[1], loading: 'lazy'}));
+        tile.appendChild(channelLink(o[0], o[1], o[0] + ' c' + o[1]));
+        tile.appendChild(document.createTextNode(', value ' + (o[2] === null ? '\u2013' : o[2])));
+        tiles.appendChild(tile);
+      });
+      card.appendChild(tiles);
+    }
     history.replaceState(null, '', '#image=' + encodeURIComponent(E.ids[i]));
   }
-  function pairs(flat) {
-    var out = [];
-    for (var j = 0; j < flat.length; j += 2) { out.push('c' + flat[j] + ' (' + flat[j + 1] + ')'); }
-    return out.join(', ');
+  function channelLink(layer, c, text) {   // opens the channel in the browser (browser.js follows #channel=)
+    return make('a', text, {href: '#channel=' + encodeURIComponent(layer) + ':' + c});
+  }
+  function pairs(p, layer, flat) {          // c12 (0.53), ...: each channel a link to the browser
+    for (var j = 0; j < flat.length; j += 2) {
+      if (j) { p.appendChild(document.createTextNode(', ')); }
+      p.appendChild(channelLink(layer, flat[j], 'c' + flat[j]));
+      p.appendChild(document.createTextNode(' (' + flat[j + 1] + ')'));
+    }
   }
 
   box.addEventListener('input', function () {
@@ -116,10 +155,13 @@
     }
   });
 
-  draw();
-  var want = /^#image=(.+)$/.exec(location.hash);
-  if (want) {
+  function route() {
+    var want = /^#image=(.+)$/.exec(location.hash);
+    if (!want) { return; }
     var id = decodeURIComponent(want[1]);
-    for (var k = 0; k < N; k++) { if (E.ids[k] === id) { open(k); break; } }
+    for (var k = 0; k < N; k++) { if (E.ids[k] === id) { open(k); card.scrollIntoView(); break; } }
   }
+  draw();
+  route();
+  window.addEventListener('hashchange', route);
 })();

@@ -1,6 +1,7 @@
-"""The image explorer's data: every ok image with its place on the dataset map, its answer, its top channels and
-its thumbnail where the page has one. Plain data for the page's inline JSON; explorer.js beside this file draws the
-map (a canvas, not one element per point) and the image cards from it."""
+"""The image explorer's data: every ok image with its place on the dataset map, its answer, its top channels, its
+thumbnail (a cell of a sprite sheet; a gallery's larger view where there is one) and its overlay tiles on the page.
+Plain data for the page's inline JSON; explorer.js beside this file draws the map (a canvas, not one element per
+point) and the image cards from it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,12 @@ SCRIPT = Path(__file__).with_name("explorer.js")
 
 
 def make_explorer(predictions: pd.DataFrame, classes: Sequence[str], group_by: str, pca: Map,
-                  tops: Mapping[str, Mapping[str, Any]], views: Mapping[str, str]) -> dict[str, Any]:
-    """Columnar rows, one per ok image, in the map table's order."""
+                  tops: Mapping[str, Mapping[str, Any]], views: Mapping[str, str],
+                  sprites: Mapping[str, Any] | None = None, tiles: Mapping[tuple[str, str, int], str] | None = None,
+                  examples: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Columnar rows, one per ok image, in the map table's order. sprites: every image's thumbnail (cell i of the
+    sheets, in this order; jobs/report.py write_thumbnails), or None when they are off. tiles: the page's overlay
+    tiles, (image_id, layer, channel) -> path, with their values from `examples` (top_examples)."""
     p = predictions.set_index(contract.IMAGE_ID).reindex(pca.image_ids)
     index = {c: i for i, c in enumerate(classes)}
     label = [index.get(v, -1) if isinstance(v, str) else -1 for v in p[contract.LABEL]]
@@ -30,6 +35,26 @@ def make_explorer(predictions: pd.DataFrame, classes: Sequence[str], group_by: s
         "explained": [round(v, 4) for v in pca.explained], "method": "PCA of the channel means (numpy eigh)",
         "ids": [str(i) for i in pca.image_ids], "label": label, "pred": pred, "probs": probs,
         "x": [round(float(v), 4) for v in xy[:, 0]], "y": [round(float(v), 4) for v in xy[:, 1]],
-        "thumb": [views.get(i) for i in pca.image_ids],
+        "thumb": [views.get(i) for i in pca.image_ids], "sprites": sprites,
         "top_layers": list(tops), "tops": {layer: top_channel_table(t, pca.image_ids) for layer, t in tops.items()},
+        "overlays": _overlays_by_image(pca.image_ids, tiles or {}, examples),
     }
+
+
+def _overlays_by_image(image_ids: Sequence[str], tiles: Mapping[tuple[str, str, int], str],
+                       examples: pd.DataFrame | None) -> dict[str, list[list[Any]]]:
+    """{row i: [[layer, channel, value, tile path], ...]} for the images with overlay tiles on the page, each image's
+    largest values first."""
+    values = {} if examples is None else {
+        (i, layer, int(c)): float(v) for i, layer, c, v in zip(examples[contract.IMAGE_ID], examples[contract.LAYER],
+                                                                examples[contract.CHANNEL], examples[contract.VALUE])}
+    row = {image_id: i for i, image_id in enumerate(image_ids)}
+    out: dict[str, list[list[Any]]] = {}
+    for (image_id, layer, channel), src in tiles.items():
+        if image_id in row:
+            value = values.get((image_id, layer, channel))
+            out.setdefault(str(row[image_id]), []).append(
+                [layer, channel, None if value is None else round(value, 4), src])
+    for rows in out.values():
+        rows.sort(key=lambda r: (r[0], -(r[2] or 0.0), r[1]))
+    return out

@@ -104,7 +104,8 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                  layers: Sequence[str], top_channels: int, note: str | None, seconds: float,
                  mistake_drivers: Mapping[tuple[str, str], list[tuple[int, float]]] | None = None,
                  histograms: Mapping[str, Mapping[str, Any]] | None = None,
-                 explorer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 explorer: Mapping[str, Any] | None = None,
+                 dataset_checks: Mapping[str, Any] | None = None) -> dict[str, Any]:
     classes = list(meta.get("classes") or [])
     ids: list[str] = []
     banners = []
@@ -171,7 +172,7 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                          "channel mean recorded by extract."),
         "overlay_note": overlays.note, "galleries": galleries,
         "browser": make_browser(stats, histograms, classes, galleries, layers) if histograms else None,
-        "explorer": explorer,
+        "explorer": explorer, "dataset_checks": dataset_checks or {"off": "No dataset checks.", "issues": []},
         "colour_bar": make_css_gradient(overlays.colormap), "colormap": overlays.colormap,
         "mistakes_note": ("Wrong predictions with the highest confidence, with the channel (among the predicted "
                           "class's most selective) whose value was furthest above the true class's mean, in standard "

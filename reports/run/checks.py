@@ -1,0 +1,94 @@
+"""The page's "Dataset checks" section: counts per issue and rows of the worst cases, as plain data.
+
+Duplicates are shown a group or pair to a row, side by side; label issues and outliers one image each. Every image
+links to its card in the dataset map (`#image=<id>`) and shows the crop the network saw when the report re-ran it.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+from urllib.parse import quote
+
+import pandas as pd
+
+from analysis.stats.checks import Checks
+from analysis.store import contract as C
+
+TITLES = {C.ISSUE_EXACT_DUPLICATE: "exact duplicates", C.ISSUE_NEAR_DUPLICATE: "near duplicates",
+          C.ISSUE_LABEL: "likely label errors", C.ISSUE_OUTLIER: "outliers"}
+NOTES = {C.ISSUE_EXACT_DUPLICATE: "byte-identical files (the same sha256); groups whose labels differ first",
+         C.ISSUE_NEAR_DUPLICATE: "pairs nearly identical to the network; pairs whose labels differ first",
+         C.ISSUE_LABEL: "the label disagrees with the model and with the image's nearest neighbours; worst first",
+         C.ISSUE_OUTLIER: "far from every other image; furthest first"}
+
+
+def list_worst(issues: pd.DataFrame, shown: int) -> list[str]:
+    """The image ids the section shows (so that the report can make their thumbnails), in page order."""
+    return list(dict.fromkeys(i for rows in _worst(issues, shown).values() for row in rows for i in row[C.IMAGE_ID]))
+
+
+def _worst(issues: pd.DataFrame, shown: int) -> dict[str, list[pd.DataFrame]]:
+    """issue -> its first `shown` rows of the page: a group or a pair each, or one image."""
+    out = {}
+    for issue in C.ISSUES:
+        rows = issues[issues[C.ISSUE] == issue].sort_values(C.ISSUE_RANK)
+        key = {C.ISSUE_EXACT_DUPLICATE: C.GROUP, C.ISSUE_NEAR_DUPLICATE: C.PAIR}.get(issue)
+        if key is None:
+            out[issue] = [rows.iloc[i:i + 1] for i in range(min(shown, len(rows)))]
+        else:
+            out[issue] = [g for _, g in rows.groupby(key, sort=False)][:shown]
+    return out
+
+
+def make_checks_section(found: Checks | None, views: Mapping[str, str], shown: int) -> dict[str, Any]:
+    """The section's context; found None: the checks are off."""
+    if found is None:
+        return {"off": "The dataset checks are off (report_qa.enabled: false).", "counts": [], "issues": []}
+    meta = found.meta
+    sections, counts = [], []
+    for issue, rows in _worst(found.issues, shown).items():
+        flagged = found.issues[found.issues[C.ISSUE] == issue]
+        key = {C.ISSUE_EXACT_DUPLICATE: C.GROUP, C.ISSUE_NEAR_DUPLICATE: C.PAIR}.get(issue)
+        counts.append((TITLES[issue], flagged[C.IMAGE_ID].nunique(), flagged[key].nunique() if key else None))
+        sections.append({"title": TITLES[issue], "note": NOTES[issue], "rows": [_row(issue, g, views) for g in rows],
+                         "more": max(0, (flagged[key].nunique() if key else len(flagged)) - len(rows))})
+    return {"off": None, "counts": counts, "issues": sections,
+            "method": (f"Over {meta['n_images']} ok images, from the {meta['layer']} channel means minus their mean; "
+                       f"near duplicates: cosine >= {meta['threshold']} and distance <= "
+                       f"{meta.get('near_duplicate_radius', 0):.3g} ({meta.get('radius_rule', '')}); "
+                       f"{meta['k']} neighbours per image "
+                       f"({meta['search']} search); {meta.get('outlier_rule', '')}. "
+                       f"cleanlab {meta['library']['cleanlab']}, scikit-learn {meta['library']['scikit-learn']}; "
+                       f"{meta['seconds']} s. Every flagged image: {C.DATASET_ISSUES}."),
+            "notes": list(meta.get("notes") or [])}
+
+
+def _row(issue: str, g: pd.DataFrame, views: Mapping[str, str]) -> dict[str, Any]:
+    first = g.iloc[0]
+    if issue == C.ISSUE_EXACT_DUPLICATE:
+        caption = f"group {int(first[C.GROUP])}: {len(g)} identical files"
+    elif issue == C.ISSUE_NEAR_DUPLICATE:
+        caption = f"pair {int(first[C.PAIR])}: cosine {first[C.COSINE]:.4f}"
+    elif issue == C.ISSUE_LABEL:
+        caption = f"label quality {first[C.LABEL_SCORE]:.3f}"
+    else:
+        caption = f"outlier score {first[C.OUTLIER_SCORE]:.3f}"
+    differ = bool(first[C.LABELS_DIFFER]) if pd.notna(first[C.LABELS_DIFFER]) else False
+    return {"caption": caption + ("; labels differ" if differ else ""), "differ": differ,
+            "images": [_image(r, views) for _, r in g.iterrows()]}
+
+
+def _image(r: pd.Series, views: Mapping[str, str]) -> dict[str, Any]:
+    image_id = r[C.IMAGE_ID]
+    return {"image_id": image_id, "src": views.get(image_id), "href": _card_link(image_id),
+            "label": r[C.LABEL] if isinstance(r[C.LABEL], str) else "-",
+            "pred": r[C.PRED] if isinstance(r[C.PRED], str) else "-"}
+
+
+def _card_link(image_id: str) -> str | None:
+    """#image=<id> as explorer.js reads it (decodeURIComponent); None for an id that is not valid UTF-8."""
+    try:
+        return "#image=" + quote(image_id.encode("utf-8"), safe="")
+    except UnicodeEncodeError:
+        return None
+
+
