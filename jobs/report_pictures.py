@@ -40,6 +40,7 @@ def draw_overlays(cfg: ReportConfig, run: Path, meta: dict, examples: pd.DataFra
                     examples[contract.VALUE])}
     device = runtime.pick_device(cfg.device)
     precision = meta.get("precision", "fp32")
+    runtime.use_exact_fp32(device, precision)   # the re-run's means are checked against the run's fp32 values
     try:
         rm = load_run_model(run, meta)
         log.info("overlays: re-running %d shown images on %s (%s)", len(needs), device, precision)
