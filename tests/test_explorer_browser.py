@@ -106,3 +106,18 @@ def _gallery_tiles(page_dir, image_id: str) -> set[tuple[str, int]]:
         if tag == "img" and m and attrs.get("alt") == image_id:
             found.add((m.group(1), int(m.group(2))))
     return found
+
+
+@needs_chromium
+def test_every_nav_link_scrolls_its_heading_into_view_below_the_fixed_nav(browser_page):
+    tab, problems = browser_page
+    tab.set_viewport_size({"width": 1200, "height": 700})
+    links = tab.locator("nav a")
+    for j in range(links.count()):
+        anchor = links.nth(j).get_attribute("href")
+        links.nth(j).click()
+        tab.wait_for_timeout(50)
+        nav_bottom = tab.evaluate("document.querySelector('nav').getBoundingClientRect().bottom")
+        top = tab.evaluate(f"document.querySelector('{anchor}').getBoundingClientRect().top")
+        assert nav_bottom <= top < 700, f"{anchor}: heading at {top}, the nav ends at {nav_bottom}"
+    assert problems == []
