@@ -89,6 +89,20 @@ def run_child(cmd: list[str]) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, text  # Linux: ru_maxrss in KiB
 
 
+def measure_in_chromium(index: Path) -> str:
+    """The page opened from disk in Debian's chromium: until its load event (HTML, the inline data, every script),
+    and the map's own part (parse its data, index the points, first draw: explorer.js's 'explorer-ready')."""
+    from tests.browser import CHROMIUM, open_in_playwright  # noqa: PLC0415  (playwright: a dev dependency)
+    if not os.path.exists(CHROMIUM):
+        return "in the browser: not measured (no chromium on this machine)"
+    with open_in_playwright(index) as (tab, problems):
+        tab.wait_for_load_state("load")
+        load = tab.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+        ready = tab.evaluate("(performance.getEntriesByName('explorer-ready')[0] || {}).duration")
+    return (f"in chromium: the page loaded in {load:.0f} ms; the map parsed, indexed and drawn in "
+            + (f"{ready:.0f} ms" if ready is not None else "? ms (no map)") + (f"; problems: {problems}" if problems else ""))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_report", description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=200_000, help="images in the synthetic run (default 200000)")
@@ -127,6 +141,7 @@ def main() -> int:
     print(f"  page: index.html {(page / contract.INDEX_HTML).stat().st_size / 2**20:.1f} MiB, with its figures, "
           f"tiles and thumbnails {files / 2**20:.1f} MiB (budget for 25,000 images: 20 MiB); thumbnails "
           f"{sprite_bytes / 2**20:.1f} MiB in {len(sheets)} sheets, {sprite_bytes / max(1, args.images):.0f} B each")
+    print("  " + measure_in_chromium(page / contract.INDEX_HTML))
     stats = pd.read_parquet(folder / contract.REPORT_DIR / contract.CHANNEL_STATS,
                             filters=[(contract.LAYER, "==", "conv5_3"), (contract.STAT, "==", contract.STAT_MEAN),
                                      (contract.CLASS, "==", "dog"), (contract.RANK_SELECTIVITY, "==", 1)])

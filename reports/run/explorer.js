@@ -3,6 +3,7 @@
   // attribute value set by the DOM, never innerHTML. #image=<id> opens an image's card.
   var el = document.getElementById('explorer-data');
   if (!el) { return; }
+  var started = performance.now();             // 'explorer-ready' (User Timing): parse, index and first draw
   var E = JSON.parse(el.textContent);
   var N = E.ids.length, COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
   var canvas = document.getElementById('map-canvas'), tip = document.getElementById('map-tip');
@@ -162,6 +163,7 @@
     for (var k = 0; k < N; k++) { if (E.ids[k] === id) { open(k); card.scrollIntoView(); break; } }
   }
   draw();
+  performance.measure('explorer-ready', {start: started, end: performance.now()});
   route();
   window.addEventListener('hashchange', route);
 })();
