@@ -72,7 +72,7 @@ class Batch:
     widths: list[int | None]
     heights: list[int | None]
     formats: list[str | None]
-    sha256s: list[str | None] = dataclasses.field(default_factory=list)
+    sha256s: list[str | None]    # of each item's bytes; None where they could not be read
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True) in its pinning thread."""

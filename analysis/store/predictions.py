@@ -27,7 +27,8 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
         cols[contract.IMAGENET_TOP1_INDEX] = []
     pred_idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     j = 0  # position among the ok items
-    for index, good, error, w, h, fmt, digest in zip(indices, ok, errors, widths, heights, formats, sha256s):
+    for index, good, error, w, h, fmt, digest in zip(indices, ok, errors, widths, heights, formats, sha256s,
+                                                       strict=True):  # a short column never drops a row
         rec = records[index]
         cols[contract.IMAGE_ID].append(rec.image_id)
         cols[contract.SPLIT].append(rec.split)
