@@ -65,13 +65,14 @@ inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, 
 	  $(if $(WEIGHTS),--weights="$(WEIGHTS)") $(if $(LAYERS),--layers="$(LAYERS)") \
 	  $(if $(filter command line environment,$(origin RUN)),--run="$(RUN)") $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
-test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests)
-	$(BIN)/python -m pytest -q $(ARGS)
+test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests; ARGS="-n 0": one process)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile $(ARGS)
 
 bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report stage, page and dataset checks at scale
 	$(BIN)/python -m benchmarks.bench_extract
 	$(BIN)/python -m benchmarks.profile_extract
 	$(BIN)/python -m benchmarks.bench_reductions
+	$(BIN)/python -m benchmarks.bench_input
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_report --images 25000
 	$(BIN)/python -m benchmarks.bench_checks

@@ -47,22 +47,24 @@ def measure_forward(model, device: torch.device, precision: str, batch: int, siz
 def measure_loader(cfg, device: torch.device, workers: int, seconds: float, limit: int | None = None
                    ) -> tuple[float, float]:
     """(images/s in steady state, seconds to the first batch) of the job's DataLoader over the files of cfg.data
-    (an ExtractConfig), each batch copied to `device` as the job copies it (pinned memory, non_blocking)."""
+    (an ExtractConfig), each batch copied to `device` and normalized there as the job does it (uint8, pinned
+    memory, non_blocking)."""
     from analysis.data.dataset import ImageDataset  # noqa: PLC0415
     from analysis.data.discovery import find_images  # noqa: PLC0415
     from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
-    from jobs.extract import make_loader  # noqa: PLC0415
+    from jobs.extract import load_threads, make_loader, to_device  # noqa: PLC0415
 
     found = find_images(cfg.data)
     records = found.records[:limit] if limit else found.records
     step = cfg.batch_size
     batches = [list(range(s, min(len(records), s + step))) for s in range(0, len(records), step)]
-    dataset = ImageDataset(records, make_preprocessing(cfg.preprocess, cfg.image_size), cfg.max_image_pixels,
-                           cfg.max_file_bytes, found.root)
+    pre = make_preprocessing(cfg.preprocess, cfg.image_size)
+    dataset = ImageDataset(records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root,
+                           threads=load_threads(workers))
     t0 = time.perf_counter()
     first, n, t = None, 0, t0
     for b in make_loader(dataset, batches, workers, device):
-        x = b.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = to_device(b.images, pre, device)
         if first is None:
             _sync(device)
             first = t = time.perf_counter()

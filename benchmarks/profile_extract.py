@@ -2,11 +2,13 @@
 
     python -m benchmarks.profile_extract [--images 64] [--batch-size 32] [--image-size 224] [--precision fp32,bf16]
 
-The parts are the job's functions called in its order (jobs.extract.compute_batch, UnitWriter, the dataset's
-read/hash/decode/preprocess), with a clock around each: read, sha256, decode, preprocess, collate, pin + copy to
-the device, forward (net of the hooks), reductions (inside the hooks), attribution (the backward of each class),
-rows (logits, the one host copy, prediction rows), parquet (unit commits). Everything runs in the main process, as the job does
-with workers=0; on a GPU the clock synchronizes the device, which costs some overlap the job would have.
+The parts are the job's functions called in its order (the dataset's __getitems__ on the job's loading threads,
+with its read/digest/decode/preprocess methods timed inside, jobs.extract.to_device and compute_batch,
+UnitWriter), with a clock around each: load (wall; inside it read, sha256, decode, preprocess to uint8, summed over
+the threads), collate, copy (pinning, the copy to the device and the normalization there), forward (net of the
+hooks), reductions (inside the hooks), attribution (the backward of each class), rows (logits, the one host copy,
+prediction rows), parquet (unit commits). Everything runs in the main process, as the job does with workers=0; on
+a GPU the clock synchronizes the device, which costs some overlap the job would have.
 
 The machine is shared and drifts: the bare forward (model(x), no hooks) is measured before and after every
 repeat, and each part is printed as its median over the repeats with the spread (min-max).
@@ -16,18 +18,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-PARTS = ("read", "sha256", "decode", "preprocess", "collate", "copy", "forward", "reductions", "attribution", "rows",
-         "parquet")
+PARTS = ("load", "collate", "copy", "forward", "reductions", "attribution", "rows", "parquet")
+# Inside "load": each item's steps, summed over the threads that load a batch (so they can add up to more than it).
+STEPS = ("read", "sha256", "decode", "preprocess")
 
 
 class Clock:
@@ -36,16 +39,20 @@ class Clock:
     def __init__(self, device: torch.device):
         self.seconds: dict[str, float] = defaultdict(float)
         self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self._lock = threading.Lock()   # the loading threads add to it at once
 
     @contextlib.contextmanager
-    def part(self, name: str):
-        self._sync()
+    def part(self, name: str, sync: bool = True):
+        if sync:
+            self._sync()
         t = time.perf_counter()
         try:
             yield
         finally:
-            self._sync()
-            self.seconds[name] += time.perf_counter() - t
+            if sync:
+                self._sync()
+            with self._lock:
+                self.seconds[name] += time.perf_counter() - t
 
 
 class _TimedForward:
@@ -82,11 +89,9 @@ def make_config(data: Path, out: Path, device: str, precision: str, batch_size: 
 
 def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float], int]:
     """({part: seconds}, images) of one pass of the job's code over cfg.data, after one warm-up batch."""
-    from analysis.data.dataset import Item, collate_images  # noqa: PLC0415
-    from analysis.data.decoding import decode_image  # noqa: PLC0415
+    from analysis.data.dataset import ImageDataset, collate_images  # noqa: PLC0415
     from analysis.data.discovery import find_images  # noqa: PLC0415
     from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
-    from analysis.data.sources import read_bytes  # noqa: PLC0415
     from analysis.model.activations import ChannelReducer  # noqa: PLC0415
     from analysis.model.attribution import Attributor  # noqa: PLC0415
     from analysis.model.vgg16 import layer_channels, load_model  # noqa: PLC0415
@@ -119,16 +124,25 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
         def _make_pool_hook(self, name):
             return timed(super()._make_pool_hook(name))
 
-    def load(i: int) -> Item:
-        with clock.part("read"):
-            data = read_bytes(records[i], cfg.max_file_bytes, found.root)
-        with clock.part("sha256"):
-            digest = hashlib.sha256(data).hexdigest()
-        with clock.part("decode"):
-            decoded = decode_image(data, cfg.max_image_pixels)
-        with clock.part("preprocess"):
-            image = pre.transform(decoded.image)
-        return Item(i, image, None, decoded.width, decoded.height, decoded.format, sha256=digest)
+    class TimedDataset(ImageDataset):   # the dataset's own steps, each in its part of the clock (no device sync)
+        def read(self, i):
+            with clock.part("read", sync=False):
+                return super().read(i)
+
+        def digest(self, data):
+            with clock.part("sha256", sync=False):
+                return super().digest(data)
+
+        def decode(self, data):
+            with clock.part("decode", sync=False):
+                return super().decode(data)
+
+        def preprocess(self, image):
+            with clock.part("preprocess", sync=False):
+                return super().preprocess(image)
+
+    dataset = TimedDataset(records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root,
+                           threads=extract.load_threads(0))   # the job's loading with workers=0
 
     batches = [range(s, min(len(records), s + cfg.batch_size)) for s in range(0, len(records), cfg.batch_size)]
     out = Path(cfg.out)
@@ -139,13 +153,13 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     with grad_mode, TimedReducer(model, cfg.layers) as reducer, att as a:
         forward = _TimedForward(a if attributed else model, clock)
         for k, indices in enumerate([batches[0]] + batches):   # the first batch warms up and is not counted
-            items = [load(i) for i in indices]
+            with clock.part("load"):
+                items = dataset.__getitems__(list(indices))
             with clock.part("collate"):
                 batch = collate_images(items)
             with clock.part("copy"):
                 images = batch.images.pin_memory() if device.type == "cuda" else batch.images
-                batch = dataclasses.replace(batch, images=images.to(device, non_blocking=True).contiguous(
-                    memory_format=torch.channels_last))
+                batch = dataclasses.replace(batch, images=extract.to_device(images, pre, device))
             t = clock.seconds.copy()
             with clock.part("rows"):
                 acts, rows = extract.compute_batch(forward, reducer, forward if attributed else None, batch, loaded,
@@ -162,18 +176,23 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
             writer.close()
     # The forward's clock ran around the hooks: charge the reductions once.
     clock.seconds["forward"] -= clock.seconds["reductions"]
-    return {p: clock.seconds.get(p, 0.0) for p in PARTS}, len(records)
+    return {p: clock.seconds.get(p, 0.0) for p in PARTS + STEPS}, len(records)
 
 
 def print_breakdown(title: str, runs: list[dict[str, float]], n: int, bare: list[float]) -> None:
     """Per part: ms per image (median, min-max over the repeats) and share of the profiled total."""
-    per = {p: [r[p] / n * 1000 for r in runs] for p in PARTS}
-    total = [sum(r.values()) / n * 1000 for r in runs]
+    per = {p: [r[p] / n * 1000 for r in runs] for p in PARTS + STEPS}
+    total = [sum(r[p] for p in PARTS) / n * 1000 for r in runs]
     bare_ms = [1000 / b for b in bare]
     print(f"\n{title}: {n} images x {len(runs)} repeats; ms per image, median (min-max)")
     for p in PARTS:
         med = statistics.median(per[p])
         print(f"  {p:12s} {med:9.2f} ({min(per[p]):.2f}-{max(per[p]):.2f})  {med / statistics.median(total):6.1%}")
+        if p == "load":
+            for step in STEPS:
+                m = statistics.median(per[step])
+                print(f"    {step:10s} {m:9.2f} ({min(per[step]):.2f}-{max(per[step]):.2f})  summed over the "
+                      "loading threads")
     print(f"  {'total':12s} {statistics.median(total):9.2f} ({min(total):.2f}-{max(total):.2f})")
     print(f"  bare forward {statistics.median(bare_ms):9.2f} ({min(bare_ms):.2f}-{max(bare_ms):.2f})  "
           f"model(x) alone, no hooks, measured before and after each repeat")

@@ -8,6 +8,7 @@ Rerunning the same command on the same OUT resumes: finished units are skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -101,8 +102,9 @@ def main(cfg: ExtractConfig) -> int:
 def stream_units(cfg, out, found, loaded, model, channels, preprocessing, device, precision, workers, meta, run,
                  shard, todo) -> int | None:
     """Run and commit this shard's units to do; the exit code when a signal stopped it early, else None."""
-    loader = make_loader(ImageDataset(found.records, preprocessing, cfg.max_image_pixels, cfg.max_file_bytes,
-                                      found.root), make_unit_batches(todo, cfg.batch_size), workers, device)
+    dataset = ImageDataset(found.records, preprocessing, cfg.max_image_pixels, cfg.max_file_bytes, found.root,
+                           threads=load_threads(workers))
+    loader = make_loader(dataset, make_unit_batches(todo, cfg.batch_size), workers, device)
     attributed = {(cls, layer): c for cls, layer, c in iter_attributed(meta["attribution"])}
     writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, meta,
                         units=iter_unit_sizes(todo), stamp=outputs.make_unit_stamp(run, shard, device, cfg),
@@ -117,6 +119,7 @@ def stream_units(cfg, out, found, loaded, model, channels, preprocessing, device
         with cluster.StopSignals() as stop, grad_mode, ChannelReducer(model, cfg.layers) as reducer, \
                 attributor as att:
             for batch in (loader if todo else ()):
+                batch = dataclasses.replace(batch, images=to_device(batch.images, preprocessing, device))
                 acts, rows = compute_batch(model, reducer, att, batch, loaded, found.records, channels, device,
                                            precision)
                 writer.add(rows, batch.ok, acts)
@@ -128,6 +131,13 @@ def stream_units(cfg, out, found, loaded, model, channels, preprocessing, device
         return stop.exit_code()
     writer.close()
     return None
+
+
+def load_threads(workers: int) -> int:
+    """Threads that load a batch in this process: with no worker process, the forward's own threads (idle while
+    the batch is decoded: PIL and hashlib release the GIL); with workers, the workers load and this process
+    does not."""
+    return max(1, torch.get_num_threads()) if workers == 0 else 1
 
 
 def make_loader(dataset: ImageDataset, batches, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
@@ -173,9 +183,18 @@ def iter_attributed(attribution: dict | None):
             yield cls, layer, attribution["channels"][layer]
 
 
+def to_device(images: torch.Tensor, preprocessing, device: torch.device) -> torch.Tensor:
+    """The loader's uint8 (B, 3, N, N) -> the network's normalized float32 input on `device`, channels_last.
+    The copy (and on a GPU the workers' shared memory and the pinning before it) carries a quarter of float32's
+    bytes, and the normalization is one pass per batch where the model runs."""
+    x = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return preprocessing.normalize(x)
+
+
 def compute_batch(model, reducer, attributor, batch, loaded, records, channels, device, precision):
     """One batch through the model -> ((B_ok, width) activations, prediction rows of every file); width is
-    2 * channels (means, maxima), then the contributions of each class to each attributed layer's channels."""
+    2 * channels (means, maxima), then the contributions of each class to each attributed layer's channels.
+    batch.images is the network's input on `device` (`to_device`)."""
     k = len(loaded.classes)
     imagenet_head = loaded.head == "imagenet"
     attributed = attributor.layers if attributor is not None else ()
@@ -183,7 +202,7 @@ def compute_batch(model, reducer, attributor, batch, loaded, records, channels, 
     host = np.zeros((0, width + 2 * k), np.float32)
     top1 = np.zeros(0, np.int64) if imagenet_head else None
     if len(batch.images):
-        x = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = batch.images
         with autocast(device, precision):
             raw = attributor.forward(x) if attributor is not None else model(x)   # (B_ok, 1000 or K)
         reduced = reducer.take()                            # layer -> ((B_ok, C) mean, (B_ok, C) max)

@@ -47,3 +47,16 @@ def no_launcher_env(monkeypatch):
     """Tests run as one whole process even inside a Slurm job or torchrun: the shard comes from these otherwise."""
     for name in LAUNCHER_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs two workers) each worker, and every job it starts, computes on one
+    thread: two workers with two threads each on two cores make every oneDNN convolution wait for a descheduled
+    thread."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)

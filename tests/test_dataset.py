@@ -3,6 +3,7 @@ import io
 import zipfile
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -69,8 +70,8 @@ def test_bad_files_keep_their_place_and_good_files_their_own_pixels(tmp_path):
         else:
             assert error is not None and error.startswith(want), (error, want)
     good_colours = [e for e in expected if isinstance(e, tuple)]
-    assert batch.images.shape == (len(good_colours), 3, N, N) and batch.images.dtype == torch.float32
-    for image, colour in zip(batch.images, good_colours):                 # in order, nothing substituted
+    assert batch.images.shape == (len(good_colours), 3, N, N) and batch.images.dtype == torch.uint8
+    for image, colour in zip(ds.preprocessing.normalize(batch.images), good_colours):  # in order, none substituted
         assert torch.allclose(image.mean(dim=(1, 2)), expected_tensor(colour), atol=0.02)
     assert batch.widths[:3] == [80, None, 80] and batch.heights[0] == 64
     assert batch.formats[0] == "PNG" and batch.formats[1] is None
@@ -88,7 +89,7 @@ def test_batch_without_good_items_has_an_empty_image_tensor():
     items = [Item(index=3, image=None, error="empty file", width=None, height=None, format=None),
              Item(index=4, image=None, error="truncated", width=10, height=20, format="JPEG")]
     batch = collate_images(items)
-    assert batch.images.shape == (0, 3, 0, 0) and len(batch.images) == 0
+    assert batch.images.shape == (0, 3, 0, 0) and len(batch.images) == 0 and batch.images.dtype == torch.uint8
     assert batch.indices == [3, 4] and batch.ok == [False, False] and batch.errors == ["empty file", "truncated"]
     assert batch.widths == [None, 10] and batch.formats == [None, "JPEG"]
 
@@ -112,8 +113,8 @@ def run_loader(ds, workers: int, **kw) -> list[Batch]:
 
 def test_dataloader_with_workers_over_a_zip_gives_what_one_process_gives(tmp_path):
     records = write_zip(tmp_path)
-    ds = ImageDataset(records, make_preprocessing("imagenet", N), max_pixels=10**6, max_file_bytes=10**6)
-    single = run_loader(ds, 0)     # opens the zip in this process first: forked workers must open their own
+    ds = ImageDataset(records, make_preprocessing("imagenet", N), max_pixels=10**6, max_file_bytes=10**6, threads=2)
+    single = run_loader(ds, 0)     # opens the zip (and the thread pool) here first: forked workers make their own
     multi = run_loader(ds, 2)
     assert [b.indices for b in multi] == [b.indices for b in single] == [[0, 1, 2], [3, 4, 5], [6, 7]]
     assert sum(sum(b.ok) for b in multi) == 7
@@ -122,14 +123,50 @@ def test_dataloader_with_workers_over_a_zip_gives_what_one_process_gives(tmp_pat
         assert torch.equal(a.images, b.images)
         assert (a.ok, a.errors, a.widths, a.heights, a.formats) == (b.ok, b.errors, b.widths, b.heights, b.formats)
     first = Image.open(zipfile.ZipFile(records[1].path).open(records[1].member)).convert("RGB")
-    assert torch.equal(single[0].images[0], ds.preprocessing.transform(first))   # member 1 is the first good one
+    assert torch.equal(single[0].images[0], ds.preprocessing.to_uint8(first))   # member 1 is the first good one
 
 
 def test_pin_memory_pins_the_images_and_keeps_everything_else(monkeypatch):
-    batch = collate_images([Item(0, torch.zeros(3, 4, 4), None, 4, 4, "PNG"), Item(1, None, "truncated", 1, 1, None)])
+    batch = collate_images([Item(0, torch.zeros(3, 4, 4, dtype=torch.uint8), None, 4, 4, "PNG"), Item(1, None, "truncated", 1, 1, None)])
     pinned_marker = torch.ones(1, 3, 4, 4)
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: pinned_marker)   # CPU-only stand-in
     out = batch.pin_memory()
     assert isinstance(out, Batch) and out.images is pinned_marker
     assert (out.indices, out.ok, out.errors, out.widths, out.formats) == \
         (batch.indices, batch.ok, batch.errors, batch.widths, batch.formats)
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
+def test_a_batch_loaded_on_threads_is_the_batch_loaded_item_by_item(tmp_path, zipped):
+    """__getitems__ (what a DataLoader calls with a batch) on 3 threads: every item in its place, good or bad,
+    equal to __getitem__'s, however the threads finish; a zip's members read by several threads at once."""
+    if zipped:
+        records = write_zip(tmp_path) * 3
+    else:
+        records, _ = write_mixed_folder(tmp_path)
+        records = records * 3
+    kw = dict(max_pixels=10_000, max_file_bytes=1_000_000)
+    threaded = ImageDataset(records, make_preprocessing("imagenet", N), threads=3, **kw)
+    serial = ImageDataset(records, make_preprocessing("imagenet", N), **kw)
+    order = list(range(len(records)))[::-1]
+    got, want = threaded.__getitems__(order), [serial[i] for i in order]
+    assert [g.index for g in got] == order
+    for g, w in zip(got, want):
+        assert (g.error, g.width, g.height, g.format, g.sha256) == (w.error, w.width, w.height, w.format, w.sha256)
+        assert (g.image is None and w.image is None) or torch.equal(g.image, w.image)
+    assert any(g.image is None for g in got) and any(g.image is not None for g in got)
+
+
+def test_threads_must_be_a_positive_integer_and_the_pool_is_not_pickled(tmp_path):
+    import pickle
+
+    records, _ = write_mixed_folder(tmp_path)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            ImageDataset(records, make_preprocessing("imagenet", N), 10**6, 10**6, threads=bad)
+    ds = ImageDataset(records, make_preprocessing("imagenet", N), 10**6, 10**6, threads=2)
+    ds.__getitems__([0, 2])
+    assert ds._pool is not None
+    copy = pickle.loads(pickle.dumps(ds))                # what a DataLoader worker process receives
+    assert copy._pool is None and copy.threads == 2
+    assert [i.index for i in copy.__getitems__([2, 0])] == [2, 0]

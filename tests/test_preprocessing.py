@@ -124,3 +124,24 @@ def test_every_configured_name_builds_and_unknown_names_are_refused():
 def test_non_rgb_input_is_refused():
     with pytest.raises(ValueError, match="'L'"):
         make_preprocessing("imagenet", 64).transform(Image.new("L", (64, 64)))
+
+
+@pytest.mark.parametrize("name", PREPROCESS_NAMES)
+def test_batch_normalize_on_uint8_is_torchvision_per_image_bit_for_bit(name):
+    """The job carries uint8 to the device and normalizes a whole channels_last batch there: every value of every
+    channel must come out as torchvision's per-image convert_image_dtype + normalize gives it."""
+    p = make_preprocessing(name, 16)
+    values = torch.arange(256, dtype=torch.uint8).view(16, 16)              # every uint8 value, in each channel
+    images = torch.stack([values.roll(k, dims=0).expand(3, 16, 16) for k in range(4)])   # (4, 3, 16, 16)
+    expected = torch.stack([TF.normalize(TF.convert_image_dtype(im, torch.float), list(p.mean), list(p.std))
+                            for im in images])
+    got = p.normalize(images.contiguous(memory_format=torch.channels_last))
+    assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, expected)
+    assert torch.equal(p.transform(random_rgb(20, 20)), TF.normalize(
+        TF.convert_image_dtype(p.to_uint8(random_rgb(20, 20)), torch.float), list(p.mean), list(p.std)))
+
+
+def test_normalize_refuses_float_input():
+    with pytest.raises(TypeError, match="uint8"):
+        make_preprocessing("imagenet", 16).normalize(torch.zeros(1, 3, 16, 16))

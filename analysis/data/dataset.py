@@ -1,4 +1,4 @@
-"""Image records -> preprocessed tensors for a DataLoader, with every bad file kept as its own error item.
+"""Image records -> preprocessed uint8 tensors for a DataLoader, with every bad file kept as its own error item.
 
 A file that cannot be read or decoded is never replaced by another image (timm's ImageDataset does that, which
 attaches a result to the wrong file): it travels through the batch as an error, in its place, so that every file
@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torch.utils.data import Dataset
+from PIL import Image
+from torch.utils.data import Dataset, get_worker_info
 
-from analysis.data.decoding import DecodeError, decode_image
+from analysis.data.decoding import Decoded, DecodeError, decode_image
 from analysis.data.preprocessing import Preprocessing
 from analysis.data.sources import ImageRecord, SourceError, read_bytes
 
@@ -23,7 +25,7 @@ from analysis.data.sources import ImageRecord, SourceError, read_bytes
 @dataclass
 class Item:
     index: int                   # position in the dataset's records
-    image: torch.Tensor | None   # (3, N, N) float32, None when the file failed
+    image: torch.Tensor | None   # (3, N, N) uint8 (Preprocessing.normalize finishes it on the device); None: failed
     error: str | None            # the reason when it failed, else None
     width: int | None            # as stored; also set for a failure when the header could be read
     height: int | None
@@ -33,40 +35,73 @@ class Item:
 
 class ImageDataset(Dataset):
     """records[i] -> Item: read the bytes, decode, preprocess. Picklable, so it runs in DataLoader workers (zip
-    archives are opened once per worker process by `read_bytes`)."""
+    archives are opened once per worker process by `read_bytes`).
+
+    A batch is loaded on `threads` threads (`__getitems__`, which a DataLoader calls with a batch's indices): PIL's
+    decoder and resampler and hashlib release the GIL, so a batch decoded in the main process (workers=0, the
+    default on a small CPU) takes the cores the forward leaves idle between its batches: 0.56-0.67x the time on
+    2 threads (benchmarks/bench_input.py). Inside a DataLoader worker process a batch is loaded on one thread:
+    the workers are the parallelism there."""
 
     def __init__(self, records: Sequence[ImageRecord], preprocessing: Preprocessing, max_pixels: int,
-                 max_file_bytes: int, root: str | None = None):
+                 max_file_bytes: int, root: str | None = None, threads: int = 1):
         """root: DATA; every file read must lie inside it (analysis.data.sources.read_bytes)."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads {threads!r} is not allowed; a positive integer")
         self.records = records
         self.root = os.path.realpath(root) if root is not None else None
         self.preprocessing = preprocessing
         self.max_pixels = max_pixels
         self.max_file_bytes = max_file_bytes
+        self.threads = threads
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None   # (pid that made it, pool): never inherited
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": None}   # threads do not cross into a worker process
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        """The items of one batch, in order, on this process's threads (one inside a DataLoader worker)."""
+        if self.threads == 1 or len(indices) < 2 or get_worker_info() is not None:
+            return [self[i] for i in indices]
+        if self._pool is None or self._pool[0] != os.getpid():   # a forked copy has the object, not the threads
+            self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="decode"))
+        return list(self._pool[1].map(self.__getitem__, indices))
+
     def __getitem__(self, i: int) -> Item:
         try:
-            data = read_bytes(self.records[i], self.max_file_bytes, self.root)
+            data = self.read(i)
         except SourceError as e:
             return Item(index=i, image=None, error=e.reason, width=None, height=None, format=None)
-        digest = hashlib.sha256(data).hexdigest()   # the bytes just read: no second read of the file
+        digest = self.digest(data)   # the bytes just read: no second read of the file
         try:
-            decoded = decode_image(data, self.max_pixels)
+            decoded = self.decode(data)
         except DecodeError as e:
             return Item(index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format,
                         sha256=digest)
-        image = self.preprocessing.transform(decoded.image)   # (3, N, N)
-        return Item(index=i, image=image, error=None, width=decoded.width, height=decoded.height,
-                    format=decoded.format, sha256=digest)
+        return Item(index=i, image=self.preprocess(decoded.image), error=None, width=decoded.width,
+                    height=decoded.height, format=decoded.format, sha256=digest)
+
+    # The steps of one item, one method each, so that benchmarks.profile_extract times the job's own code.
+    def read(self, i: int) -> bytes:
+        return read_bytes(self.records[i], self.max_file_bytes, self.root)
+
+    def digest(self, data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def decode(self, data: bytes) -> Decoded:
+        return decode_image(data, self.max_pixels)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.preprocessing.to_uint8(image)   # (3, N, N) uint8
 
 
 @dataclass
 class Batch:
     indices: list[int]           # dataset index of every item, good or bad, in order
-    images: torch.Tensor         # (B_ok, 3, N, N): the good items in order; (0, 3, 0, 0) when none is good
+    images: torch.Tensor         # (B_ok, 3, N, N) uint8: the good items in order; (0, 3, 0, 0) when none is good
     ok: list[bool]
     errors: list[str | None]
     widths: list[int | None]
@@ -83,7 +118,7 @@ def collate_images(items: list[Item]) -> Batch:
     """The DataLoader's collate_fn: stack the good images, keep every item's place and error."""
     good = [item.image for item in items if item.image is not None]
     # With no good item the crop size is unknown here; the batch is (0, 3, 0, 0) and the caller skips the forward.
-    images = torch.stack(good) if good else torch.empty(0, 3, 0, 0)
+    images = torch.stack(good) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
     return Batch(
         indices=[item.index for item in items],
         images=images,

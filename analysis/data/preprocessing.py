@@ -49,12 +49,28 @@ class Preprocessing:
         box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
         return image.resize((self.crop, self.crop), F.pil_modes_mapping[interpolation], box=box)
 
+    def to_uint8(self, image: Image.Image) -> torch.Tensor:
+        """(3, crop, crop) uint8: the view as a tensor. This is what a DataLoader carries from its workers to the
+        device (a quarter of float32's bytes through shared memory, pinning and the copy); `normalize` finishes
+        it there, one operation per batch instead of three per image."""
+        return F.pil_to_tensor(self.view(image))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, N, N) on any device -> float32 (x / 255 - mean) / std, in x's memory format: bit for bit
+        torchvision's convert_image_dtype then normalize (the same three roundings). The divisors are tensors on
+        x's device, never Python scalars: CUDA turns a division by a scalar into a multiplication by its
+        reciprocal, which is not the same float."""
+        if x.dtype != torch.uint8:
+            raise TypeError(f"normalize expects uint8 images (to_uint8 gives them), got {x.dtype}")
+        scale = torch.full((1, 1, 1), 255.0, dtype=torch.float32, device=x.device)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        return x.to(torch.float32).div_(scale).sub_(mean).div_(std)
+
     def transform(self, image: Image.Image) -> torch.Tensor:
         """(3, crop, crop) float32, normalized: what goes into the network."""
-        x = F.pil_to_tensor(self.view(image))           # (3, N, N) uint8
-        x = F.convert_image_dtype(x, torch.float)       # x / 255
         # (x / 255 - 0.5) / 0.5 is bit for bit x / 127.5 - 1 in float32 (both differ only by exact factors of 2).
-        return F.normalize(x, mean=list(self.mean), std=list(self.std))
+        return self.normalize(self.to_uint8(image))
 
     def describe(self) -> dict[str, Any]:
         return {

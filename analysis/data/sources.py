@@ -6,6 +6,7 @@ import errno
 import lzma
 import os
 import stat
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -36,12 +37,14 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXE
 _ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError,
                       ValueError, zlib.error, lzma.LZMAError)
 
-# One open ZipFile per (process, archive): DataLoader workers are separate processes and must not share handles.
-_ZIPS: dict[tuple[int, str], zipfile.ZipFile] = {}
+# One open ZipFile per (process, thread, archive): DataLoader workers are separate processes and must not share
+# handles, and the threads that decode a batch (ImageDataset.__getitems__) must not share one ZipFile either: its
+# count of open members is not thread-safe.
+_ZIPS: dict[tuple[int, int, str], zipfile.ZipFile] = {}
 
 
 def _open_zip(path: str, root: str | None) -> zipfile.ZipFile:
-    key = (os.getpid(), path)
+    key = (os.getpid(), threading.get_ident(), path)
     zf = _ZIPS.get(key)
     if zf is None:
         f = _open_checked(path, root)

@@ -1,0 +1,86 @@
+"""The input path alone, from decoded image to the network's input: float32 made per image in the loader (before)
+against uint8 in the loader and one normalization per batch where the model runs (now: Preprocessing.to_uint8,
+collate_images, jobs.extract.to_device), interleaved A B A B so that the machine's drift hits both alike. Also the
+bytes each batch carries through a worker's shared memory, the pinning and the copy to a GPU.
+
+    python -m benchmarks.bench_input [--images 64] [--batch-size 32] [--image-size 224] [--repeats 5]
+
+Kaggle-sized JPEGs (500 x 375) are written and decoded once: decoding is the same in both paths and not timed.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def before(pre, images, batch_size: int, device: torch.device) -> float:
+    """Seconds for the old path: per image pil_to_tensor, convert_image_dtype and normalize (a clone, sub_, div_),
+    then the float32 batch stacked, copied and made channels_last."""
+    import torchvision.transforms.functional as F  # noqa: PLC0415
+
+    t = time.perf_counter()
+    for s in range(0, len(images), batch_size):
+        items = []
+        for im in images[s:s + batch_size]:
+            x = F.convert_image_dtype(F.pil_to_tensor(pre.view(im)), torch.float)
+            items.append(F.normalize(x, mean=list(pre.mean), std=list(pre.std)))
+        torch.stack(items).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return time.perf_counter() - t
+
+
+def now(pre, images, batch_size: int, device: torch.device) -> float:
+    """Seconds for the job's path: to_uint8 per image, collate_images, to_device (copy, channels_last, normalize)."""
+    from analysis.data.dataset import Item, collate_images  # noqa: PLC0415
+    from jobs.extract import to_device  # noqa: PLC0415
+
+    t = time.perf_counter()
+    for s in range(0, len(images), batch_size):
+        items = [Item(i, pre.to_uint8(im), None, 0, 0, "JPEG") for i, im in enumerate(images[s:s + batch_size])]
+        to_device(collate_images(items).images, pre, device)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.data.decoding import decode_image  # noqa: PLC0415
+    from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
+    from benchmarks.images import write_images  # noqa: PLC0415
+    from benchmarks.machine import describe_cpu  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    print(describe_cpu(), flush=True)
+    device = torch.device("cpu")
+    pre = make_preprocessing("imagenet", args.image_size)
+    with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
+        write_images(Path(tmp), args.images)
+        images = [decode_image(f.read_bytes(), 10**9).image for f in sorted(Path(tmp).iterdir())]
+    with torch.inference_mode():
+        before(pre, images, args.batch_size, device), now(pre, images, args.batch_size, device)   # warm-up
+        a, b = [], []
+        for _ in range(args.repeats):
+            a.append(before(pre, images, args.batch_size, device))
+            b.append(now(pre, images, args.batch_size, device))
+    ms = lambda v: v / len(images) * 1000   # noqa: E731
+    ratio = [y / x for x, y in zip(a, b)]
+    n = args.image_size
+    print(f"{len(images)} images 500 x 375 -> {n} px, batch {args.batch_size}, ms per image, median (min-max): "
+          f"float32 per image {ms(statistics.median(a)):.2f} ({ms(min(a)):.2f}-{ms(max(a)):.2f}), "
+          f"uint8 + one normalization per batch {ms(statistics.median(b)):.2f} ({ms(min(b)):.2f}-{ms(max(b)):.2f}); "
+          f"now / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs")
+    print(f"bytes per batch of {args.batch_size} through shared memory, pinning and the copy: float32 "
+          f"{args.batch_size * 3 * n * n * 4 / 2**20:.3g} MiB, uint8 {args.batch_size * 3 * n * n / 2**20:.3g} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
