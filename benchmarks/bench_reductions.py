@@ -1,7 +1,7 @@
 """The hooks' reductions alone, on VGG16's real maps of one batch: every layer's mean and max taken from the map
 (before) against the five pre-pool layers' maxima taken from their 2x2 max pool's output (a quarter of the
-elements) and their means in one reduction (analysis/model/activations.py), interleaved A B A B so that the
-machine's drift hits both alike.
+elements) and their means alone (`compute_mean`: one reduction in float32, cache-sized slices in bf16), as
+analysis/model/activations.py does now, interleaved A B A B so that the machine's drift hits both alike.
 
     python -m benchmarks.bench_reductions [--batch-size 32] [--image-size 224] [--precision fp32,bf16] [--repeats 5]
 """
@@ -38,13 +38,13 @@ def capture_maps(batch: int, size: int, precision: str) -> dict[str, tuple[torch
 
 
 def reduce_all(maps, use_pool: bool) -> float:
-    from analysis.model.activations import compute_mean_max  # noqa: PLC0415
+    from analysis.model.activations import compute_mean, compute_mean_max  # noqa: PLC0415
 
     t = time.perf_counter()
     for full, pooled in maps.values():
         even = full.shape[-2] % 2 == 0 and full.shape[-1] % 2 == 0
         if use_pool and pooled is not None and even:   # what ChannelReducer does for a pre-pool layer
-            full.mean(dim=(2, 3), dtype=torch.float32)
+            compute_mean(full)
             pooled.amax(dim=(2, 3)).float()
         else:
             compute_mean_max(full)

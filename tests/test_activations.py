@@ -141,6 +141,23 @@ def test_sliced_mean_max_equals_numpy_on_any_values(monkeypatch, chunk_bytes):
         np.testing.assert_array_equal(maxes.numpy(), ref.max(axis=(2, 3)).astype(np.float32))
 
 
+@pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 30])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_mean_alone_equals_numpy_in_every_dtype_and_slicing(monkeypatch, chunk_bytes, dtype):
+    """compute_mean (the pre-pool layers' mean): float32 means of the map's own values, whether it reduces the
+    whole map (float32, other layouts) or sums cache-sized slices (a bf16/fp16 channels_last map on the CPU)."""
+    import analysis.model.activations as acts
+
+    monkeypatch.setattr(acts, "_CHUNK_BYTES", chunk_bytes)
+    x = (torch.randn(3, 5, 7, 9, generator=torch.Generator().manual_seed(1)) - 0.5).to(dtype)
+    ref = x.double().numpy().mean(axis=(2, 3))
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        means = acts.compute_mean(t)
+        assert means.dtype == torch.float32 and means.shape == (3, 5)
+        np.testing.assert_allclose(means.numpy(), ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(means.numpy(), acts.compute_mean_max(t)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
 POOLED = ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"]   # each followed by a 2x2 max pool
 
 

@@ -118,9 +118,7 @@ class ChannelReducer(LayerHooks):
             if x.shape[-2] % 2 or x.shape[-1] % 2:
                 self._store[name] = self.record(x)
             else:
-                # One reduction over the whole map: with the max left to the pool there is no second pass to
-                # share the cache with, and one op beats the sliced loop's hundreds on a busy machine.
-                self._store[name] = (x.mean(dim=(2, 3), dtype=torch.float32), None)   # the pool hook adds the max
+                self._store[name] = (compute_mean(x), None)   # the pool hook adds the max
         return hook
 
     def _make_pool_hook(self, name: str):
@@ -148,6 +146,33 @@ def _pair(v) -> tuple:
 _CHUNK_BYTES = 2 << 20  # a slice this size stays in the CPU's cache between its sum and its max
 
 
+def compute_mean(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> per-channel spatial mean (B, C) float32, for a map whose max comes from elsewhere.
+
+    In float32 one reduction over the whole map is as fast as any slicing, and one op beats the sliced loop's
+    hundreds on a busy machine. A bf16/fp16 map on the CPU is summed in cache-sized slices: PyTorch's float32
+    accumulation of a whole reduced-precision map is 2-8x slower (8 x 64 x 224 x 224 bf16: 67 ms against 8.6 ms
+    in 2 MB slices, 2-core AMD EPYC; the same rounding error, about 1e-7).
+    """
+    v, rows = _slices(x)
+    if v is None or x.dtype == torch.float32:
+        return x.mean(dim=(2, 3), dtype=torch.float32)
+    sums = v[:, :rows].sum(dim=1, dtype=torch.float32)
+    for start in range(rows, v.shape[1], rows):
+        sums += v[:, start:start + rows].sum(dim=1, dtype=torch.float32)
+    return sums / v.shape[1]
+
+
+def _slices(x: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    """(the (B, HW, C) view of a channels_last CPU map, rows of HW per cache-sized slice), or (None, 0) where
+    slicing does not apply: another device or layout, or a map that fits one slice."""
+    b, c, h, w = x.shape
+    rows = max(1, _CHUNK_BYTES // max(1, b * c * x.element_size()))
+    if x.device.type != "cpu" or rows >= h * w or not x.is_contiguous(memory_format=torch.channels_last):
+        return None, 0
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c), rows
+
+
 def compute_mean_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C, H, W) -> per-channel spatial (mean (B, C) float32, max (B, C) float32).
 
@@ -155,15 +180,13 @@ def compute_mean_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     twice. Reducing it in slices of rows that fit the cache reads it once: measured 35-40% less time for the
     reductions of VGG16's layers at batch 32 (2-core AVX-512 CPU). On a GPU the plain reductions are right.
     """
-    b, c, h, w = x.shape
-    rows = max(1, _CHUNK_BYTES // max(1, b * c * x.element_size()))
-    if x.device.type != "cpu" or rows >= h * w or not x.is_contiguous(memory_format=torch.channels_last):
+    v, rows = _slices(x)   # v: (B, HW, C), a view of the channels_last map
+    if v is None:
         return x.mean(dim=(2, 3), dtype=torch.float32), x.amax(dim=(2, 3)).float()
-    v = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C): a view of the channels_last map
     sums = v[:, :rows].sum(dim=1, dtype=torch.float32)  # (B, C)
     maxes = v[:, :rows].amax(dim=1)
-    for start in range(rows, h * w, rows):
+    for start in range(rows, v.shape[1], rows):
         part = v[:, start:start + rows]  # (B, rows, C)
         sums += part.sum(dim=1, dtype=torch.float32)
         torch.maximum(maxes, part.amax(dim=1), out=maxes)
-    return sums / (h * w), maxes.float()
+    return sums / v.shape[1], maxes.float()
