@@ -1,11 +1,16 @@
-"""The input path alone, from decoded image to the network's input: float32 made per image in the loader (before)
-against uint8 in the loader and one normalization per batch where the model runs (now: Preprocessing.to_uint8,
-collate_images, jobs.extract.to_device), interleaved A B A B so that the machine's drift hits both alike. Also the
-bytes each batch carries through a worker's shared memory, the pinning and the copy to a GPU.
+"""The input path alone, each way against the way before, interleaved A B A B so that the machine's drift hits
+both alike:
+
+- from decoded image to the network's input: float32 made per image in the loader (before) against uint8 in the
+  loader and one normalization per batch where the model runs (Preprocessing.to_uint8, collate_images,
+  jobs.extract.to_device); and the bytes each batch carries through a worker's shared memory, the pinning and the
+  copy to a GPU;
+- loading a batch in the main process (read, hash, decode, preprocess: ImageDataset.__getitems__) one item after
+  another (before) against on the forward's threads (jobs.extract.load_threads, what workers=0 does).
 
     python -m benchmarks.bench_input [--images 64] [--batch-size 32] [--image-size 224] [--repeats 5]
 
-Kaggle-sized JPEGs (500 x 375) are written and decoded once: decoding is the same in both paths and not timed.
+Kaggle-sized JPEGs (500 x 375) are written first.
 """
 from __future__ import annotations
 
@@ -46,8 +51,19 @@ def now(pre, images, batch_size: int, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
+def load(dataset, n: int, batch_size: int) -> float:
+    """Seconds to load every batch of the dataset as the job's DataLoader asks for it (__getitems__)."""
+    t = time.perf_counter()
+    for s in range(0, n, batch_size):
+        dataset.__getitems__(list(range(s, min(n, s + batch_size))))
+    return time.perf_counter() - t
+
+
 def main(argv: list[str] | None = None) -> int:
+    from analysis.data.dataset import ImageDataset  # noqa: PLC0415
     from analysis.data.decoding import decode_image  # noqa: PLC0415
+    from analysis.data.discovery import find_images  # noqa: PLC0415
+    from jobs.extract import load_threads  # noqa: PLC0415
     from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
     from benchmarks.images import write_images  # noqa: PLC0415
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
@@ -61,9 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_cpu(), flush=True)
     device = torch.device("cpu")
     pre = make_preprocessing("imagenet", args.image_size)
+    threads = load_threads(0)
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
         write_images(Path(tmp), args.images)
         images = [decode_image(f.read_bytes(), 10**9).image for f in sorted(Path(tmp).iterdir())]
+        found = find_images(tmp)
+        serial, threaded = (ImageDataset(found.records, pre, 10**9, 10**9, found.root, threads=k) for k in (1, threads))
+        load(serial, args.images, args.batch_size), load(threaded, args.images, args.batch_size)   # warm-up
+        one, many = [], []
+        for _ in range(args.repeats):
+            one.append(load(serial, args.images, args.batch_size))
+            many.append(load(threaded, args.images, args.batch_size))
     with torch.inference_mode():
         before(pre, images, args.batch_size, device), now(pre, images, args.batch_size, device)   # warm-up
         a, b = [], []
@@ -77,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
           f"float32 per image {ms(statistics.median(a)):.2f} ({ms(min(a)):.2f}-{ms(max(a)):.2f}), "
           f"uint8 + one normalization per batch {ms(statistics.median(b)):.2f} ({ms(min(b)):.2f}-{ms(max(b)):.2f}); "
           f"now / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs")
+    ratio = [y / x for x, y in zip(one, many)]
+    print(f"loading a batch (read, hash, decode, preprocess), ms per image: one item after another "
+          f"{ms(statistics.median(one)):.2f} ({ms(min(one)):.2f}-{ms(max(one)):.2f}), on {threads} threads "
+          f"{ms(statistics.median(many)):.2f} ({ms(min(many)):.2f}-{ms(max(many)):.2f}); threads / one "
+          f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs")
     print(f"bytes per batch of {args.batch_size} through shared memory, pinning and the copy: float32 "
           f"{args.batch_size * 3 * n * n * 4 / 2**20:.3g} MiB, uint8 {args.batch_size * 3 * n * n / 2**20:.3g} MiB")
     return 0

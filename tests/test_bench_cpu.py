@@ -23,5 +23,7 @@ def test_bench_input_and_bench_reductions_compare_both_paths(capsys):
     out = capsys.readouterr().out
     assert re.search(r"float32 per image [\d.]+ .* uint8 \+ one normalization per batch [\d.]+ .* now / before "
                      r"[\d.]+", out), out
+    assert re.search(r"loading a batch .* one item after another [\d.]+ .* on \d+ threads [\d.]+ .* threads / one "
+                     r"[\d.]+", out), out
     assert "float32 0.0234 MiB, uint8 0.00586 MiB" in out                # 2 x 3 x 32 x 32 x 4 B = 24 KiB
     assert re.search(r"fp32 batch 2 size 32: .* after / before [\d.]+", out), out

@@ -170,3 +170,31 @@ def test_threads_must_be_a_positive_integer_and_the_pool_is_not_pickled(tmp_path
     copy = pickle.loads(pickle.dumps(ds))                # what a DataLoader worker process receives
     assert copy._pool is None and copy.threads == 2
     assert [i.index for i in copy.__getitems__([2, 0])] == [2, 0]
+
+
+def test_loading_on_threads_leaves_the_callers_warning_filters_as_they_were(tmp_path):
+    """decode_image's catch_warnings saves and restores the process's filters; from several threads at once that
+    could leave PIL's "ignore" in force for the rest of the job, or let its warnings through meanwhile."""
+    import random
+    import time
+    import warnings
+
+    class Racing(ImageDataset):
+        def decode(self, data):                       # what decode_image does, with time for the threads to race
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                time.sleep(random.random() / 200)
+                warnings.warn("noise from PIL")
+                return super().decode(data)
+
+    records, _ = write_mixed_folder(tmp_path)
+    ds = Racing(records * 8, make_preprocessing("imagenet", N), 10_000, 1_000_000, threads=4)
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inside = list(warnings.filters)
+        for _ in range(3):
+            ds.__getitems__(list(range(len(ds))))
+        assert warnings.filters == inside
+    assert not [w for w in caught if "noise from PIL" in str(w.message)]
+    assert warnings.filters == before

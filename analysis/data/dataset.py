@@ -7,8 +7,9 @@ found gets exactly one row.
 from __future__ import annotations
 
 import dataclasses
-import os
 import hashlib
+import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -40,7 +41,7 @@ class ImageDataset(Dataset):
     A batch is loaded on `threads` threads (`__getitems__`, which a DataLoader calls with a batch's indices): PIL's
     decoder and resampler and hashlib release the GIL, so a batch decoded in the main process (workers=0, the
     default on a small CPU) takes the cores the forward leaves idle between its batches: 0.56-0.67x the time on
-    2 threads (benchmarks/bench_input.py). Inside a DataLoader worker process a batch is loaded on one thread:
+    2 threads (`python -m benchmarks.bench_input`). Inside a DataLoader worker process a batch is loaded on one thread:
     the workers are the parallelism there."""
 
     def __init__(self, records: Sequence[ImageRecord], preprocessing: Preprocessing, max_pixels: int,
@@ -68,7 +69,12 @@ class ImageDataset(Dataset):
             return [self[i] for i in indices]
         if self._pool is None or self._pool[0] != os.getpid():   # a forked copy has the object, not the threads
             self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="decode"))
-        return list(self._pool[1].map(self.__getitem__, indices))
+        # decode_image silences PIL's warnings with warnings.catch_warnings, which saves and restores the
+        # process's one list of filters: two threads doing it at once can leave "ignore" behind for good. Inside
+        # this block every state they save or restore ignores, and this block restores the caller's.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return list(self._pool[1].map(self.__getitem__, indices))
 
     def __getitem__(self, i: int) -> Item:
         try:
