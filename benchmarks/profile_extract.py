@@ -111,35 +111,24 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     pre = make_preprocessing(cfg.preprocess, cfg.image_size)
     clock = Clock(device)
 
-    def timed(hook):
+    def timed(part: str, fn, sync: bool = True):
         def run(*args):
-            with clock.part("reductions"):
-                return hook(*args)
+            with clock.part(part, sync):
+                return fn(*args)
         return run
 
     class TimedReducer(ChannelReducer):   # every hook the reducer installs, on the maps and on the pools
         def _make_hook(self, name):
-            return timed(super()._make_hook(name))
+            return timed("reductions", super()._make_hook(name))
 
         def _make_pool_hook(self, name):
-            return timed(super()._make_pool_hook(name))
+            return timed("reductions", super()._make_pool_hook(name))
 
     class TimedDataset(ImageDataset):   # the dataset's own steps, each in its part of the clock (no device sync)
-        def read(self, i):
-            with clock.part("read", sync=False):
-                return super().read(i)
-
-        def digest(self, data):
-            with clock.part("sha256", sync=False):
-                return super().digest(data)
-
-        def decode(self, data):
-            with clock.part("decode", sync=False):
-                return super().decode(data)
-
-        def preprocess(self, image):
-            with clock.part("preprocess", sync=False):
-                return super().preprocess(image)
+        read = timed("read", ImageDataset.read, sync=False)
+        digest = timed("sha256", ImageDataset.digest, sync=False)
+        decode = timed("decode", ImageDataset.decode, sync=False)
+        preprocess = timed("preprocess", ImageDataset.preprocess, sync=False)
 
     dataset = TimedDataset(records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root,
                            threads=extract.load_threads(0))   # the job's loading with workers=0

@@ -8,6 +8,7 @@ checkpoint the other recipe's input gives plausible but wrong activations, so th
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,9 +63,7 @@ class Preprocessing:
         reciprocal, which is not the same float."""
         if x.dtype != torch.uint8:
             raise TypeError(f"normalize expects uint8 images (to_uint8 gives them), got {x.dtype}")
-        scale = torch.full((1, 1, 1), 255.0, dtype=torch.float32, device=x.device)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        scale, mean, std = _normalization_constants(self.mean, self.std, x.device)
         return x.to(torch.float32).div_(scale).sub_(mean).div_(std)
 
     def transform(self, image: Image.Image) -> torch.Tensor:
@@ -128,6 +127,15 @@ _SOURCES = {
     "classification-pytorch": "bubbliiiing/classification-pytorch letterbox_image=False: resize, center crop, "
                               "x / 127.5 - 1",
 }
+
+
+@functools.lru_cache(maxsize=16)
+def _normalization_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(255, mean, std) as (C, 1, 1)-broadcastable float32 tensors on `device`, made once: on a GPU each new
+    tensor would be a blocking copy in every batch. Read only: normalize never writes into them."""
+    as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
+    return as_tensor([[[255.0]]]), as_tensor(mean).view(-1, 1, 1), as_tensor(std).view(-1, 1, 1)
 
 
 def _resized_size(w: int, h: int, size: int) -> tuple[int, int]:
