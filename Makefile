@@ -13,6 +13,7 @@ OUT     ?=
 WEIGHTS ?=
 CONFIG  ?=
 ARGS    ?=
+REPORT_ARGS ?=
 NPROC   ?=
 IMAGE   ?=
 LAYERS  ?=
@@ -30,7 +31,10 @@ JOB_FLAGS = $(if $(DATA),--data="$(DATA)") $(if $(OUT),--out="$(OUT)") \
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: DATA=<folder or .zip> OUT=<dir> WEIGHTS=imagenet|random|<file> CONFIG=<yaml> ARGS=\"<flags>\" NPROC=<processes>"
+	@echo "  Variables: DATA=<folder or .zip> OUT=<dir> WEIGHTS=imagenet|random|<file> CONFIG=<yaml> NPROC=<processes>"
+	@echo "             ARGS=\"<flags>\": the target's job; make analyze gives them to the extract, and its --no-progress to the report too"
+	@echo "             REPORT_ARGS=\"<flags>\": make analyze's report (e.g. --layers conv5_3 --no-overlays)"
+	@echo "             RUN=<the OUT of a run> (report, finalize: default OUT; inspect: compared with it)  IMAGE=<file> LAYERS=<names> (inspect)"
 
 setup: $(DEV_STAMP) ## Create .venv and install the pinned dependencies (runtime and tests)
 
@@ -46,18 +50,20 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 analyze: $(RUNTIME_STAMP) ## Extract activations of DATA into Parquet, then write the report (OUT defaults to runs/<name>)
 	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
 	$(BIN)/python -m jobs.report --run="$$($(BIN)/python -m jobs.extract --print-out $(JOB_FLAGS) $(ARGS))" \
-	  $(if $(CONFIG),--config="$(CONFIG)")
+	  $(if $(CONFIG),--config="$(CONFIG)") $(filter --no-progress,$(ARGS)) $(REPORT_ARGS)
 
 extract: $(RUNTIME_STAMP) ## The extract stage alone: DATA -> OUT/predictions, OUT/activations[_max]/<layer>
 	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
 
 report: $(RUNTIME_STAMP) ## Channel rankings, galleries with overlays and the HTML page of a finished run (RUN=OUT)
+	$(if $(RUN),,$(error RUN is required: make report RUN=runs/<name>, the OUT of make analyze or make extract))
 	$(BIN)/python -m jobs.report --run="$(RUN)" $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
 demo: $(RUNTIME_STAMP) ## A first run: synthetic cats and dogs -> extract -> report on the CPU; prints where the page is
 	$(BIN)/python -m jobs.demo $(if $(OUT),--out="$(OUT)") $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
 finalize: $(RUNTIME_STAMP) ## Mark a sharded run complete once all its units are done (RUN=OUT); says what is missing
+	$(if $(RUN),,$(error RUN is required: make finalize RUN=runs/<name>, the OUT of the sharded extract))
 	$(BIN)/python -m jobs.finalize --run="$(RUN)"
 
 inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, feature maps (IMAGE=, LAYERS=, RUN=)
@@ -76,6 +82,7 @@ bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report 
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_report --images 25000
 	$(BIN)/python -m benchmarks.bench_checks
+	$(BIN)/python -m benchmarks.measure_phash
 	$(BIN)/python -m benchmarks.bench_scale
 
 bench-gpu: $(DEV_STAMP) ## On a GPU machine, once (<8 min): forward, DataLoader, whole extract, CPU vs GPU, torchrun

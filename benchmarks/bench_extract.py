@@ -93,7 +93,7 @@ def naive_loop(data: Path, n: int, image_size: int) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--images", type=int, default=768)  # enough batches that the job's first one is amortized
     p.add_argument("--batch-size", type=int, default=32)  # the config's default
     p.add_argument("--image-size", type=int, default=224)

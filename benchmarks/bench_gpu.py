@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.machine import describe_cpu, describe_gpu  # noqa: PLC0415
     from jobs import runtime  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: the same code paths, in seconds")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset, in this order")
     p.add_argument("--dir", help="where to write the JPEGs and runs (default: the system's temp folder; local disk)")

@@ -5,8 +5,9 @@ both alike:
   loader and one normalization per batch where the model runs (Preprocessing.to_uint8, collate_images,
   jobs.extract.to_device); and the bytes each batch carries through a worker's shared memory, the pinning and the
   copy to a GPU;
-- loading a batch in the main process (read, hash, decode, preprocess: ImageDataset.__getitems__) one item after
-  another (before) against on the forward's threads (jobs.extract.load_threads, what workers=0 does).
+- loading a batch in the main process (read, sha256, decode, pHash, preprocess: ImageDataset.__getitems__) one item
+  after another (before) against on the forward's threads (jobs.extract.load_threads, what workers=0 does);
+- the steps of one item alone: decode, the pHash of the decoded image (what it adds to the loader), preprocess.
 
     python -m benchmarks.bench_input [--images 64] [--batch-size 32] [--image-size 224] [--repeats 5]
 
@@ -59,6 +60,25 @@ def load(dataset, n: int, batch_size: int) -> float:
     return time.perf_counter() - t
 
 
+def time_steps(files: list[bytes], pre, repeats: int) -> dict[str, list[float]]:
+    """Seconds per image of each step an item takes after reading: decode, the pHash, preprocess; one pass each
+    per repeat, the steps interleaved."""
+    from analysis.data.decoding import decode_image  # noqa: PLC0415
+    from analysis.data.perceptual_hash import compute_phash  # noqa: PLC0415
+
+    images = [decode_image(data, 10**9).image for data in files]
+    steps = {"decode": lambda: [decode_image(data, 10**9) for data in files],
+             "phash": lambda: [compute_phash(im) for im in images],
+             "preprocess": lambda: [pre.to_uint8(im) for im in images]}
+    out: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            out[name].append((time.perf_counter() - t) / len(files))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from analysis.data.dataset import ImageDataset  # noqa: PLC0415
     from analysis.data.decoding import decode_image  # noqa: PLC0415
@@ -68,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.images import write_images  # noqa: PLC0415
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
@@ -81,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
         write_images(Path(tmp), args.images)
         images = [decode_image(f.read_bytes(), 10**9).image for f in sorted(Path(tmp).iterdir())]
+        steps = time_steps([f.read_bytes() for f in sorted(Path(tmp).iterdir())], pre, args.repeats)
         found = find_images(tmp)
         serial, threaded = (ImageDataset(found.records, pre, 10**9, 10**9, found.root, threads=k) for k in (1, threads))
         load(serial, args.images, args.batch_size), load(threaded, args.images, args.batch_size)   # warm-up
@@ -102,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
           f"uint8 + one normalization per batch {ms(statistics.median(b)):.2f} ({ms(min(b)):.2f}-{ms(max(b)):.2f}); "
           f"now / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs")
     ratio = [y / x for x, y in zip(one, many)]
-    print(f"loading a batch (read, hash, decode, preprocess), ms per image: one item after another "
+    print(f"loading a batch (read, sha256, decode, pHash, preprocess), ms per image: one item after another "
           f"{ms(statistics.median(one)):.2f} ({ms(min(one)):.2f}-{ms(max(one)):.2f}), on {threads} threads "
           f"{ms(statistics.median(many)):.2f} ({ms(min(many)):.2f}-{ms(max(many)):.2f}); threads / one "
           f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs")
+    d, h, q = (statistics.median(steps[k]) * 1000 for k in ("decode", "phash", "preprocess"))
+    print(f"steps of one item, ms per image, median of {args.repeats}: decode {d:.2f}, pHash of the decoded image "
+          f"{h:.2f} ({h / d:.2f}x decoding), preprocess to {n} px {q:.2f}; the pHash adds {h / (d + q):.0%} to "
+          "decode + preprocess")
     print(f"bytes per batch of {args.batch_size} through shared memory, pinning and the copy: float32 "
           f"{args.batch_size * 3 * n * n * 4 / 2**20:.3g} MiB, uint8 {args.batch_size * 3 * n * n / 2**20:.3g} MiB")
     return 0

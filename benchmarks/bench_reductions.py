@@ -54,7 +54,7 @@ def reduce_all(maps, use_pool: bool) -> float:
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--precision", default="fp32,bf16")

@@ -92,7 +92,7 @@ def run_child(cmd: list[str]) -> tuple[float, float, str]:
 def measure_in_chromium(index: Path) -> str:
     """The page opened from disk in Debian's chromium: until its load event (HTML, the inline data, every script),
     and the map's own part (parse its data, index the points, first draw: explorer.js's 'explorer-ready')."""
-    from tests.browser import CHROMIUM, open_in_playwright  # noqa: PLC0415  (playwright: a dev dependency)
+    from benchmarks.browser import CHROMIUM, open_in_playwright  # noqa: PLC0415  (playwright: a dev dependency)
     if not os.path.exists(CHROMIUM):
         return "in the browser: not measured (no chromium on this machine)"
     with open_in_playwright(index) as (tab, problems):
@@ -104,7 +104,8 @@ def measure_in_chromium(index: Path) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_report", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_report", description=__doc__.splitlines()[0],
+                                allow_abbrev=False)
     p.add_argument("--images", type=int, default=200_000, help="images in the synthetic run (default 200000)")
     p.add_argument("--dir", type=Path, default=None, help="where the synthetic run lives (default .bench/report-N)")
     p.add_argument("--memory-mb", type=int, default=256, help="report.stats_memory_mb (default 256)")

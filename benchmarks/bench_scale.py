@@ -105,7 +105,8 @@ def timed(fn, *args):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scale", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scale", description=__doc__.splitlines()[0],
+                                allow_abbrev=False)
     p.add_argument("--images", type=int, default=1_000_000)
     p.add_argument("--shards", type=int, default=64)
     p.add_argument("--unit-size", type=int, default=2048)

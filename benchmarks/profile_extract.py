@@ -3,10 +3,10 @@
     python -m benchmarks.profile_extract [--images 64] [--batch-size 32] [--image-size 224] [--precision fp32,bf16]
 
 The parts are the job's functions called in its order (the dataset's __getitems__ on the job's loading threads,
-with its read/digest/decode/preprocess methods timed inside, jobs.extract.to_device and compute_batch,
-UnitWriter), with a clock around each: load (wall; inside it read, sha256, decode, preprocess to uint8, summed over
-the threads), collate, copy (pinning, the copy to the device and the normalization there), forward (net of the
-hooks), reductions (inside the hooks), attribution (the backward of each class), rows (logits, the one host copy,
+with its read/digest/decode/fingerprint/preprocess methods timed inside, jobs.extract.to_device and compute_batch,
+UnitWriter), with a clock around each: load (wall; inside it read, sha256, decode, phash, preprocess to uint8,
+summed over the threads), collate, copy (pinning, the copy to the device and the normalization there), forward
+(net of the hooks), reductions (inside the hooks), attribution (the backward of each class), rows (logits, the one host copy,
 prediction rows), parquet (unit commits). Everything runs in the main process, as the job does with workers=0; on
 a GPU the clock synchronizes the device, which costs some overlap the job would have.
 
@@ -30,7 +30,7 @@ import torch
 
 PARTS = ("load", "collate", "copy", "forward", "reductions", "attribution", "rows", "parquet")
 # Inside "load": each item's steps, summed over the threads that load a batch (so they can add up to more than it).
-STEPS = ("read", "sha256", "decode", "preprocess")
+STEPS = ("read", "sha256", "decode", "phash", "preprocess")
 
 
 class Clock:
@@ -127,6 +127,7 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     class TimedDataset(ImageDataset):   # the dataset's own steps, each in its part of the clock (no device sync)
         read = timed("read", ImageDataset.read, sync=False)
         digest = timed("sha256", ImageDataset.digest, sync=False)
+        fingerprint = timed("phash", ImageDataset.fingerprint, sync=False)
         decode = timed("decode", ImageDataset.decode, sync=False)
         preprocess = timed("preprocess", ImageDataset.preprocess, sync=False)
 
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
     from jobs import runtime  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)

@@ -12,7 +12,12 @@ from analysis.data.names import make_display, make_log_safe
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that fails in one line naming the value and what is allowed (no usage dump)."""
+    """argparse that fails in one line naming the value and what is allowed (no usage dump), and takes only whole
+    flag names: a prefix (--layer for --layers) would silently stand for whichever flag it begins today."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -84,8 +84,8 @@ class QAConfig:
     """The report's dataset checks (section report_qa): duplicates, likely label errors, outliers."""
     enabled: bool
     layer: str
-    near_duplicate_cosine: float
-    near_duplicate_radius: float
+    near_duplicate_bits: int
+    similar_scene_ratio: float
     neighbours: int
     exact_max_images: int
     approx_dims: int
@@ -95,10 +95,8 @@ class QAConfig:
     def __post_init__(self):
         check_bool("report_qa.enabled", self.enabled)
         check_choice("report_qa.layer", self.layer, LAYER_NAMES)
-        if isinstance(self.near_duplicate_cosine, bool) or not isinstance(self.near_duplicate_cosine, (int, float)) \
-                or not 0 < self.near_duplicate_cosine <= 1:
-            reject("report_qa.near_duplicate_cosine", self.near_duplicate_cosine, "a cosine in (0, 1], e.g. 0.995")
-        check_fraction("report_qa.near_duplicate_radius", self.near_duplicate_radius)
+        check_int("report_qa.near_duplicate_bits", self.near_duplicate_bits, 0, 64)
+        check_fraction("report_qa.similar_scene_ratio", self.similar_scene_ratio)
         check_int("report_qa.neighbours", self.neighbours, 1, 1000)
         check_int("report_qa.exact_max_images", self.exact_max_images, 0)
         check_int("report_qa.approx_dims", self.approx_dims, 2, 4096)
@@ -110,7 +108,8 @@ class QAConfig:
 class ReportConfig:
     run: str | None
     out: str | None
-    layers: tuple[str, ...]
+    labels: str | None     # a labels CSV read at report time instead of the run's labels
+    layers: tuple[str, ...] | str   # "auto": picked from what the run recorded (jobs/report.py)
     top_channels: int
     top_images: int
     mistakes: int
@@ -133,7 +132,9 @@ class ReportConfig:
             reject("qa", self.qa, "the report_qa section (a mapping)")
         check_optional_str("run", self.run)
         check_optional_str("out", self.out)
-        object.__setattr__(self, "layers", normalize_layers("layers", self.layers))
+        check_optional_str("labels", self.labels)
+        if self.layers != "auto":
+            object.__setattr__(self, "layers", normalize_layers("layers", self.layers))
         check_int("top_channels", self.top_channels, 1, 512)
         check_int("top_images", self.top_images, 1, 1000)
         check_int("mistakes", self.mistakes, 0, 10000)

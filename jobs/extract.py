@@ -20,8 +20,9 @@ from tqdm import tqdm
 from analysis.config import ConfigError
 from analysis.data import names
 from analysis.data.dataset import ImageDataset, collate_images
-from analysis.data.discovery import find_images
-from analysis.data.labels import apply_labels, match_class_names, read_labels_csv
+from analysis.data.discovery import find_images, read_data_tree
+from analysis.data.labels import (apply_labels, describe_ids, describe_plural_twins, match_class_names,
+                                  read_labels_csv)
 from analysis.data.preprocessing import make_preprocessing
 from analysis.model.activations import ChannelReducer
 from analysis.model.attribution import METHOD, Attributor
@@ -42,16 +43,16 @@ def main(cfg: ExtractConfig) -> int:
     out = outputs.resolve_out(cfg.data, cfg.out)
     shard = cluster.pick_shard(cfg.shard)
 
-    # 1. Find the images (names only: nothing is decoded yet). Every shard lists them all, sorted, and checks below
-    #    that it saw the same list as the run it joins.
+    # 1. List DATA's files (names only: nothing is decoded yet); bad DATA or a bad labels file fails here, before
+    #    the model.
     outputs.check_out_writable(out, cfg.data)
-    found = find_images(cfg.data)
-    csv_labels = read_labels_csv(cfg.labels) if cfg.labels else None   # a bad file fails here, before the model
-    log.info("DATA %s: %s; %d images, %d other files skipped %s", names.make_display(found.root), found.layout,
-             found.n_images, sum(found.skipped.values()), dict(found.skipped) or "")
+    tree = read_data_tree(cfg.data)
+    csv_labels = read_labels_csv(cfg.labels) if cfg.labels else None
 
-    # 2. The model and its weights, before any image is read; then the labels: folder names that are plurals of
-    #    the model's classes (Keras's cats/, dogs/) mapped onto them, and last the --labels CSV, which wins.
+    # 2. The model and its weights, before any image is read; then the images, laid out knowing the model's classes
+    #    (a folder that names one is a class folder whatever its files are called). Every shard lists them all,
+    #    sorted, and checks below that it saw the same list as the run it joins. Then the labels: folder names that
+    #    are plurals of the classes (Keras's cats/, dogs/) mapped onto them, and last the --labels CSV, which wins.
     device = cluster.pick_device(cfg.device)
     precision = runtime.pick_precision(cfg.precision, device)
     runtime.use_exact_fp32(device, precision)
@@ -59,14 +60,21 @@ def main(cfg: ExtractConfig) -> int:
                         class_map=cfg.imagenet_classes, download=cfg.download, seed=cfg.seed)
     if loaded.random:
         log.warning("RANDOM WEIGHTS (seed %d): a smoke run; these activations and predictions mean nothing", cfg.seed)
+    found = find_images(tree, loaded.classes)
+    log.info("DATA %s: %s; %d images, %d other files skipped %s", names.make_display(found.root), found.layout,
+             found.n_images, sum(found.skipped.values()), dict(found.skipped) or "")
     found, label_map = match_class_names(found, loaded.classes)
     if label_map:
         log.info("labels matched to the model's classes: %s (--labels FILE.csv overrides)",
                  ", ".join(f"{k} -> {v}" for k, v in label_map.items()))
+    for line in describe_plural_twins(found, loaded.classes):
+        log.warning("%s", line)
     if csv_labels:
         found, unmatched = apply_labels(found, csv_labels)
         if unmatched:
-            log.warning("%d image ids in %s match no image found", unmatched, cfg.labels)
+            log.warning("%d image ids in %s match no image found: %s (an id is the image's path under DATA with "
+                        "'/', as in the tables' image_id, e.g. %r)", len(unmatched), cfg.labels,
+                        describe_ids(unmatched), found.records[0].image_id)
     outputs.warn_unknown_labels(found.records, loaded.classes)
     model = loaded.model.to(device, memory_format=torch.channels_last)
     channels = {name: layer_channels(model)[name] for name in cfg.layers}
@@ -85,13 +93,16 @@ def main(cfg: ExtractConfig) -> int:
     todo = manifest.plan_resume(out, mine, run["identity_sha256"], channels, meta["attribution"])
     log.info("shard %s (%s): %d of %d units of %d images; %d done before, %d to do", shard, shard.source,
              len(mine), run["n_units"], cfg.unit_size, len(mine) - len(todo), len(todo))
+    if not todo:   # said in a line: an empty progress bar ("0img") would look like a run that found no image
+        log.info("nothing to extract: %s", f"all {len(mine)} units of this shard were done already" if mine else
+                 f"this shard has none of the run's {run['n_units']} units (more shards than units)")
 
     # 4. Stream this shard's units through the model, reducing every layer inside its hook; each unit is committed
     #    as it completes. SIGINT/SIGTERM stop at the next unit boundary. 5. The shard that finds every unit done
     #    marks the run complete: run.json, written once. A failed write (a full disk) ends both in one line.
     try:
         stopped = stream_units(cfg, out, found, loaded, model, channels, preprocessing, device, precision, workers,
-                               meta, run, shard, todo)
+                               meta, run, shard, todo) if todo else None
         return stopped if stopped is not None else complete_run(out, run, shard)
     except tables.WriteError as e:
         done = len(manifest.read_unit_manifests(out, run["identity_sha256"]))
@@ -220,7 +231,7 @@ def compute_batch(model, reducer, attributor, batch, loaded, records, channels, 
     acts, class_logits, probs = host[:, :-2 * k], host[:, -2 * k:-k], host[:, -k:]
     rows = make_prediction_rows(records, batch.indices, batch.ok, batch.errors, batch.widths, batch.heights,
                                 batch.formats, loaded.classes, class_logits, probs, top1, loaded.imagenet_categories,
-                                batch.sha256s)
+                                batch.sha256s, batch.phashes)
     return acts, rows
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from analysis.store import contract, tables
+from analysis.store import contract, layout, tables
 from analysis.store import manifest
 from analysis.config import ConfigError
 from analysis.store.crashpoints import crash_point
@@ -49,9 +49,18 @@ def finalize_run(out: str | os.PathLike) -> tuple[dict, bool]:
 
 
 def check_parts(out: Path, run: dict, units: dict[int, dict]) -> None:
-    """Every part a unit manifest names is on disk, and each predictions part holds that unit's files."""
+    """Every unit has a part in every table of the run (analysis/store/layout.py), every part its manifest names is
+    on disk, and each predictions part holds that unit's files."""
     listed: dict[Path, set[str]] = {}
+    meta = run["meta"]
     for k, u in sorted(units.items()):
+        expected = layout.list_unit_parts(meta["layers"], meta.get("attribution"), k)
+        lacking = [p for p in expected if p not in u["parts"]]
+        if lacking:
+            raise manifest.IncompleteRunError(
+                f"run {str(out)!r}: unit {k} has no part in {len(lacking)} of the run's tables "
+                f"({', '.join(lacking[:3])}{' ...' if len(lacking) > 3 else ''}); delete "
+                f"{manifest.unit_manifest_path(out, k)} and rerun its shard to redo the unit")
         for rel in u["parts"]:
             folder = (out / rel).parent
             if folder not in listed:
@@ -115,7 +124,8 @@ def parse(argv: list[str] | None = None) -> str:
     p.add_argument("--run", help="the OUT of an extract run")
     args = p.parse_args(argv)
     if not args.run:
-        raise ConfigError("run: no run given; pass --run OUT (make finalize RUN=OUT)")
+        raise ConfigError("run: RUN is required: pass --run runs/<name>, the OUT of a sharded extract run (make "
+                          "finalize RUN=runs/<name>)")
     return args.run
 
 

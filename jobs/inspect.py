@@ -3,7 +3,8 @@
     python -m jobs.inspect --image cat.jpg [--out runs] [--weights imagenet|random|FILE] [--layers conv1_2,conv5_3]
                            [--run RUN] [--kernel random|edge|sobel|blur|sharpen|identity] [--set key=value]
 
-Writes OUT/inspect/<image name>/index.html with its PNG figures and inspect.json (every number shown) beside it.
+Writes OUT/inspect/<image name>-<8 hex digits of its path's sha256>/index.html (one folder per image file, so that
+2.jpg of Cat/ and 2.jpg of Dog/ keep a page each) with its PNG figures and inspect.json (every number shown).
 """
 from __future__ import annotations
 
@@ -106,22 +107,21 @@ def main(cfg: InspectConfig) -> int:
                                                                      comparisons, page.facts))
     write_page(page_dir, page)
     log.info("%s: %s (%.3f); page written in %.1f s: %s", name, predicted, float(answer.probs[answer.pred]),
-             time.perf_counter() - t0, page_dir / "index.html")
+             time.perf_counter() - t0, make_display((page_dir / "index.html").resolve()))
     return 0
 
 
 def make_page_name(image: str) -> str:
-    """The folder name of an image's page: its file name, with anything but letters, digits, '.', '-' made '_'.
+    """The folder name of an image's page: its file name, with anything but letters, digits, '.', '-' made '_', then
+    8 hex digits of the sha256 of its resolved path.
 
-    When that changed the name, 8 hex digits of the sha256 of its real bytes follow, so that two names made alike
-    (dog.\xff.jpg and dog.\xfe.jpg, caf\u00e9 and its NFD twin, a?b and a*b) never share, and overwrite, a page;
-    a long name is cut so that the folder's name stays within the file system's 255 bytes.
+    So two images of one name in two folders (PetImages/Cat/2.jpg, PetImages/Dog/2.jpg) never share, and overwrite,
+    a page, nor do two names made alike (dog.\xff.jpg and dog.\xfe.jpg, caf\u00e9 and its NFD twin, a?b and a*b);
+    the same file inspected again replaces its own page. A long name is cut so that the folder's name stays within
+    the file system's 255 bytes.
     """
-    real = Path(image).name
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", real).lstrip(".")[:200]
-    if name != real:
-        name = f"{name or 'image'}-{hashlib.sha256(os.fsencode(real)).hexdigest()[:8]}"
-    return name or "image"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(image).name).lstrip(".")[:200] or "image"
+    return f"{name}-{hashlib.sha256(os.fsencode(os.path.realpath(image))).hexdigest()[:8]}"
 
 
 def read_image(path: str, max_bytes: int, max_pixels: int) -> Decoded:
@@ -161,7 +161,7 @@ def write_page(page_dir: Path, page: Page) -> None:
 def parse(argv: list[str] | None = None) -> InspectConfig:
     p = cli.ArgumentParser(prog="python -m jobs.inspect", description=__doc__.splitlines()[0])
     p.add_argument("--image", help="the image to inspect (any format PIL reads; EXIF orientation is applied)")
-    p.add_argument("--out", help="the page goes to OUT/inspect/<image name>/index.html (default runs/)")
+    p.add_argument("--out", help="the page goes to OUT/inspect/<image name>-<8 hex>/index.html (default runs/)")
     p.add_argument("--run", help="a finished dataset run (the OUT of make analyze): adds its most selective channels")
     p.add_argument("--weights", help="imagenet | random | path to a checkpoint (.pth, .pt, .safetensors)")
     p.add_argument("--classes", help="comma-separated class names of an N-way checkpoint, in head order")

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from analysis.store import contract, tables
+from analysis.store import contract, layout, tables
 from analysis.store import manifest
 from analysis.data import names
 from analysis.config import ConfigError
@@ -27,9 +27,8 @@ from jobs import cli
 
 log = logging.getLogger("cnn_blackbox")
 TOOL = "cnn-blackbox"
-_TABLE_DIRS = (contract.PREDICTIONS, contract.ACTIVATIONS, contract.ACTIVATIONS_MAX, manifest.UNITS,
-               contract.CONFIG_YAML,
-               "report")
+TRASH_PREFIX = ".replaced-"   # a replaced run's entries, moved aside and then deleted
+LOCK_WAIT_S = 60.0            # how long a process waits for a live holder of OUT/.lock before giving up
 
 
 def resolve_out(data: str, out: str | None) -> Path:
@@ -74,28 +73,34 @@ def open_run(out: Path, run: dict, overwrite: bool) -> bool:
         there = manifest.read_run_manifest(out)
         if there is not None and there.get("identity_sha256") == run["identity_sha256"]:
             return False
-        present = [d for d in (contract.RUN_JSON, manifest.MANIFEST_JSON, *_TABLE_DIRS) if (out / d).exists()]
+        present = layout.find_run_entries(out)
         if present and not overwrite:
             if there is None:
                 what = f"files of another run ({', '.join(present)}) without a {manifest.MANIFEST_JSON}"
             else:
-                what = "a different run: " + "; ".join(manifest.describe_differences(there["identity"],
-                                                                                    run["identity"]))
+                differences = manifest.describe_differences(there["identity"], run["identity"])
+                what = "a different run: " + "; ".join(differences)
+                if differences and all(d.startswith("labels:") for d in differences):
+                    what += (f" (only the labels differ: they can be changed without extracting again, with make "
+                             f"report RUN={str(out)} ARGS=\"--labels FILE.csv\")")
             raise ConfigError(f"OUT {str(out)!r} holds {what}; pass --overwrite (make: ARGS=--overwrite) to "
                               "replace it, or choose another OUT")
-        trash = _move_aside(out, present) if present else None
         if present:
-            log.warning("replaced the run in %s (--overwrite)", out)
+            _move_aside(out, present)
+            log.warning("replaced the run in %s (--overwrite): %s", out, ", ".join(present))
         manifest.write_json_exclusive(run, out / manifest.MANIFEST_JSON)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+        # The replaced run's entries, and those of an overwrite killed before it deleted them: listed under the
+        # lock (a later overwrite's are not), deleted after it (a large run takes a while).
+        trash = [out / name for name in os.listdir(out) if name.startswith(TRASH_PREFIX)]
+    for folder in trash:
+        shutil.rmtree(folder, ignore_errors=True)
     return True
 
 
 def _move_aside(out: Path, present: list[str]) -> Path:
     """Rename the old run's files into a hidden folder (fast, and readers never see half of them), run.json first:
     the old run stops looking complete before anything else goes."""
-    trash = out / f".replaced-{uuid.uuid4().hex[:12]}"
+    trash = out / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
     trash.mkdir()
     for name in sorted(present, key=lambda n: n != contract.RUN_JSON):
         os.replace(out / name, trash / name)
@@ -104,33 +109,69 @@ def _move_aside(out: Path, present: list[str]) -> Path:
 
 @contextlib.contextmanager
 def _lock(out: Path, stale_s: float = 60.0):
-    """OUT/.lock, created exclusively, held for the few milliseconds of creating or replacing a run. A lock older
-    than stale_s was left by a killed process and is broken."""
+    """OUT/.lock, created exclusively and holding "<host> <pid>", held for the few milliseconds of creating or
+    replacing a run. A lock whose process is gone was left by a killed one and is broken (a process on another host
+    cannot be asked: its lock is broken when older than stale_s); one whose process runs is waited for, LOCK_WAIT_S
+    at most, saying whom for, then refused in one line."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / ".lock"
-    deadline_note = time.monotonic() + 5
+    start, told = time.monotonic(), False
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            try:
-                if time.time() - path.stat().st_mtime > stale_s:
-                    log.warning("breaking a stale lock %s", path)
-                    path.unlink(missing_ok=True)
-                    continue
-            except FileNotFoundError:
-                continue
-            if deadline_note and time.monotonic() > deadline_note:
-                log.info("waiting for %s (another process is creating or replacing the run)", path)
-                deadline_note = 0
-            time.sleep(0.05 + random.random() * 0.05)
+            pass
+        holder = _read_lock(path)
+        if holder is None:      # released meanwhile
+            continue
+        host, pid, age, inode = holder
+        who = f"process {pid} on {host}" if pid else "another process"
+        if _is_stale(host, pid, age, stale_s):
+            log.warning("breaking the lock %s left by %s, which no longer runs", path, who)
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_ino == inode:   # not a lock taken since by another waiter
+                    path.unlink()
+            continue
+        waited = time.monotonic() - start
+        if waited > LOCK_WAIT_S:
+            raise ConfigError(f"OUT {str(out)!r} is locked by {who}, which is creating or replacing the run there "
+                              f"({path} held for {age:.0f} s); wait for it to finish or stop it, then rerun (delete "
+                              f"{path} only if that process is not running)")
+        if not told and waited > 1:
+            log.warning("waiting for %s: %s is creating or replacing the run in OUT (at most %.0f s)", path, who,
+                        LOCK_WAIT_S)
+            told = True
+        time.sleep(0.05 + random.random() * 0.05)
     try:
         os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
         os.close(fd)
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> tuple[str, int, float, int] | None:
+    """(host, pid, age in seconds, inode) of a lock file; pid 0 while its creator has not written it yet."""
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8", errors="replace").split()
+    except FileNotFoundError:
+        return None
+    host, pid = (text[0], int(text[1])) if len(text) == 2 and text[1].isdigit() else ("?", 0)
+    return host, pid, time.time() - st.st_mtime, st.st_ino
+
+
+def _is_stale(host: str, pid: int, age: float, stale_s: float) -> bool:
+    if pid and host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:   # another user's process: it runs
+            pass
+        return False
+    return age > stale_s
 
 
 def make_run_manifest(meta: dict, found, cfg, shard) -> dict:
@@ -177,7 +218,8 @@ def make_metadata(cfg, found, loaded, channels: dict[str, int], preprocessing, d
         "model": "vgg16",
         "weights": {"id": loaded.weights_id, "path": loaded.weights_path, "sha256": loaded.weights_sha256,
                     "head": loaded.head, "random": loaded.random,
-                    "seed": cfg.seed if loaded.random else None},
+                    "seed": cfg.seed if loaded.random else None,
+                    "verified": loaded.weights_verified},   # False: the file is not what the id names
         "classes": list(loaded.classes),
         "class_map": [list(m) for m in loaded.class_map] if loaded.class_map else None,
         "layers": dict(channels),

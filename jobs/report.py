@@ -1,9 +1,11 @@
 """Report: rank channels per class, show their top-activating images with overlays, write the HTML summary.
 
-    python -m jobs.report --run OUT [--out DIR] [--layers conv5_3,conv4_3] [--config YAML] [--set key=value]
+    python -m jobs.report --run OUT [--out DIR] [--labels CSV] [--layers conv5_3,conv4_3] [--config YAML]
+                          [--set key=value]
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -14,10 +16,11 @@ from tqdm import tqdm
 
 from analysis.store import contract, tables
 from analysis.store import manifest
-from analysis.stats import cards, checks, drivers, embedding, histograms
+from analysis.data.labels import match_labels, read_labels_csv
+from analysis.stats import cards, checks, drivers, embedding, histograms, relabel
 from analysis.stats import selectivity as statistics
 from analysis.stats import topk
-from analysis.config import ConfigError
+from analysis.config import LAYER_NAMES, ConfigError
 from jobs.config import ReportConfig
 from jobs import cli, report_pictures, runtime
 from reports.run import checks as qa_section
@@ -38,8 +41,9 @@ def main(cfg: ReportConfig) -> int:
         check_layers((cfg.qa.layer,), meta, "report_qa.layer")
     classes = tuple(meta["classes"])
 
-    # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class.
-    predictions = tables.read_predictions(run, classes)
+    # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class. The labels are
+    #    settled first (the run's, or a CSV's given to the report): every later stage reads this frame's.
+    predictions, labels = read_labels(cfg.labels, tables.read_predictions(run, classes), meta)
     groups = statistics.make_groups(predictions, classes)
     log.info("statistics over %d images grouped by %s, %d layers", len(groups.code), groups.by, len(meta["layers"]))
     threads = runtime.count_cores()
@@ -49,16 +53,16 @@ def main(cfg: ReportConfig) -> int:
     # ... and the drivers: channels ranked by their contribution to each class logit, where the run attributed.
     stats = drivers.add_drivers(stats, drivers.compute_drivers(run, meta.get("attribution"), groups,
                                                                drivers.make_pred_groups(predictions, classes)))
-    tables.write_table(stats, contract.CHANNEL_STATS_SCHEMA, out / contract.CHANNEL_STATS)
+    tables.write_table(stats, contract.CHANNEL_STATS_SCHEMA, out / contract.CHANNEL_STATS, {"labels": labels})
 
     # 2. Top-activating images of the most selective channels, and the most confident mistakes.
     mistakes = topk.find_mistakes(predictions, groups, cfg.mistakes)
     examples = topk.compute_top_examples(run, layers, stats, groups, predictions, mistakes, cfg.top_channels,
                                          cfg.top_images)
-    tables.write_table(examples, contract.TOP_EXAMPLES_SCHEMA, out / contract.TOP_EXAMPLES)
+    tables.write_table(examples, contract.TOP_EXAMPLES_SCHEMA, out / contract.TOP_EXAMPLES, {"labels": labels})
 
-    # 3. Dataset checks: exact and near duplicates, likely label errors, outliers (report_qa).
-    dataset_checks = run_checks(cfg.qa, run, predictions, classes, out)
+    # 3. Dataset checks: exact and near duplicates (files, pixels), similar scenes, likely label errors, outliers.
+    dataset_checks = run_checks(cfg.qa, run, predictions, classes, out, labels)
     worst = qa_section.list_worst(dataset_checks.issues, cfg.qa.shown) if dataset_checks else []
 
     # 4. Overlays: the model re-run on the shown images only (and the checks' worst cases, for their thumbnails),
@@ -74,7 +78,7 @@ def main(cfg: ReportConfig) -> int:
     explorer = make_explorer_data(cfg, run, out, meta, predictions, groups, stats, examples, layers, overlays)
     context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
                            cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer,
-                           qa_section.make_checks_section(dataset_checks, overlays.views, cfg.qa.shown))
+                           qa_section.make_checks_section(dataset_checks, overlays.views, cfg.qa.shown), labels)
     tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
@@ -109,28 +113,64 @@ def read_finished_run(run: str) -> dict:
     return meta
 
 
-def run_checks(qa, run: Path, predictions: pd.DataFrame, classes, out: Path) -> checks.Checks | None:
+def read_labels(csv: str | None, predictions: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, dict]:
+    """The predictions with the labels this report uses: a CSV given to it (images it does not name keep the run's
+    label), else the run's own. Also what the report's tables and page record about them, so that no output is
+    ever read as computed from other labels."""
+    classes = tuple(meta["classes"])
+    record: dict = {"source": "run", "csv": (meta.get("data") or {}).get("labels_csv")}
+    if csv is not None:
+        cli.check_utf8_path("--labels", csv)
+        given = read_labels_csv(csv)
+        matched, unmatched = match_labels(given, predictions[contract.IMAGE_ID])
+        predictions, changed = relabel.relabel_predictions(predictions, matched, classes)
+        with open(csv, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        record = {"source": "report", "csv": csv, "sha256": digest, "ids": len(given), "matched": len(matched),
+                  "changed": changed, "unmatched": unmatched[:relabel.SHOWN], "unmatched_count": len(unmatched)}
+        log.info("labels from %s: %d of its %d ids match an image; %d labels changed", csv, len(matched),
+                 len(given), changed)
+        if unmatched:
+            log.warning("%s", relabel.describe_unmatched(csv, unmatched))
+    record["outside_classes"] = relabel.count_outside_classes(predictions, classes)
+    if record["outside_classes"]:
+        log.warning("%s", relabel.describe_outside_classes(record["outside_classes"], classes))
+    return predictions, record
+
+
+def run_checks(qa, run: Path, predictions: pd.DataFrame, classes, out: Path,
+               labels: dict | None = None) -> checks.Checks | None:
     """OUT/report/dataset_issues.parquet, its method and figures in the file's metadata; None when off."""
     (out / contract.DATASET_ISSUES).unlink(missing_ok=True)   # never an earlier report's table beside this page
     if not qa.enabled:
         return None
     t0 = time.perf_counter()
+    refused = checks.refuse_without_phash(predictions, run, (tables.read_run_json(run).get("data") or {}).get("path"))
+    if refused:   # a run extracted before the pHash: one line here and on the page, no table
+        log.warning("%s", refused.refused)
+        return refused
     ids, x = checks.read_layer_means(run, qa.layer)
-    settings = checks.Settings(qa.near_duplicate_cosine, qa.near_duplicate_radius, qa.neighbours,
+    settings = checks.Settings(qa.near_duplicate_bits, qa.similar_scene_ratio, qa.neighbours,
                                qa.exact_max_images, qa.approx_dims, qa.memory_mb << 20)
     found = checks.compute_checks(ids, x, predictions.set_index(contract.IMAGE_ID), classes, settings)
-    found.meta.update(layer=qa.layer, seconds=round(time.perf_counter() - t0, 2), library=checks.library_versions())
+    found.meta.update(layer=qa.layer, seconds=round(time.perf_counter() - t0, 2), library=checks.library_versions(),
+                      labels=labels)
     tables.write_table(found.issues, contract.DATASET_ISSUES_SCHEMA, out / contract.DATASET_ISSUES, found.meta)
     log.info("dataset checks over %d images in %.1f s (%s): %s", len(ids), found.meta["seconds"],
              found.meta["search"], ", ".join(f"{v} {k}" for k, v in found.meta["counts"].items()))
     return found
 
 
-def check_layers(layers: tuple[str, ...], meta: dict, key: str = "layers") -> list[str]:
-    """The report's layers, as configured (conv5_3 first by default), all of them recorded by the run."""
+def check_layers(layers: tuple[str, ...] | str, meta: dict, key: str = "layers") -> list[str]:
+    """The report's layers, deepest first: as configured, all of them recorded by the run; or "auto": the deepest
+    recorded layer of each of the run's two deepest blocks (conv5_3, conv4_3 when it recorded every layer)."""
+    if layers == "auto":
+        deepest = {name.split("_")[0]: name for name in LAYER_NAMES if name in meta["layers"]}   # block -> layer
+        return sorted(deepest.values(), reverse=True)[:2]
     missing = [name for name in layers if name not in meta["layers"]]
     if missing:
-        raise ConfigError(f"{key}: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}")
+        raise ConfigError(f"{key}: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}; "
+                          "choose among those" + (" or leave --layers out (auto)" if key == "layers" else ""))
     return sorted(layers, reverse=True)  # the deepest first: conv5_3 before conv4_3
 
 
@@ -142,17 +182,21 @@ def parse(argv: list[str] | None = None) -> ReportConfig:
     p = cli.ArgumentParser(prog="python -m jobs.report", description=__doc__.splitlines()[0])
     p.add_argument("--run", help="a finished extract output folder (the OUT holding run.json)")
     p.add_argument("--out", help="where the page goes (default RUN/report)")
-    p.add_argument("--layers", help="comma-separated layers with galleries (default conv5_3,conv4_3)")
+    p.add_argument("--labels", help="a CSV of image_id,label: labels for this report instead of the run's (no "
+                                    "extract again; images it does not name keep the run's label)")
+    p.add_argument("--layers", help="comma-separated layers with galleries, each recorded by the run (default "
+                   "auto: conv5_3,conv4_3 or the deepest the run recorded)")
     p.add_argument("--device", help="device for the overlays: auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     cli.add_config_args(p)
     args = p.parse_args(argv)
-    flags = dict(run=args.run, out=args.out, layers=args.layers, device=args.device, overlays=args.overlays,
-                 progress=args.progress)
+    flags = dict(run=args.run or None, out=args.out, labels=args.labels, layers=args.layers, device=args.device,
+                 overlays=args.overlays, progress=args.progress)
     cfg = cli.resolve_config(ReportConfig, "report", args, flags, nested={"qa": "report_qa"})
     if not cfg.run:
-        raise ConfigError("run: no run given; pass --run OUT (make report RUN=OUT)")
+        raise ConfigError("run: RUN is required: pass --run runs/<name>, the OUT of an extract run (make report "
+                          "RUN=runs/<name>)")
     return cfg
 
 

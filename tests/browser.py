@@ -1,8 +1,8 @@
-"""A real headless Chromium for the page tests (Debian's, installed by .ci/run), and an HTML parser that collects
-what a browser would see: tags with their attributes, text, and script bodies."""
+"""A real headless Chromium for the page tests (Debian's, installed by .ci/run; opened through Playwright by
+benchmarks/browser.py, which the page benchmark uses too), and an HTML parser that collects what a browser would see:
+tags with their attributes, text, and script bodies."""
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from html.parser import HTMLParser
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
+from benchmarks.browser import CHROMIUM, open_in_playwright  # noqa: F401  (the page tests' one way to open a page)
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                     reason=f"{CHROMIUM} missing (.ci/run installs chromium)")
 
@@ -72,25 +72,3 @@ def dump_dom(page: Path, tmp_path: Path, fragment: str = "") -> tuple[str, list[
          "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri() + fragment],
         capture_output=True, text=True, timeout=120)
     return result.stdout, [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
-
-
-@contextlib.contextmanager
-def open_in_playwright(page: Path, fragment: str = ""):
-    """(tab, problems): `page` open in Debian's chromium through Playwright (nothing downloaded); problems collects
-    console errors and warnings, page errors and dialogs (an alert() from a file name would be one)."""
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415  (a test-only dependency)
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        try:
-            tab = browser.new_page(viewport={"width": 1200, "height": 900})
-            problems: list[str] = []
-            tab.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
-            tab.on("pageerror", lambda e: problems.append(str(e)))
-            tab.on("dialog", lambda d: (problems.append("dialog " + d.message), d.dismiss()))
-            tab.goto(page.resolve().as_uri() + fragment)
-            yield tab, problems
-        finally:
-            browser.close()

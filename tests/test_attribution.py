@@ -144,7 +144,7 @@ def test_inspect_shows_each_channels_contribution_and_gradcam(tmp_path):
     assert cli.run_main(inspect_job.parse, inspect_job.main, "inspect", [
         "--image", str(image), "--out", str(tmp_path / "o"), "--weights", "random", "--image-size", "64",
         "--layers", "conv4_3,conv5_3"]) == 0
-    page = tmp_path / "o" / "inspect" / "cat.1.jpg"
+    page = tmp_path / "o" / "inspect" / inspect_job.make_page_name(str(image))
     numbers = json.loads((page / "inspect.json").read_text())
     ids, x, model, forward, module = _captum_reference(None, tmp_path, "conv5_3")
     pred = numbers["classes"].index(numbers["predicted"])

@@ -81,8 +81,10 @@ def test_table_follows_the_contract_and_says_how(planted):
     _, _, _, issues, meta = planted
     assert tuple(issues.columns) == C.DATASET_ISSUES_COLUMNS
     assert set(issues[C.ISSUE]) <= set(C.ISSUES)
-    assert meta["threshold"] == qa_config().near_duplicate_cosine and "centred" in meta["threshold_measured"]
-    assert "mean" in meta["representation"] and meta["search"] == "exact" and meta["layer"] == "conv5_3"
+    assert meta["near_duplicate_bits"] == qa_config().near_duplicate_bits and "Hamming" in meta[
+        "near_duplicate_measured"]
+    assert meta["similar_scene_ratio"] == qa_config().similar_scene_ratio and "ratio" in meta["similar_scene_measured"]
+    assert "pHash" in meta["representation"] and meta["search"] == "exact" and meta["layer"] == "conv5_3"
     assert set(meta["library"]) == {"cleanlab", "scikit-learn"}
     assert meta["counts"] == {i: int((issues[C.ISSUE] == i).sum()) for i in C.ISSUES}
     for _, rows in issues.groupby(C.ISSUE):
@@ -105,7 +107,7 @@ def test_resized_copies_are_pairs_and_differing_labels_come_first(planted):
                                                 ((a, b), (a, c), (b, c))}
     assert pairs == want      # every planted pair, and no two distinct photos, drawings or identical files
     for _, g in near.groupby(C.PAIR):
-        assert set(g[C.PARTNER]) == set(g[C.IMAGE_ID]) and (g[C.COSINE] >= 0.995).all()
+        assert set(g[C.PARTNER]) == set(g[C.IMAGE_ID]) and (g[C.HAMMING] <= qa_config().near_duplicate_bits).all()
         assert g[C.LABELS_DIFFER].iloc[0] == (g[C.LABEL].nunique() > 1)
     differ = near[C.LABELS_DIFFER].to_numpy()
     assert differ.any() and not np.any(np.diff(differ.astype(int)) > 0)   # all differing pairs before the others
@@ -131,7 +133,7 @@ def test_approximate_search_finds_the_same_pairs(planted):
     _, _, run, issues, _ = planted
     approx, meta = run_checks(run, qa_config(exact_max_images=0, approx_dims=4), run / "approx")
     assert meta["search"].startswith("approximate")
-    for issue in (C.ISSUE_EXACT_DUPLICATE, C.ISSUE_NEAR_DUPLICATE):
+    for issue in (C.ISSUE_EXACT_DUPLICATE, C.ISSUE_NEAR_DUPLICATE, C.ISSUE_SIMILAR_SCENE):
         assert set(of(approx, issue)[C.IMAGE_ID]) == set(of(issues, issue)[C.IMAGE_ID])
 
 
@@ -151,7 +153,7 @@ def test_section_shows_the_worst_cases_escaped_and_linked(planted):
     assert set(thumbs) == set(misfiled) and all((run / C.REPORT_DIR / unquote(t)).is_file() for t in thumbs.values())
     first_pair = issues[(issues[C.ISSUE] == C.ISSUE_NEAR_DUPLICATE) & (issues[C.PAIR] == 1)]
     assert first_pair[C.LABELS_DIFFER].all() and "labels differ" in section
-    near = section[section.index("<h3>near duplicates"):section.index("<h3>likely label errors")]
+    near = section[section.index("<h3>near duplicates"):section.index("<h3>similar scenes")]
     assert near.index("labels differ") < near.index("pair 2")
 
 
@@ -184,7 +186,7 @@ def test_run_without_sha256_and_checks_off(tmp_path):
     run = write_synthetic_run(tmp_path / "run", n_images=40, layers={"conv5_3": 8})
     ids, x = checks.read_layer_means(run, "conv5_3")
     pred = tables.read_predictions(run, ["cat", "dog"]).drop(columns=[C.SHA256]).set_index(C.IMAGE_ID)
-    found = checks.compute_checks(ids, x, pred, ["cat", "dog"], checks.Settings(0.995, 0.13, 10, 100, 8, 1 << 20))
+    found = checks.compute_checks(ids, x, pred, ["cat", "dog"], checks.Settings(12, 0.8, 10, 100, 8, 1 << 20))
     assert any("sha256" in note for note in found.meta["notes"])
     (run / C.REPORT_DIR).mkdir()
     (run / C.REPORT_DIR / C.DATASET_ISSUES).write_bytes(b"an earlier report's table")
@@ -193,7 +195,8 @@ def test_run_without_sha256_and_checks_off(tmp_path):
 
 
 def test_bad_qa_values_fail_in_one_line():
-    for key, value in (("near_duplicate_cosine", 1.5), ("neighbours", 0), ("layer", "conv9_9"), ("enabled", "yes")):
+    for key, value in (("near_duplicate_bits", 65), ("similar_scene_ratio", 1.5), ("neighbours", 0),
+                       ("layer", "conv9_9"), ("enabled", "yes")):
         with pytest.raises(ConfigError, match=f"report_qa.{key}"):
             qa_config(**{key: value})
     with pytest.raises(ConfigError, match="unknown config key 'nope'"):

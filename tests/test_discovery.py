@@ -219,7 +219,7 @@ def test_unsafe_duplicate_and_nested_zip_members_are_skipped(tmp_path):
     assert disc.skipped == {"unsafe zip member path": 5, "duplicate zip member": 1, "zip inside a zip (not read)": 1}
 
 
-def test_labels_csv_overrides_and_counts_unmatched(tmp_path):
+def test_labels_csv_overrides_and_names_unmatched(tmp_path):
     _write(tmp_path / "test1", KAGGLE_TEST)
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("\ufeffimage_id,label,source\n1.jpg,Dog,vet\n\nmissing.jpg,cat,x\n", encoding="utf-8")
@@ -227,10 +227,10 @@ def test_labels_csv_overrides_and_counts_unmatched(tmp_path):
     assert labels == {"1.jpg": "dog", "missing.jpg": "cat"}
     disc, unmatched = apply_labels(find_images(tmp_path / "test1"), labels)
     assert _table(disc) == [("1.jpg", None, "dog"), ("2.jpg", None, None)]
-    assert unmatched == 1
+    assert unmatched == ["missing.jpg"]
     # Labels given directly (not read from a CSV) follow the same lower-case rule as discovered ones.
     assert apply_labels(disc, {"2.jpg": "Cat"}) == (replace(disc, records=(disc.records[0], replace(
-        disc.records[1], label="cat"))), 0)
+        disc.records[1], label="cat"))), [])
 
 
 @pytest.mark.parametrize("text, message", [

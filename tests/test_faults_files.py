@@ -57,9 +57,9 @@ def run_changed_after_discovery(src: Path, tmp_path: Path, monkeypatch, change) 
     data = shutil.copytree(src, tmp_path / "data", symlinks=True)
     real = extract.find_images
 
-    def find_images(path):
-        found = real(path)
-        change(Path(path))
+    def find_images(*args, **kwargs):
+        found = real(*args, **kwargs)
+        change(Path(found.root))
         return found
     monkeypatch.setattr(extract, "find_images", find_images)
     with finishes_within(60):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.store import contract, manifest, tables
+from analysis.store import contract, layout, manifest, tables
 from analysis.data import dataset
 from jobs import outputs
 from tests.faults import no_cached_zips, one_error_line, one_model, reference, run  # noqa: F401  (fixtures)
@@ -119,7 +119,7 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes_exactly(reference, 
     assert str(out) in line and "No space left on device" in line and "ENOSPC" in line and "rerun" in line, line
     assert f"{kept} of 3 units are committed" in line
     assert [p for p in out.rglob("*") if p.name.endswith(".tmp")] == []
-    for folder in manifest.table_dirs(out, LAYERS):
+    for folder in layout.unit_dirs(out, LAYERS):
         if folder.name != manifest.UNITS and tables.list_parts(folder):
             pd.read_parquet(folder)
     assert len(list((out / manifest.UNITS).glob("part-*.json"))) == kept

@@ -24,13 +24,14 @@ from analysis.model.vgg16 import CONV_INDICES, load_model
 from analysis.data.preprocessing import make_preprocessing
 from analysis.store.contract import channel_column
 from jobs import cli
+from benchmarks.browser import CHROMIUM as CHROMIUM_PATH
 from tests.conftest import write_image
 from analysis.store.synthetic import write_synthetic_run
 
 HOSTILE = "cat.<img src=x onerror=alert(1)>.png"
 LAYERS = ("conv1_2", "conv5_3")
 PLANTED = 7  # the synthetic run's conv5_3 channel that separates dogs from cats
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(CHROMIUM_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def page(tmp_path_factory, dog_model):
     finally:
         mp.undo()
     assert code == 0
-    page_dir = root / "out" / "inspect" / inspect_job.make_page_name(HOSTILE)
+    page_dir = root / "out" / "inspect" / inspect_job.make_page_name(str(image))
     return {"dir": page_dir, "html": (page_dir / "index.html").read_text(encoding="utf-8"),
             "numbers": json.loads((page_dir / "inspect.json").read_text()), "image": image, "run": run,
             "model": dog_model}
@@ -205,18 +206,35 @@ def test_help_documents_the_flags(capsys):
 
 
 def test_page_name_is_safe():
-    def digest(name: str) -> str:
-        return hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    def digest(path: str) -> str:
+        return hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:8]
 
-    assert inspect_job.make_page_name("/x/cat.1.jpg") == "cat.1.jpg"
-    assert inspect_job.make_page_name(HOSTILE) == f"cat._img_src_x_onerror_alert_1__.png-{digest(Path(HOSTILE).name)}"
-    assert inspect_job.make_page_name("../..") == f"image-{digest('..')}"
+    assert inspect_job.make_page_name("/x/cat.1.jpg") == f"cat.1.jpg-{digest('/x/cat.1.jpg')}"
+    assert inspect_job.make_page_name(HOSTILE) == f"cat._img_src_x_onerror_alert_1__.png-{digest(HOSTILE)}"
+    assert inspect_job.make_page_name("../..") == f"image-{digest('../..')}"
     # Names that sanitize alike never share a page: bytes that are not UTF-8, NFC/NFD twins, other punctuation.
     twins = [b"dog.\xff.jpg", b"dog.\xfe.jpg", "caf\u00e9.jpg".encode(), "cafe\u0301.jpg".encode(), b"a?b.jpg",
              b"a*b.jpg"]
     made = [inspect_job.make_page_name(os.fsdecode(t)) for t in twins]
     assert len(set(made)) == len(made)
     assert len(inspect_job.make_page_name("x" * 250 + "?.jpg").encode()) <= 255
+
+
+def test_two_images_of_one_name_in_two_folders_get_a_page_each(tmp_path, dog_model, monkeypatch, caplog):
+    """PetImages has 2.jpg in Cat/ and in Dog/: the second page must not replace the first."""
+    monkeypatch.setattr(inspect_job, "load_model", lambda *a, **k: dog_model)
+    cat, dog = (write_image(tmp_path / "PetImages" / f / "2.jpg", seed=k) for k, f in enumerate(("Cat", "Dog")))
+    pages = []
+    for image in (cat, dog):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="cnn_blackbox"):
+            assert run_inspect(image, tmp_path / "out") == 0
+        pages.append(tmp_path / "out" / "inspect" / inspect_job.make_page_name(str(image)) / "index.html")
+        assert any(str(pages[-1].resolve()) in r.getMessage() for r in caplog.records)   # says where
+    assert pages[0] != pages[1] and all(p.is_file() for p in pages)
+    assert sorted(p.name for p in (tmp_path / "out" / "inspect").iterdir()) == sorted(p.parent.name for p in pages)
+    numbers = [json.loads((p.parent / "inspect.json").read_text()) for p in pages]
+    assert numbers[0] != numbers[1]                                                   # each page its own image
 
 
 def test_config_defaults_come_from_the_yaml_and_are_checked(tmp_path):

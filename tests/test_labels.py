@@ -97,4 +97,4 @@ def test_csv_ids_are_the_table_ids_and_windows_paths_still_match(tmp_path):
     slash_id = make_id_part("back\\slash.jpg")
     labelled, unmatched = apply_labels(disc, {"Cat\\1.jpg": "Dog", f"Dog/{slash_id}": "Cat", "nothing.jpg": "x"})
     assert _table(labelled) == [("Cat/1.jpg", None, "dog"), (f"Dog/{slash_id}", None, "cat")]
-    assert unmatched == 1
+    assert unmatched == ["nothing.jpg"]

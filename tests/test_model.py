@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from urllib.error import URLError
 
@@ -234,6 +235,52 @@ def test_a_pickled_model_is_not_a_plain_state_dict(tmp_path):
     torch.save(nn.Linear(2, 2), path)  # torch.save(model) instead of torch.save(model.state_dict())
     with pytest.raises(WeightsError, match=r"not a plain state dict.*torch\.nn\.modules\.linear\.Linear"):
         load(path)
+
+
+class _Runs:
+    """An object whose unpickling calls a function: what weights_only=True exists to refuse."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def _write_refused(path: Path, kind: str) -> None:
+    if kind == "whole model":
+        torch.save(nn.Linear(2, 2), path)
+    elif kind == "code":
+        torch.save({"w": torch.zeros(1), "x": _Runs()}, path)
+    elif kind == "plain pickle":
+        path.write_bytes(pickle.dumps(_Runs(), protocol=2))
+    else:
+        path.write_text("hello world")
+
+
+def _assert_no_unsafe_advice(message: str) -> None:
+    assert "\n" not in message and "\x1b" not in message, message
+    assert "weights_only=False" not in message and "False" not in message, message
+    assert "safe_globals" not in message and "trust" not in message, message
+
+
+@pytest.mark.parametrize("kind", ["whole model", "code", "plain pickle", "text"])
+def test_a_refused_checkpoint_says_to_re_save_the_state_dict_never_to_load_it_unsafely(tmp_path, kind):
+    path = tmp_path / "model.pth"
+    _write_refused(path, kind)
+    with pytest.raises(WeightsError) as e:
+        load(path)
+    _assert_no_unsafe_advice(str(e.value))
+    assert str(path) in str(e.value) and "torch.save(model.state_dict(), path)" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["code", "plain pickle", "text"])
+def test_refused_cached_imagenet_weights_say_to_delete_them_never_to_load_them_unsafely(torch_home, no_network,
+                                                                                        kind):
+    path = imagenet_weights_path()
+    path.parent.mkdir(parents=True)
+    _write_refused(path, kind)
+    with pytest.raises(WeightsError) as e:
+        load("imagenet", download=False)
+    _assert_no_unsafe_advice(str(e.value))
+    assert str(path) in str(e.value) and "delete the file" in str(e.value)
 
 
 @pytest.mark.parametrize("content", [None, b"", b"\x00not a checkpoint" * 10])

@@ -136,6 +136,20 @@ def test_a_different_run_is_refused_naming_what_differs_and_left_untouched(refer
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_a_resume_with_nothing_left_says_so_instead_of_an_empty_progress_bar(reference, tmp_path, capsys, caplog):
+    data, ref = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    (out / contract.RUN_JSON).unlink()                            # every unit done, as a kill before finalize leaves it
+    with_progress = [f for f in FLAGS if f != "--no-progress"]
+    with caplog.at_level("INFO", logger="cnn_blackbox"):
+        assert cli.run_main(parse, main, "extract", ["--data", str(data), "--out", str(out), *with_progress]) == 0
+    assert "img" not in capsys.readouterr().err                   # no "0/0 [00:00, ?img/s]" bar
+    said = [r.getMessage() for r in caplog.records]
+    assert "nothing to extract: all 3 units of this shard were done already" in said, said
+    assert (out / contract.RUN_JSON).is_file()
+
+
 def test_many_processes_opening_one_out_at_once_create_or_replace_it_once(tmp_path):
     """Every shard of a launch opens OUT at the same moment, with the same flags (here --overwrite over another
     run): one replaces it, the others find the new run and resume it."""

@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
 from analysis.data.decoding import Decoded, DecodeError, decode_image
+from analysis.data.perceptual_hash import compute_phash
 from analysis.data.preprocessing import Preprocessing
 from analysis.data.sources import ImageRecord, SourceError, read_bytes
 
@@ -32,6 +33,7 @@ class Item:
     height: int | None
     format: str | None
     sha256: str | None = None    # of the file's bytes, as read for decoding; None when they could not be read
+    phash: int | None = None     # of the whole decoded image (contract.PHASH); None when it failed
 
 
 class ImageDataset(Dataset):
@@ -88,7 +90,7 @@ class ImageDataset(Dataset):
             return Item(index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format,
                         sha256=digest)
         return Item(index=i, image=self.preprocess(decoded.image), error=None, width=decoded.width,
-                    height=decoded.height, format=decoded.format, sha256=digest)
+                    height=decoded.height, format=decoded.format, sha256=digest, phash=self.fingerprint(decoded.image))
 
     # The steps of one item, one method each, so that benchmarks.profile_extract times the job's own code.
     def read(self, i: int) -> bytes:
@@ -99,6 +101,9 @@ class ImageDataset(Dataset):
 
     def decode(self, data: bytes) -> Decoded:
         return decode_image(data, self.max_pixels)
+
+    def fingerprint(self, image: Image.Image) -> int:
+        return compute_phash(image)   # the whole decoded image, before the crop
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.preprocessing.to_uint8(image)   # (3, N, N) uint8
@@ -114,6 +119,7 @@ class Batch:
     heights: list[int | None]
     formats: list[str | None]
     sha256s: list[str | None]    # of each item's bytes; None where they could not be read
+    phashes: list[int | None]    # of each decoded image (contract.PHASH); None where it failed
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True) in its pinning thread."""
@@ -134,4 +140,5 @@ def collate_images(items: list[Item]) -> Batch:
         heights=[item.height for item in items],
         formats=[item.format for item in items],
         sha256s=[item.sha256 for item in items],
+        phashes=[item.phash for item in items],
     )

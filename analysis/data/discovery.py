@@ -3,21 +3,28 @@
 analysis.data.filetree lists the files as a tree of folders (a zip is a folder too); this module decides what each
 folder means from what it holds: Kaggle flat (label from the file name), class folders, unlabeled, a wrapper around
 one folder, or a parent of splits, and makes one sorted record per image.
+
+Meaning wins over spelling: given the model's classes, a folder whose name spells one of them (in any case, or as a
+plural: Cat/, cats/, DOGS/) is a class folder whatever its files are called (Oxford-IIIT's cats/Abyssinian_14.jpg is
+a cat, not an 'abyssinian'); a Kaggle-style name prefix labels an image only in a folder that names no class.
 """
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from analysis.data.filetree import (IMAGE_EXTENSIONS, ZIP_ERRORS, Folder, Skips, count_images, read_folder_tree,
-                               read_zip_tree)
+                               read_zip_tree, skip_reason)
 from analysis.data.names import make_id_part
 from analysis.data.sources import ImageRecord
 
-__all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DataError", "Discovery", "find_images"]
+__all__ = ["IMAGE_EXTENSIONS", "PLURAL_ENDINGS", "SPLIT_NAMES", "DataError", "DataTree", "Discovery", "find_images",
+           "read_data_tree"]
 
 SPLIT_NAMES = frozenset({"train", "test", "test1", "val", "valid", "validation", "dev"})
+PLURAL_ENDINGS = ("s", "es")   # a folder named a class plus one of these names that class (Keras's cats/, dogs/)
 # Kaggle-style names: the label is the prefix of letters before the first '.', '_' or '-', whatever follows it up to
 # the extension (cat.0.jpg, dog_12.png, cat.fluffy.jpg, cat.ñandú 9027.jpg). cat.jpg alone names no label.
 _LABELED_NAME = re.compile(r"^([^\W\d_]+)[._-].+\.[^.]+$", re.DOTALL)
@@ -40,6 +47,16 @@ class Discovery:
         return len(self.records)
 
 
+@dataclass(frozen=True)
+class DataTree:
+    """DATA's files as read (names only), before any layout is decided: read once, early, and laid out later, when
+    the model's classes are known."""
+    shown: str                                  # DATA as the user gave it
+    root: str                                   # absolute DATA path
+    top: Folder
+    skips: Skips
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Deciding layouts and making records.
 
@@ -53,26 +70,35 @@ def _name_labels(names: list[str]) -> list[str | None] | None:
     return labels if 2 * (len(labels) - labels.count(None)) > len(labels) else None
 
 
-def _kind(folder: Folder) -> str:
-    """'flat', 'wrapper' (one folder and nothing else: look inside), 'parent' (of splits) or 'classes'."""
+def _class_names(classes: Sequence[str] | None) -> frozenset[str]:
+    """The folder labels that name one of `classes`: each class, and each class plus a plural ending; lower-cased."""
+    return frozenset(c.lower() + e for c in classes or () for e in ("", *PLURAL_ENDINGS))
+
+
+def _kind(folder: Folder, names: frozenset[str]) -> str:
+    """'flat', 'wrapper' (one folder and nothing else: look inside), 'parent' (of splits) or 'classes'.
+
+    `names`: the folder labels that name a class (_class_names); such a folder is a class, never a split."""
     if folder.kind is None:
         kids = _kids(folder)
         if not kids:
             folder.kind = "flat"
-        elif len(kids) == 1 and not folder.images and not kids[0].is_zip:
+        elif len(kids) == 1 and not folder.images and not kids[0].is_zip and _label(kids[0]) not in names:
             folder.kind = "wrapper"
-        elif any(k.is_zip or k.name.lower() in SPLIT_NAMES or _holds_dataset(k) for k in kids):
+        elif any(k.is_zip or k.name.lower() in SPLIT_NAMES or _holds_dataset(k, names) for k in kids):
             folder.kind = "parent"
         else:
             folder.kind = "classes"
     return folder.kind
 
 
-def _holds_dataset(folder: Folder) -> bool:
+def _holds_dataset(folder: Folder, names: frozenset[str]) -> bool:
     """Whether a child folder is a dataset of its own (a split) rather than one class."""
-    while _kind(folder) == "wrapper":
+    if _label(folder) in names:
+        return False
+    while _kind(folder, names) == "wrapper":
         folder = _kids(folder)[0]
-    if _kind(folder) == "flat":
+    if _kind(folder, names) == "flat":
         # Kaggle's train/ names both classes; a class folder whose files are named after it (Keras's
         # cats_and_dogs_small/train/cats/cat.0.jpg) names one, and must stay a class.
         labels = _name_labels(folder.images)
@@ -115,23 +141,23 @@ def _label(folder: Folder) -> str:
     return make_id_part(folder.name).lower()
 
 
-def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skips) -> str:
+def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skips, names: frozenset[str]) -> str:
     """Append the folder's records to `out`; returns its layout in words."""
-    kind = _kind(folder)
+    kind = _kind(folder, names)
     zip_of = "zip of " if folder.is_zip else ""
     kids = _kids(folder)
     if kind == "wrapper":
         inner = kids[0]
         if split is None and inner.name.lower() in SPLIT_NAMES:
             split = _label(inner)
-        return f"{zip_of}{_emit(inner, split, out, skips)} ({make_id_part(inner.name)}/)"
+        return f"{zip_of}{_emit(inner, split, out, skips, names)} ({make_id_part(inner.name)}/)"
     labels = _name_labels(folder.images)
     _add(out, folder, split, labels or [None] * len(folder.images))
     if kind == "flat":
         return zip_of + ("kaggle-flat" if labels else "unlabeled")
     loose = f" + {len(folder.images)} loose images" if folder.images else ""
     if kind == "classes":
-        named = [k for k in kids if labels and _name_labels(list(_image_names(k)))]
+        named = [k for k in kids if labels and _label(k) not in names and _name_labels(list(_image_names(k)))]
         for k in kids:
             if k in named:
                 _add_named(out, k, split)
@@ -145,9 +171,9 @@ def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skip
         return f"{zip_of}class-folders ({', '.join(_label(k) for k in kids)}){loose}"
     parts = []
     by_name = {k.name: k for k in kids}
-    class_names = {c.name.lower() for k in kids if _kind(k) == "classes" for c in _kids(k)}
+    class_names = {c.name.lower() for k in kids if _kind(k, names) == "classes" for c in _kids(k)}
     for k in kids:
-        if _kind(k) == "wrapper" and _kids(k)[0].name.lower() in class_names:
+        if _kind(k, names) == "wrapper" and _kids(k)[0].name.lower() in class_names:
             k.kind = "classes"   # a split holding one class folder, beside splits holding several
     for k in kids:
         stem = k.name[:-4] if k.is_zip else k.name
@@ -157,12 +183,12 @@ def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skip
         if k.is_zip and twin is not None and not twin.is_zip and _image_names(twin) == _image_names(k):
             skips.add(k.rel.rstrip("/"), f"zip already unpacked beside it ({shown}/)", k.total)
             continue
-        parts.append(f"{shown}={_emit(k, shown if split is None else f'{split}/{shown}', out, skips)}")
+        parts.append(f"{shown}={_emit(k, shown if split is None else f'{split}/{shown}', out, skips, names)}")
     return f"{zip_of}parent: {', '.join(parts)}{loose}"
 
 
-def find_images(data: str | os.PathLike) -> Discovery:
-    """Every image under DATA (a folder or a .zip), with split and label from the layout; raises DataError."""
+def read_data_tree(data: str | os.PathLike) -> DataTree:
+    """The files under DATA (a folder or a .zip), names only; raises DataError when DATA holds no image to analyze."""
     shown = os.fspath(data)
     root = os.path.abspath(shown)
     if not os.path.exists(root):
@@ -173,6 +199,9 @@ def find_images(data: str | os.PathLike) -> Discovery:
             top = read_folder_tree(root, skips)
         except OSError as e:
             raise DataError(f"DATA {shown!r} cannot be read ({e.strerror or e})") from None
+    elif skip_reason(os.path.basename(root)) is None:
+        raise DataError(f"DATA {shown!r} is one image file; DATA must be a folder or a .zip of images "
+                        f"(to look at one image, use make inspect IMAGE={shown})")
     else:
         try:
             top = read_zip_tree(os.path.basename(root), os.path.realpath(root), "", skips)
@@ -185,7 +214,25 @@ def find_images(data: str | os.PathLike) -> Discovery:
             if skips.counts["zip inside a zip (not read)"] else ""
         raise DataError(f"Found 0 images in {shown!r} ({sum(skips.counts.values())} other files skipped). "
                         f"Supported image extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}{hint}")
+    return DataTree(shown, root, top, skips)
+
+
+def _forget_kinds(folder: Folder) -> None:
+    folder.kind = None
+    for child in folder.folders.values():
+        _forget_kinds(child)
+
+
+def find_images(data: str | os.PathLike | DataTree, classes: Sequence[str] | None = None) -> Discovery:
+    """Every image under DATA (a folder or a .zip, or its tree read before), with split and label from the layout;
+    raises DataError. `classes`: the model's classes, whose folders are class folders whatever their files are
+    called (without them, a folder of Kaggle-style names is labelled by the names)."""
+    tree = data if isinstance(data, DataTree) else read_data_tree(data)
+    _forget_kinds(tree.top)   # a tree laid out before, without the classes or with others
+    skips = Skips()
+    skips.counts.update(tree.skips.counts)
+    skips.examples.extend(tree.skips.examples)
     records: list[ImageRecord] = []
-    layout = _emit(top, None, records, skips)
+    layout = _emit(tree.top, None, records, skips, _class_names(classes))
     records.sort(key=lambda r: r.image_id)
-    return Discovery(root, layout, tuple(records), dict(sorted(skips.counts.items())), tuple(skips.examples))
+    return Discovery(tree.root, layout, tuple(records), dict(sorted(skips.counts.items())), tuple(skips.examples))

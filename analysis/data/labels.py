@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from dataclasses import replace
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from analysis.data.discovery import DataError, Discovery
+from analysis.data.discovery import PLURAL_ENDINGS, DataError, Discovery
 
-_PLURAL_ENDINGS = ("s", "es")
+SHOWN = 10   # ids named in a message; the rest are counted
 
 
 def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
@@ -45,20 +46,22 @@ def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
     return labels
 
 
-def apply_labels(discovery: Discovery, labels: dict[str, str]) -> tuple[Discovery, int]:
-    """Labels from `labels` replace discovered ones (others are kept); also returns how many ids matched no image.
+def apply_labels(discovery: Discovery, labels: dict[str, str]) -> tuple[Discovery, list[str]]:
+    """Labels from `labels` replace discovered ones (others are kept); also returns the ids that matched no image,
+    in the CSV's order (describe_ids names them).
 
     An id is taken as the tables write it (a backslash there is an escape: analysis.data.names); one that matches no
-    image but does with its backslashes read as '/' is a Windows path, and is taken that way.
+    image but does with its backslashes read as '/' is a Windows path, and is taken that way (match_labels).
     """
-    found = {r.image_id for r in discovery.records}
-    by_id: dict[str, str] = {}
-    for image_id, label in labels.items():
-        if image_id not in found and image_id.replace("\\", "/") in found:
-            image_id = image_id.replace("\\", "/")
-        by_id[image_id] = label.lower()
+    by_id, unmatched = match_labels(labels, (r.image_id for r in discovery.records))
     records = tuple(replace(r, label=by_id[r.image_id]) if r.image_id in by_id else r for r in discovery.records)
-    return replace(discovery, records=records), len(by_id.keys() - found)
+    return replace(discovery, records=records), unmatched
+
+
+def describe_ids(ids: Sequence[str]) -> str:
+    """The first ten ids, quoted, then how many more: for a message that names what it counts."""
+    shown = ", ".join(repr(i) for i in ids[:SHOWN])
+    return shown + (f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else "")
 
 
 def match_class_names(discovery: Discovery, classes: Sequence[str]) -> tuple[Discovery, dict[str, str]]:
@@ -70,7 +73,7 @@ def match_class_names(discovery: Discovery, classes: Sequence[str]) -> tuple[Dis
     """
     found = sorted({r.label for r in discovery.records if r.label is not None})
     known = set(classes)
-    candidates = {lab: [c for c in classes if any(lab == c + e for e in _PLURAL_ENDINGS)]
+    candidates = {lab: [c for c in classes if any(lab == c + e for e in PLURAL_ENDINGS)]
                   for lab in found if lab not in known}
     targets = [c[0] for c in candidates.values() if len(c) == 1]
     mapping = {lab: c[0] for lab, c in candidates.items()
@@ -79,3 +82,53 @@ def match_class_names(discovery: Discovery, classes: Sequence[str]) -> tuple[Dis
         return discovery, {}
     records = tuple(replace(r, label=mapping[r.label]) if r.label in mapping else r for r in discovery.records)
     return replace(discovery, records=records), mapping
+
+
+def describe_plural_twins(discovery: Discovery, classes: Sequence[str]) -> list[str]:
+    """One line for each class whose folder stands beside a plural of it (cat/ beside cats/), to log as a warning.
+
+    match_class_names keeps the two apart, as two labels: merging them silently could hide a folder of mistakes,
+    and the plural, being none of the classes, gets no `correct`. The user decides: one folder, or a labels CSV.
+    """
+    counts = Counter(r.label for r in discovery.records if r.label is not None)
+    lines = []
+    for c in classes:
+        for plural in (c + e for e in PLURAL_ENDINGS):
+            if c in counts and plural in counts and plural not in classes:
+                n = counts[plural]
+                lines.append(f"{_where(discovery, c)} and {_where(discovery, plural)} both name the class {c!r}: "
+                             f"kept as two labels, and {plural!r} is not a class of the model, so `correct` is null "
+                             f"for its {n} image{'s' * (n != 1)}; move them into one folder (or rename one) and "
+                             f"rerun, or pass --labels FILE.csv")
+    return lines
+
+
+def _where(discovery: Discovery, label: str) -> str:
+    """The folders (as in image ids) whose name gives `label`, for a message; else where the label came from."""
+    folders = set()
+    for r in discovery.records:
+        if r.label == label:
+            parts = r.image_id.split("/")[:-1]
+            hit = next((i for i, part in enumerate(parts) if part.lower() == label), None)
+            if hit is not None:
+                folders.add("/".join(parts[:hit + 1]) + "/")
+    if not folders:
+        return f"the images labelled {label!r} by their file names"
+    return f"folder{'s' * (len(folders) > 1)} {', '.join(sorted(folders))}"
+
+
+def match_labels(labels: dict[str, str], image_ids: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """A labels CSV matched to the images' ids: ({image id: label} for the ids found, the CSV's ids that match no
+    image, in the CSV's order). An id matches as written, else with its backslashes read as '/' (a Windows path).
+    The extract's apply_labels and the report's --labels both match this way."""
+    found = set(image_ids)
+    matched: dict[str, str] = {}
+    unmatched: list[str] = []
+    for image_id, label in labels.items():
+        if image_id not in found and image_id.replace("\\", "/") in found:
+            image_id = image_id.replace("\\", "/")
+        if image_id in found:
+            matched[image_id] = label.lower()
+        else:
+            unmatched.append(image_id)
+    return matched, unmatched

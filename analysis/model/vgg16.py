@@ -11,7 +11,7 @@ import json
 import logging
 import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.error import URLError
@@ -57,6 +57,9 @@ class LoadedModel:
     class_map: tuple[tuple[str, int, int], ...] | None  # imagenet head: (class, first, last), inclusive
     imagenet_categories: tuple[str, ...] | None         # imagenet head: the 1000 ImageNet names
     random: bool
+    # ImageNet weights: whether the file's sha256 starts with the prefix its torchvision name promises (False: the
+    # weights are not what weights_id says); None where nothing is promised (random weights, a checkpoint file)
+    weights_verified: bool | None = None
 
 
 def make_vgg16(num_classes: int) -> nn.Module:
@@ -98,12 +101,12 @@ def load_model(weights: str, *, classes: tuple[str, ...] | None, classes_file: s
         state, _ = _unwrap(state, f"cached ImageNet weights {path}")
         _check_vgg16(state, f"cached ImageNet weights {path}", num_classes=1000)
         sha256 = _read_sha256(path)
-        promised = re.search(r"-([0-9a-f]{8,})\.", path.name)  # torchvision names files <name>-<sha256 prefix>.pth
-        if promised and not sha256.startswith(promised.group(1)):
+        verified = check_promised_sha256(path.name, sha256)
+        if verified is False:
             _log.warning("%s: sha256 %s does not start with %s as its name says; these are not torchvision's "
-                         "ImageNet weights", path, sha256[:16], promised.group(1))
-        return _imagenet_loaded(_build(state, 1000), class_map, IMAGENET_WEIGHTS_ID, str(path), sha256,
-                                random=False)
+                         "ImageNet weights", path, sha256[:16], _promised_prefix(path.name))
+        return replace(_imagenet_loaded(_build(state, 1000), class_map, IMAGENET_WEIGHTS_ID, str(path), sha256,
+                                        random=False), weights_verified=verified)
     if weights == "random":
         with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG stream untouched
             torch.default_generator.manual_seed(seed)
@@ -124,6 +127,18 @@ def load_model(weights: str, *, classes: tuple[str, ...] | None, classes_file: s
                        imagenet_categories=None, random=False)
 
 
+def check_promised_sha256(file_name: str, sha256: str) -> bool | None:
+    """Whether `sha256` starts with the prefix a torchvision file name promises (<name>-<sha256 prefix>.pth);
+    None when the name promises none. torchvision checks it on download only, never on a file already cached."""
+    promised = _promised_prefix(file_name)
+    return None if promised is None else sha256.startswith(promised)
+
+
+def _promised_prefix(file_name: str) -> str | None:
+    m = re.search(r"-([0-9a-f]{8,})\.", file_name)
+    return m.group(1) if m else None
+
+
 def read_classes_file(path: str) -> tuple[str, ...]:
     """One class name a line (classification-pytorch's cls_classes.txt); stripped, blank lines ignored."""
     try:
@@ -138,7 +153,9 @@ def read_classes_file(path: str) -> tuple[str, ...]:
 def _imagenet_loaded(model, class_map, weights_id, path, sha256, random) -> LoadedModel:
     if not class_map:
         raise ValueError("class_map is empty: an ImageNet head needs at least one (class, first, last) range")
-    return LoadedModel(model=model, classes=tuple(name for name, _, _ in class_map), head="imagenet",
+    names = _check_names([name for name, _, _ in class_map], "imagenet_classes")
+    class_map = tuple((name, first, last) for name, (_, first, last) in zip(names, class_map))
+    return LoadedModel(model=model, classes=names, head="imagenet",
                        weights_id=weights_id, weights_path=path, weights_sha256=sha256,
                        class_map=tuple(class_map), imagenet_categories=tuple(IMAGENET_WEIGHTS.meta["categories"]),
                        random=random)
@@ -154,7 +171,7 @@ def _read_imagenet_state(path: Path, download: bool, progress: bool) -> Mapping[
         # torchvision's own loader: reads the hub cache, downloads into it (hash-checked) when missing.
         return IMAGENET_WEIGHTS.get_state_dict(progress=progress, check_hash=True, map_location="cpu",
                                                weights_only=True)
-    except (URLError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except (URLError, OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, IndexError) as e:
         if cached:
             raise WeightsError(f"cached ImageNet VGG16 weights {path} cannot be read ({_why(e)}); delete the file "
                                f"to download it again. {alternatives}") from None
@@ -186,14 +203,13 @@ def _read_checkpoint(path: Path, where: str) -> tuple[dict[str, torch.Tensor], t
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        m = re.search(r"Unsupported global: (GLOBAL [\w.]+)", str(e))
-        if m:
-            raise WeightsError(f"{where} is not a plain state dict: it holds pickled Python objects ({m.group(1)}) "
-                               f"that torch.load(weights_only=True) refuses to run; save the weights with "
-                               f"torch.save(model.state_dict(), path)") from None
-        m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
-        raise WeightsError(f"{where} cannot be read as a PyTorch checkpoint "
-                           f"({m.group(1).strip() if m else _why(e)})") from None
+        # Never torch's advice (load with weights_only=False, or allowlist the global): either runs the file's code.
+        raise WeightsError(f"{where} is not a plain state dict: torch.load(weights_only=True) refuses it "
+                           f"({_why(e)}); re-save the weights alone where the model was trained: "
+                           f"torch.save(model.state_dict(), path), or as .safetensors") from None
+    except (KeyError, IndexError):   # the unpickler reading bytes that are no pickle at all
+        raise WeightsError(f"{where} cannot be read as a PyTorch checkpoint (its bytes are not torch.save's format); "
+                           f"use a file written by torch.save(model.state_dict(), path), or .safetensors") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise WeightsError(f"{where} cannot be read as a PyTorch checkpoint ({_why(e)})") from None
     return _unwrap(obj, where)
@@ -261,13 +277,16 @@ def _resolve_classes(n: int, from_checkpoint, classes, classes_file, where: str)
 
 
 def _check_names(names: Any, where: str) -> tuple[str, ...]:
+    """Every class list enters here (checkpoint, --classes, classes file, imagenet_classes): stripped and lower-cased,
+    as labels are (folder names, Kaggle prefixes, CSV labels), so that Cat/ and --classes Cat match."""
     if (not isinstance(names, (list, tuple)) or not names
             or not all(isinstance(s, str) and s.strip() for s in names)):
         raise WeightsError(f"{where}: {names!r} is not a list of class names")
-    names = tuple(s.strip() for s in names)
-    if len(set(names)) != len(names):
-        raise WeightsError(f"{where}: class names repeat ({', '.join(names)})")
-    return names
+    lowered = tuple(s.strip().lower() for s in names)
+    if len(set(lowered)) != len(lowered):
+        raise WeightsError(f"{where}: class names repeat once lower-cased ({', '.join(s.strip() for s in names)}); "
+                           "class names match labels whatever their case, so each must differ in more than case")
+    return lowered
 
 
 def _build(state: Mapping[str, torch.Tensor], n: int) -> nn.Module:
@@ -286,10 +305,26 @@ def _read_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _describe_refusal(text: str) -> str:
+    """What torch.load(weights_only=True) refused (a global, an opcode), without the advice around it: loading with
+    weights_only=False or allowlisting the global runs code from the file, which a user must not do to an
+    untrusted one."""
+    m = re.search(r"Unsupported global: (GLOBAL [\w.]+)", text)
+    if m:
+        return f"it holds pickled Python objects: {m.group(1)}"
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    reason = m.group(1).strip() if m else ""
+    if not reason or re.search(r"weights_only|safe_globals|trust", reason):
+        return "it holds pickled data other than tensors"
+    return reason
+
+
 def _why(e: BaseException) -> str:
     """One short line for an exception: URLError's reason, OSError's strerror, else the first line."""
     if isinstance(e, URLError):
         text = str(e.reason)
+    elif isinstance(e, pickle.UnpicklingError):
+        text = _describe_refusal(str(e))
     elif isinstance(e, OSError) and e.strerror:
         text = e.strerror
     else:

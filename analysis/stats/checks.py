@@ -1,19 +1,30 @@
-"""Dataset checks from what the network saw: exact and near duplicates, likely label errors, outliers.
+"""Dataset checks: exact and near duplicates from the files and their pixels; similar scenes, likely label errors
+and outliers from what the network saw.
 
-Each ok image is described by its channel means at one layer (conv5_3), centred (the dataset mean subtracted).
-Centred, because every post-ReLU mean vector shares a large common part: with random weights the raw cosine of
-distinct real photos is 0.986-0.999, so a raw threshold flags everything. Measured on the 20 real photos in
-../shared and their resized, re-encoded copies (benchmarks/bench_checks.py measures it again), centred cosine:
-distinct photos at most 0.953 (64 px), 0.974 (96 px), 0.983 (224 px); copies at least 0.9992.
+Duplicates do not depend on the network (the answer must not change with the weights):
+- exact duplicates: files with the same sha256 (extract's `sha256`), in groups;
+- near duplicates: pairs whose pHashes (extract's `phash`: 64 bits of the whole decoded image, imagehash's pHash)
+  differ in at most `near_duplicate_bits` (10) bits, never a pair of identical files. Measured by
+  benchmarks/measure_phash.py on the 20 real photos in ../shared, each copy written and decoded as the extract
+  decodes it. Copies: resized 0.5-0.9x then JPEG quality 50-95 (300 copies), PNG re-saves (40) and grayscale
+  copies (40) differ in at most 2 bits; crops of 1, 2, 3% per side in at most 6, 8, 10; crops of 4-5% per side
+  (or 5% off one side) in up to 14-16; all at once (5% crop, 0.5x, gray, quality 50) in 6-14. Distinct pairs
+  (21,060): the photos among themselves >= 22 bits, 180 tiles cut from the photos (no pixel shared, often the
+  same fur) >= 14, a photo and a smooth colour field the script drew >= 12; 1st percentile 22, median 32. No
+  radius separates 4-5% crops from every distinct pair (16 against 12), so the radius is 10: the copies' maximum
+  without those crops, below the nearest distinct pair (12). At 10, every resize, re-encode and gray copy is
+  found, and every crop of up to 3% per side, 92% of the crops up to 5% per side and 15 of 20 all-at-once
+  copies; 0 of the 21,060 distinct pairs. The copies' side is given the edge, not the middle of the gap, because
+  distinct pairs grow as N^2 (312 million among 25,000 images) and copies as N. Searched exactly, every pair
+  (analysis.stats.hamming, analysis.stats.pairs).
 
-One k-nearest-neighbour graph by Euclidean distance (analysis.stats.neighbours) serves the three checks, whose
-methods are cleanlab's:
-- near duplicates: pairs of neighbours whose cosine, in the full space, is at or above the threshold and whose
-  distance is within 0.1 x the median distance to the k-th neighbour. Cosine alone pairs up distinct pictures of
-  a cluster far from the mean (line drawings traced from different photos: 0.9952); by distance (k = 10), copies
-  lie within 0.020 x that median, distinct photos beyond 0.52 x, the drawings beyond 0.61 x. Datalab's scale, the
-  median distance to the first neighbour, collapses when many images have a copy (then it is a copy's distance).
-  Files with the same sha256 (from extract) are exact duplicates, in groups, and never also a near pair;
+Each ok image is also described by its channel means at one layer (conv5_3), centred (the dataset mean
+subtracted). One k-nearest-neighbour graph by Euclidean distance (analysis.stats.neighbours) serves the three
+network checks, for what a hash cannot see:
+- similar scenes: mutual nearest neighbours whose distance is at most `similar_scene_ratio` (SCENE) x the nearer
+  of the two images' distances to their second neighbour: a pair much closer to each other than to anything else,
+  whatever the scale of the features (so the same rule holds for trained and random weights, and as the dataset
+  grows). Pairs already exact or near duplicates are not repeated. MEASURED_SCENE gives the figures;
 - label issues (labeled runs): cleanlab.filter.find_label_issues (confident learning) and
   cleanlab.rank.get_label_quality_scores, on probabilities that average the model's with the neighbours' label
   vote (weighted by 1 / distance, out of sample), so a label must disagree with both to rank low;
@@ -23,7 +34,9 @@ methods are cleanlab's:
   photos 0.21-0.35; by cosine both about 0.4-0.9).
 Datalab itself is not used: it needs Hugging Face `datasets` and its hub client (README, "Dataset checks").
 
-Memory: the (N, C) float32 features (25,000 x 512: 51 MB) plus one block of distances (`memory_bytes`).
+A run extracted before format 3 has no `phash`: the checks refuse it (`refuse_without_phash`), saying how to
+re-extract. Memory: the (N, C) float32 features (25,000 x 512: 51 MB) plus one block of distances or of hash
+comparisons (`memory_bytes`).
 """
 from __future__ import annotations
 
@@ -37,29 +50,48 @@ import numpy as np
 import pandas as pd
 
 from analysis.stats.neighbours import Neighbours, compute_neighbours
+from analysis.stats.pairs import find_exact_duplicates, find_near_duplicates, find_similar_scenes, make_rows
 from analysis.store import contract, tables
 
 C = contract
 OUTLIER_IQR_THRESHOLD = 0.37037   # Datalab's default for features: Q3 + (1 / t - 1) IQR
-MEASURED = ("centred cosine, random weights, the 20 real photos and their resized re-encoded copies: distinct photos "
-            "<= 0.953 (64 px), 0.974 (96 px), 0.983 (224 px); copies >= 0.9992; raw cosine of distinct photos "
-            "0.986-0.999")
+MEASURED_HASH = ("pHash Hamming distance, 20 real photos (benchmarks/measure_phash.py): copies resized 0.5-0.9x + "
+                 "JPEG 50-95, PNG re-saved or gray <= 2 bits, cropped 1-3% per side <= 10 (4-5%: up to 16); "
+                 "distinct pairs >= 12 (photos >= 22, median 32): radius 10, the copies' edge of the gap 10-12")
+MEASURED_SCENE = ("distance ratio of mutual nearest neighbours, random weights, conv5_3, the 20 real photos beside 80 "
+                  "drawn pictures: the same scene zoomed 15%, mirrored, turned 6 degrees or shifted 15% 0.27-0.97 "
+                  "(224 px, median 0.50), 0.48-0.99 (64 px, median 0.69); distinct pairs >= 0.61 (224 px), >= 0.89 "
+                  "(64 px): ratio 0.5, below every distinct pair")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    threshold: float          # near-duplicate cosine
-    radius: float             # near duplicates also lie within radius x the median distance to the k-th neighbour
+    near_duplicate_bits: int  # pHashes differing in at most this many bits are near duplicates
+    scene_ratio: float        # similar scenes: pair distance <= this x the nearer second-neighbour distance
     k: int                    # neighbours per image
     exact_max_images: int     # above this, the search is approximate
     approx_dims: int          # principal components searched when approximate
-    memory_bytes: int         # one block of similarities
+    memory_bytes: int         # one block of distances or of hash comparisons
 
 
 @dataclasses.dataclass(frozen=True)
 class Checks:
     issues: pd.DataFrame      # contract.DATASET_ISSUES_COLUMNS
     meta: dict                # what was done and how (the table's metadata, the page's numbers)
+    refused: str | None = None   # why the checks did not run (one line, for the log and the page); issues empty
+
+
+def refuse_without_phash(predictions: pd.DataFrame, run: str | os.PathLike, data: str | None) -> Checks | None:
+    """A Checks that says, in one line, why a run without the pHash column (extracted before format 3) cannot be
+    checked and how to get the hash; None when the run has it."""
+    if C.PHASH in predictions:
+        return None
+    where = f"DATA={data} " if data else "DATA=<the images> "
+    message = (f"dataset checks not run: {C.PREDICTIONS} of run {os.fspath(run)!r} has no {C.PHASH} column (it was "
+               f"extracted before format {C.FORMAT_VERSION}, which records the perceptual hash the duplicate checks "
+               f"need); re-extract it with this version: make extract {where}OUT={os.fspath(run)} ARGS=--overwrite")
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in C.DATASET_ISSUES_COLUMNS})
+    return Checks(empty, {"refused": message}, refused=message)
 
 
 def library_versions() -> dict[str, str]:
@@ -82,27 +114,32 @@ def read_layer_means(run: str | os.PathLike, layer: str) -> tuple[np.ndarray, np
 def compute_checks(ids: np.ndarray, x: np.ndarray, predictions: pd.DataFrame, classes: Sequence[str],
                    settings: Settings) -> Checks:
     """All checks over the images of `ids` (N,) with features `x` (N, C); `predictions` indexed by image id
-    gives label, pred, sha256 (absent on runs older than format 2) and the class probabilities."""
+    gives label, pred, sha256, phash and the class probabilities (refuse_without_phash first: a run without
+    phash is refused before this)."""
     pred = predictions.reindex(pd.Index(ids))
     labels = pred[C.LABEL].where(pred[C.LABEL].isin(classes))
     n = len(ids)
     centred = x - x.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32) if n else x
     approximate = n > settings.exact_max_images
-    meta = {"n_images": n, "representation": "channel means minus the dataset mean; near duplicates by cosine, "
-            "neighbours by Euclidean distance", "threshold": settings.threshold, "threshold_measured": MEASURED,
-            "k": settings.k, "search": (f"approximate: top {settings.approx_dims} principal components, near pairs "
+    meta = {"n_images": n, "representation": "near duplicates by pHash (the pixels); similar scenes, label issues "
+            "and outliers by the channel means minus the dataset mean, neighbours by Euclidean distance",
+            "near_duplicate_bits": settings.near_duplicate_bits, "near_duplicate_measured": MEASURED_HASH,
+            "similar_scene_ratio": settings.scene_ratio, "similar_scene_measured": MEASURED_SCENE,
+            "k": settings.k, "search": (f"approximate: top {settings.approx_dims} principal components, scene pairs "
                                         "re-scored in the full space") if approximate else "exact",
             "notes": []}
-    rows = [_exact_duplicates(ids, pred, meta)]
+    exact = find_exact_duplicates(ids, pred, meta)
+    near, near_pairs = find_near_duplicates(ids, pred, settings.near_duplicate_bits, settings.memory_bytes, meta)
+    rows = [exact, near]
     if n >= 2:
         graph = compute_neighbours(centred, settings.k, settings.memory_bytes,
                                    settings.approx_dims if approximate else None)
-        rows.append(_near_duplicates(ids, pred, centred, graph, settings, meta))
+        rows.append(find_similar_scenes(ids, pred, centred, graph, settings.scene_ratio, near_pairs))
         label_score = _label_scores(labels, pred, classes, graph, meta)
         outlier_score, outlier = _outliers(centred, graph, meta)
         if label_score is not None:
-            rows.append(_rows(ids, pred, C.ISSUE_LABEL, meta["label_issues"], 1 - label_score))
-        rows.append(_rows(ids, pred, C.ISSUE_OUTLIER, outlier, 1 - outlier_score))
+            rows.append(make_rows(ids, pred, C.ISSUE_LABEL, meta["label_issues"], 1 - label_score))
+        rows.append(make_rows(ids, pred, C.ISSUE_OUTLIER, outlier, 1 - outlier_score))
     else:
         label_score = outlier_score = None
         meta["notes"].append(f"{n} ok images: too few to compare")
@@ -111,68 +148,6 @@ def compute_checks(ids: np.ndarray, x: np.ndarray, predictions: pd.DataFrame, cl
     meta["counts"] = {i: int((issues[C.ISSUE] == i).sum()) for i in C.ISSUES}
     meta.pop("label_issues", None)
     return Checks(issues, meta)
-
-
-def _exact_duplicates(ids, pred, meta) -> pd.DataFrame:
-    if C.SHA256 not in pred or pred[C.SHA256].isna().all():
-        meta["notes"].append("no sha256 column (a run extracted before format 2): exact duplicates not checked")
-        return pd.DataFrame()
-    frame = pd.DataFrame({C.IMAGE_ID: ids, "h": pred[C.SHA256].to_numpy(), C.LABEL: pred[C.LABEL].to_numpy()})
-    frame = frame[frame["h"].notna() & frame["h"].duplicated(keep=False)]
-    if frame.empty:
-        return frame
-    by = frame.groupby("h", sort=False)
-    differ = by[C.LABEL].transform(lambda s: s.fillna("\0").nunique() > 1)
-    size = by[C.IMAGE_ID].transform("size")
-    frame = frame.assign(**{C.LABELS_DIFFER: differ, "size": size, "first": by[C.IMAGE_ID].transform("min")})
-    frame = frame.sort_values([C.LABELS_DIFFER, "size", "first", C.IMAGE_ID], ascending=[False, False, True, True])
-    frame[C.GROUP] = pd.factorize(frame["h"])[0] + 1
-    return _rows(frame[C.IMAGE_ID].to_numpy(), pred.loc[frame[C.IMAGE_ID]], C.ISSUE_EXACT_DUPLICATE, None,
-                 np.ones(len(frame)), **{C.GROUP: frame[C.GROUP].to_numpy(),
-                                         C.LABELS_DIFFER: frame[C.LABELS_DIFFER].to_numpy()})
-
-
-def _near_duplicates(ids, pred, centred, graph: Neighbours, settings: Settings, meta: dict) -> pd.DataFrame:
-    threshold = settings.threshold
-    norm = np.linalg.norm(centred, axis=1).astype(np.float64)                            # (N,)
-    scale = _kth_distances(centred, graph)
-    radius = settings.radius * float(np.median(scale)) if len(scale) else 0.0
-    meta["near_duplicate_radius"] = radius
-    meta["radius_rule"] = f"{settings.radius} x the median distance to the k-th neighbour, k = {graph.index.shape[1]}"
-    a, b = np.repeat(np.arange(len(ids)), graph.index.shape[1]), graph.index.reshape(-1)   # every edge
-    d = graph.dist.reshape(-1).astype(np.float64)
-    # cos = (|a|^2 + |b|^2 - d^2) / (2 |a| |b|): exact from an exact search; from a projection, whose distances
-    # are never longer, an upper bound. Only the pairs that pass it are multiplied out in the full space.
-    na, nb = norm[a], norm[np.maximum(b, 0)]
-    bound = (na * na + nb * nb - d * d) / np.maximum(2 * na * nb, 1e-30)
-    keep = (b >= 0) & (bound >= threshold - 1e-4) & (d <= radius * (1 + 1e-4))   # a projection: never longer
-    a, b = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-    pairs = np.unique(np.stack([a, b], axis=1), axis=0) if len(a) else np.zeros((0, 2), np.int64)
-    cosine = np.einsum("ij,ij->i", centred[pairs[:, 0]], centred[pairs[:, 1]], dtype=np.float64) / np.maximum(
-        norm[pairs[:, 0]] * norm[pairs[:, 1]], 1e-30)
-    sha = pred[C.SHA256].to_numpy() if C.SHA256 in pred else np.full(len(ids), None)
-    same_file = np.array([sha[p] is not None and sha[p] == sha[q] for p, q in pairs], bool)
-    dot = cosine * norm[pairs[:, 0]] * norm[pairs[:, 1]]
-    distance = np.sqrt(np.maximum(norm[pairs[:, 0]] ** 2 + norm[pairs[:, 1]] ** 2 - 2 * dot, 0))   # full space
-    keep = (cosine >= threshold) & (distance <= radius) & ~same_file
-    pairs, cosine = pairs[keep], cosine[keep]
-    label = pred[C.LABEL].to_numpy()
-    differ = np.array([label[p] != label[q] for p, q in pairs], bool)
-    order = np.lexsort((-cosine, ~differ))
-    pairs, cosine, differ = pairs[order], cosine[order], differ[order]
-    both, two = pairs.reshape(-1), (lambda v: np.repeat(v, 2))   # rows side by side: a pair's two images in turn
-    return _rows(ids[both], pred.iloc[both], C.ISSUE_NEAR_DUPLICATE, None, two(cosine),
-                 **{C.PAIR: two(np.arange(1, len(pairs) + 1)), C.PARTNER: ids[pairs[:, ::-1].reshape(-1)],
-                    C.LABELS_DIFFER: two(differ), C.COSINE: two(cosine)})
-
-
-def _kth_distances(centred, graph: Neighbours, rows: int = 8192) -> np.ndarray:
-    """Each image's distance to its last (k-th) neighbour in the full space (the graph's own when it is exact)."""
-    have = np.flatnonzero(graph.index[:, -1] >= 0)
-    if graph.dims is None:
-        return graph.dist[have, -1].astype(np.float64)
-    return np.concatenate([np.linalg.norm(centred[i] - centred[graph.index[i, -1]], axis=1)
-                           for i in np.array_split(have, max(1, len(have) // rows))]).astype(np.float64)
 
 
 def _label_scores(labels, pred, classes, graph: Neighbours, meta) -> np.ndarray | None:
@@ -228,18 +203,6 @@ def _outliers(centred, graph: Neighbours, meta) -> tuple[np.ndarray, np.ndarray]
     limit = q3 + (1 / OUTLIER_IQR_THRESHOLD - 1) * (q3 - q1)
     meta["outlier_rule"] = f"mean distance to {k} neighbours above {limit:.4g} (Q3 + 1.7 IQR)"
     return np.asarray(score, np.float64), mean > limit
-
-
-def _rows(ids, pred, issue, flagged, score, **extra) -> pd.DataFrame:
-    pick = np.ones(len(ids), bool) if flagged is None else np.asarray(flagged, bool)
-    frame = pd.DataFrame({C.IMAGE_ID: np.asarray(ids, object)[pick], C.ISSUE: issue,
-                          C.SCORE: np.asarray(score, np.float64)[pick],
-                          C.LABEL: pred[C.LABEL].to_numpy()[pick], C.PRED: pred[C.PRED].to_numpy()[pick]})
-    for name, values in extra.items():
-        frame[name] = np.asarray(values)[pick]
-    if issue in (C.ISSUE_LABEL, C.ISSUE_OUTLIER):
-        frame = frame.sort_values([C.SCORE, C.IMAGE_ID], ascending=[False, True], kind="stable")
-    return frame
 
 
 def _finish(issues, ids, label_score, outlier_score) -> pd.DataFrame:

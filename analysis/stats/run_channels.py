@@ -6,6 +6,7 @@ the report exists, else computed with the report's own functions (analysis/stats
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,16 @@ def read_selective_channels(run: str | os.PathLike, meta: dict[str, Any], layer:
     if stats_path.is_file():
         df = pd.read_parquet(stats_path, filters=[(contract.LAYER, "==", layer), (contract.STAT, "==",
                                                                                   contract.STAT_MEAN)])
-        return _rank(df, layer, cls, top, f"{contract.REPORT_DIR}/{contract.CHANNEL_STATS}")
+        return _rank(df, layer, cls, top, f"{contract.REPORT_DIR}/{contract.CHANNEL_STATS}"
+                                          + _labels_note(stats_path))
     return _compute_ranking(run, meta, layer, cls, top)
+
+
+def _labels_note(stats_path: Path) -> str:
+    """', labels from <CSV> given to the report' when the report ranked by a CSV's labels, not the run's."""
+    raw = (pq.read_schema(stats_path).metadata or {}).get(contract.METADATA_KEY)
+    labels = (json.loads(raw) if raw else {}).get("labels") or {}
+    return f", labels from {labels['csv']} given to the report" if labels.get("source") == "report" else ""
 
 
 def read_channel_values(run: str | os.PathLike, layer: str, channels: tuple[int, ...],

@@ -23,7 +23,8 @@ ATTRIBUTIONS = "attributions"        # channel contributions to a class logit: a
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 METADATA_KEY = b"cnn_blackbox"
-FORMAT_VERSION = 2   # 2: predictions has sha256 (a run of version 1 is not resumed into it)
+FORMAT_VERSION = 3   # 2: predictions has sha256; 3: and phash (an older run is not resumed into it, and the
+                     # report's dataset checks refuse it, saying how to re-extract)
 
 # predictions columns
 IMAGE_ID = "image_id"
@@ -35,6 +36,12 @@ WIDTH = "width"
 HEIGHT = "height"
 FORMAT = "format"
 SHA256 = "sha256"                  # hex digest of the file's bytes (null when they could not be read)
+# pHash of the whole decoded image (EXIF orientation applied, RGB; before the resize and crop): imagehash's
+# phash(hash_size=8) - gray, 32 x 32 LANCZOS, 2-D DCT-II, top-left 8 x 8 coefficients, bit = coefficient > their
+# median, packed row-major with the first coefficient as the most significant bit - stored as int64: the unsigned
+# 64-bit value, minus 2**64 when its top bit is set (`v & (2**64 - 1)` gives it back; its hex is imagehash's
+# str). Null for error rows. analysis.data.perceptual_hash computes it.
+PHASH = "phash"
 PRED = "pred"
 CONFIDENCE = "confidence"
 CORRECT = "correct"
@@ -89,6 +96,7 @@ def prediction_schema(classes: Sequence[str], imagenet: bool) -> pa.Schema:
         pa.field(HEIGHT, pa.int32()),
         pa.field(FORMAT, pa.string()),
         pa.field(SHA256, pa.string()),
+        pa.field(PHASH, pa.int64()),
     ]
     fields += [pa.field(logit_column(c), pa.float32()) for c in classes]
     fields += [pa.field(prob_column(c), pa.float32()) for c in classes]
@@ -198,21 +206,26 @@ TOP_EXAMPLES_COLUMNS = tuple(TOP_EXAMPLES_SCHEMA.names)
 DATASET_ISSUES = "dataset_issues.parquet"
 ISSUE = "issue"
 ISSUE_EXACT_DUPLICATE = "exact_duplicate"  # byte-identical files (the same sha256)
-ISSUE_NEAR_DUPLICATE = "near_duplicate"    # cosine of the centred layer means at or above the threshold
+ISSUE_NEAR_DUPLICATE = "near_duplicate"    # pHashes within the Hamming radius (from the pixels, not the network)
+ISSUE_SIMILAR_SCENE = "similar_scene"      # mutual nearest neighbours by the network, much nearer than the next
 ISSUE_LABEL = "label"                      # the label disagrees with the model and the image's neighbours
 ISSUE_OUTLIER = "outlier"                  # far from its nearest neighbours, whatever their class
-ISSUES = (ISSUE_EXACT_DUPLICATE, ISSUE_NEAR_DUPLICATE, ISSUE_LABEL, ISSUE_OUTLIER)
+ISSUES = (ISSUE_EXACT_DUPLICATE, ISSUE_NEAR_DUPLICATE, ISSUE_SIMILAR_SCENE, ISSUE_LABEL, ISSUE_OUTLIER)
 ISSUE_RANK = "rank"                # 1 = shown first within the issue: a duplicate whose labels differ, then by score
-SCORE = "score"                    # higher = surer: 1 (exact), the cosine (near), 1 - label_score, 1 - outlier_score
+SCORE = "score"                    # higher = surer: 1 (exact), 1 - hamming / 64 (near), 1 - distance_ratio
+                                   # (similar_scene), 1 - label_score, 1 - outlier_score
 GROUP = "group"                    # exact_duplicate: the group of identical files (1 = shown first)
-PAIR = "pair"                      # near_duplicate: the pair (1 = shown first); each pair has two rows
-PARTNER = "partner"                # near_duplicate: the pair's other image
+PAIR = "pair"                      # near_duplicate, similar_scene: the pair (1 = shown first); two rows each
+PARTNER = "partner"                # near_duplicate, similar_scene: the pair's other image
 LABELS_DIFFER = "labels_differ"    # duplicates: the group's or pair's labels are not all the same
-COSINE = "cosine"                  # near_duplicate: cosine similarity of the centred means, in the full space
+COSINE = "cosine"                  # similar_scene: cosine similarity of the centred means, in the full space
+HAMMING = "hamming"                # near_duplicate: bits in which the two pHashes differ (0-64)
+DISTANCE_RATIO = "distance_ratio"  # similar_scene: the pair's distance / the nearer of the two images' distances
+                                   # to their second neighbour (small: much nearer each other than to the rest)
 LABEL_SCORE = "label_score"        # cleanlab's label quality (self-confidence) in [0, 1]; low = likely wrong
 OUTLIER_SCORE = "outlier_score"    # cleanlab's OutOfDistribution score in [0, 1]; low = atypical
 DATASET_ISSUES_SCHEMA = pa.schema([
     (IMAGE_ID, _S), (ISSUE, _S), (ISSUE_RANK, _I32), (SCORE, _F64), (GROUP, pa.int64()), (PAIR, pa.int64()),
-    (PARTNER, _S), (LABELS_DIFFER, pa.bool_()), (LABEL, _S), (PRED, _S), (COSINE, _F64), (LABEL_SCORE, _F64),
-    (OUTLIER_SCORE, _F64)])
+    (PARTNER, _S), (LABELS_DIFFER, pa.bool_()), (LABEL, _S), (PRED, _S), (HAMMING, pa.int16()), (COSINE, _F64),
+    (DISTANCE_RATIO, _F64), (LABEL_SCORE, _F64), (OUTLIER_SCORE, _F64)])
 DATASET_ISSUES_COLUMNS = tuple(DATASET_ISSUES_SCHEMA.names)

@@ -22,11 +22,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from analysis.store import contract, tables
+from analysis.store import contract, layout, tables
+from analysis.store.layout import MANIFEST_JSON, UNITS  # noqa: F401  (names of OUT's files: analysis/store/layout.py)
 from analysis.config import ConfigError
 
-MANIFEST_JSON = "manifest.json"
-UNITS = "units"
 IDENTITY_KEYS = ("dataset", "labels", "weights", "classes", "class_map", "layers", "attribution", "preprocess",
                  "precision", "unit_size", "limits", "format_version")
 
@@ -170,7 +169,7 @@ def plan_resume(out: str | os.PathLike, units: Sequence, identity_sha256: str, l
     temp files a kill left in the middle of writing one of them."""
     done = read_unit_manifests(out, identity_sha256)
     todo = [u for u in units if u.number not in done]
-    remove_stale_temps(table_dirs(out, layers, attribution), (u.number for u in todo))
+    remove_stale_temps(layout.unit_dirs(out, layers, attribution), (u.number for u in todo))
     return todo
 
 
@@ -189,18 +188,6 @@ def remove_stale_temps(folders: Iterable[Path], units: Iterable[int]) -> int:
                 (folder / name).unlink(missing_ok=True)
                 removed += 1
     return removed
-
-
-def table_dirs(out: str | os.PathLike, layers: Iterable[str], attribution: Mapping[str, Any] | None = None
-               ) -> list[Path]:
-    """Every folder a unit writes into (attribution: the run metadata's {"layers": ..., "classes": ...})."""
-    out = Path(out)
-    dirs = [out / contract.PREDICTIONS, out / UNITS]
-    for layer in layers:
-        dirs += [contract.activation_dir(out, layer, "mean"), contract.activation_dir(out, layer, "max")]
-    for cls in (attribution or {}).get("classes", ()):
-        dirs += [contract.attribution_dir(out, cls, layer) for layer in attribution["layers"]]
-    return dirs
 
 
 # ---------------------------------------------------------------------------------------------------------------

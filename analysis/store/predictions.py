@@ -14,11 +14,12 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
                          formats: Sequence[str | None], classes: Sequence[str], class_logits: np.ndarray,
                          probs: np.ndarray, imagenet_top1: np.ndarray | None,
                          imagenet_categories: Sequence[str] | None,
-                         sha256s: Sequence[str | None]) -> dict[str, list[Any]]:
-    """Columns of the predictions table for one batch. class_logits, probs: (B_ok, K); imagenet_top1: (B_ok,)."""
+                         sha256s: Sequence[str | None], phashes: Sequence[int | None]) -> dict[str, list[Any]]:
+    """Columns of the predictions table for one batch. class_logits, probs: (B_ok, K); imagenet_top1: (B_ok,);
+    phashes: contract.PHASH of each item (None where it failed)."""
     cols: dict[str, list[Any]] = {name: [] for name in (
         contract.IMAGE_ID, contract.SPLIT, contract.LABEL, contract.STATUS, contract.ERROR, contract.WIDTH,
-        contract.HEIGHT, contract.FORMAT, contract.SHA256, contract.PRED, contract.CONFIDENCE, contract.CORRECT)}
+        contract.HEIGHT, contract.FORMAT, contract.SHA256, contract.PHASH, contract.PRED, contract.CONFIDENCE, contract.CORRECT)}
     for c in classes:
         cols[contract.logit_column(c)] = []
         cols[contract.prob_column(c)] = []
@@ -27,8 +28,8 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
         cols[contract.IMAGENET_TOP1_INDEX] = []
     pred_idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     j = 0  # position among the ok items
-    for index, good, error, w, h, fmt, digest in zip(indices, ok, errors, widths, heights, formats, sha256s,
-                                                       strict=True):  # a short column never drops a row
+    for index, good, error, w, h, fmt, digest, phash in zip(indices, ok, errors, widths, heights, formats, sha256s,
+                                                              phashes, strict=True):  # a short column drops no row
         rec = records[index]
         cols[contract.IMAGE_ID].append(rec.image_id)
         cols[contract.SPLIT].append(rec.split)
@@ -39,6 +40,7 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
         cols[contract.HEIGHT].append(h)
         cols[contract.FORMAT].append(fmt)
         cols[contract.SHA256].append(digest)
+        cols[contract.PHASH].append(phash if good else None)
         if good:
             k = int(pred_idx[j])
             pred = classes[k]

@@ -44,6 +44,7 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
     classes = list(classes)
     rng = np.random.default_rng(seed)
     ids = make_image_ids(n_images, classes, hostile)
+    phashes = make_phashes(n_images, seed)
     if labels is None:
         labels = [classes[i % len(classes)] if labeled else None for i in range(n_images)]
     status = np.array([i >= n_errors for i in range(n_images)])
@@ -69,6 +70,7 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
             contract.FORMAT: ["JPEG" if g else None for g in ok],
             contract.SHA256: [hashlib.sha256(ids[i].encode("utf-8", "surrogateescape")).hexdigest()
                               for i in idx],
+            contract.PHASH: [int(phashes[i]) if g else None for i, g in zip(idx, ok)],
             contract.PRED: [preds[i] if g else None for i, g in zip(idx, ok)],
             contract.CONFIDENCE: [float(probs[i].max()) if g else None for i, g in zip(idx, ok)],
             contract.CORRECT: [(labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)],
@@ -94,6 +96,13 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
     write_run_metadata(out, n_images, int(status.sum()), layers, classes,
                        **({"data": os.path.abspath(data)} if data is not None else {}))
     return out
+
+
+def make_phashes(n: int, seed: int) -> np.ndarray:
+    """(n,) int64 pHashes of n distinct pictures: random 64-bit values, whose pairs differ in 32 +- 4 bits (real
+    photos: 32 +- 5, benchmarks/measure_phash.py), so a few pairs in a large run fall within the radius by chance."""
+    return np.random.default_rng([seed, 64]).integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n,
+                                                      dtype=np.int64, endpoint=True)
 
 
 def write_image_files(data: Path, image_ids: Sequence[str], pictures: Sequence[bytes]) -> None:

@@ -126,11 +126,15 @@ def write_table(df: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike, me
 
 def read_predictions(run: str | os.PathLike, classes) -> pd.DataFrame:
     """The columns of OUT/predictions the report uses (a few per image: fine in memory for millions of rows); sha256
-    where the run has it (format 2 on)."""
+    and phash where the run has them (format 2 on, format 3 on)."""
     columns = [contract.IMAGE_ID, contract.LABEL, contract.STATUS, contract.ERROR, contract.PRED, contract.CONFIDENCE,
                contract.CORRECT] + [contract.prob_column(c) for c in classes]
     parts = list_parts(Path(run) / contract.PREDICTIONS)
-    if parts and contract.SHA256 in pq.read_schema(parts[0]).names:
-        columns.append(contract.SHA256)
-    return pd.read_parquet(Path(run) / contract.PREDICTIONS, columns=columns)
+    names = pq.read_schema(parts[0]).names if parts else []
+    columns += [c for c in (contract.SHA256,) if c in names]
+    frame = pd.read_parquet(Path(run) / contract.PREDICTIONS, columns=columns)
+    if contract.PHASH in names:   # nullable Int64: with error rows numpy's int64 would become float64, losing bits
+        frame[contract.PHASH] = pd.read_parquet(Path(run) / contract.PREDICTIONS, columns=[contract.PHASH],
+                                                dtype_backend="numpy_nullable")[contract.PHASH].array
+    return frame
 

@@ -36,7 +36,7 @@ class Page:
     def __init__(self, title: str, subtitle: str = ""):
         self.title = title
         self.subtitle = subtitle
-        self.banner: str | None = None
+        self.banner: str | list[tuple[str, bool]] | None = None   # text, or reports/banners.py's parts
         self.facts: list[tuple[str, str]] = []
         self.sections: list[Section] = []
         self.files: dict[str, bytes] = {}

@@ -15,6 +15,7 @@ from analysis.model.vgg16 import LoadedModel
 from analysis.stats.run_channels import RunComparison
 from analysis.walkthrough.convolution import Kernel, compute_display_range, compute_display_rgb
 from analysis.walkthrough.inspection import Answer, LayerMaps
+from reports.banners import make_unverified_weights
 from reports.encode import encode_png
 from reports.inspect import figures as figs
 from reports.inspect.html import Page
@@ -24,11 +25,16 @@ SHOWN_MAX_SIDE = 1024  # the image as read is shown at most this large; the page
 
 
 def start_page(name: str, path: str, loaded: LoadedModel, steps: str, layers: Sequence[str]) -> Page:
-    """The page's title, what produced it, and a banner when the weights are random."""
+    """The page's title, what produced it, and a banner when the weights are random or not what their id says."""
     page = Page(f"Inspect: {name}", "VGG16, one image, step by step")
     if loaded.random:
         page.banner = f"Random weights ({loaded.weights_id}): a smoke run. The answer and the channels mean nothing."
-    page.facts = [("image", str(path)), ("weights", loaded.weights_id), ("head", loaded.head),
+    unverified = loaded.weights_verified is False
+    if unverified:
+        page.banner = make_unverified_weights(loaded.weights_path, loaded.weights_id)
+    page.facts = [("image", str(path)),
+                  ("weights", loaded.weights_id + (" (unverified: its sha256 does not match its name)" if unverified
+                                                   else "")), ("head", loaded.head),
                   ("preprocessing", steps), ("layers", ", ".join(layers)), ("device", "cpu, fp32")]
     if loaded.class_map:
         page.facts.append(("ImageNet classes folded",

@@ -10,6 +10,8 @@ import pandas as pd
 
 from analysis.store import contract
 from analysis.data.names import make_display
+from analysis.stats.relabel import describe_outside_classes
+from reports.banners import make_unverified_weights
 from reports.overlays import make_css_gradient
 from reports.run.browser import gallery_anchor, make_browser
 
@@ -28,13 +30,15 @@ class Overlays:
     # image_id -> [(class, tile path, vmax of its own colour scale)]: Grad-CAM of the predicted (and true) class
 
 
-def _run_rows(meta: Mapping[str, Any], seconds: float) -> list[tuple[str, str]]:
+def _run_rows(meta: Mapping[str, Any], seconds: float, labels: Mapping[str, Any]) -> list[tuple[str, str]]:
     w, c, t = meta.get("weights") or {}, meta.get("counts") or {}, meta.get("timings") or {}
     pre = meta.get("preprocess") or {}
     layers = meta.get("layers") or {}
+    unverified = " (unverified: its sha256 does not match its name)" if w.get("verified") is False else ""
     return [
-        ("model", meta.get("model", "?")), ("weights", w.get("id", "?")), ("weights sha256", w.get("sha256") or "-"),
-        ("classes", ", ".join(meta.get("classes") or [])),
+        ("model", meta.get("model", "?")), ("weights", w.get("id", "?") + unverified),
+        ("weights sha256", w.get("sha256") or "-"),
+        ("classes", ", ".join(meta.get("classes") or [])), ("labels", _labels_row(labels)),
         ("layers", f"{len(layers)}: " + ", ".join(f"{k} ({v})" for k, v in layers.items())),
         ("preprocessing", f"{pre.get('name', '?')}: {pre.get('steps', '')}"),
         ("device, precision", f"{meta.get('device', '?')}, {meta.get('precision', '?')}"),
@@ -45,6 +49,44 @@ def _run_rows(meta: Mapping[str, Any], seconds: float) -> list[tuple[str, str]]:
         ("finished", meta.get("finished", "?")), ("report", f"{seconds:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())),
     ]
+
+
+def _labels_row(labels: Mapping[str, Any]) -> str:
+    if labels.get("source") == "report":
+        return f"{labels['csv']} (given to the report, --labels; sha256 {str(labels.get('sha256'))[:12]})"
+    if labels.get("csv"):
+        return f"{labels['csv']} (given to the extract, --labels), then file and folder names"
+    return "the run's, from file and folder names"
+
+
+def _banner(level: str, *parts: str | tuple[str, bool]) -> dict[str, Any]:
+    """A banner of plain text and (value, True) parts shown as code."""
+    parts_ = [p if isinstance(p, tuple) else (p, False) for p in parts]
+    return {"level": level, "parts": parts_, "text": "".join(t for t, _ in parts_)}
+
+
+def _label_banners(labels: Mapping[str, Any], classes: Sequence[str], n_images: int) -> list[dict[str, Any]]:
+    """Where the labels came from when a CSV gave them; ids of a report's CSV that match no image; labels outside
+    the classes."""
+    out = []
+    if labels.get("source") == "report":
+        parts: list = ["Labels from ", (str(labels["csv"]), True),
+                       f", given to this report (--labels), not the run's: {labels['changed']} of {n_images} images "
+                       f"relabelled ({labels['matched']} of the CSV's {labels['ids']} ids match an image). "
+                       "Statistics, rankings, galleries, accuracy and dataset checks use these labels."]
+        if labels.get("unmatched_count"):
+            more = labels["unmatched_count"] - len(labels["unmatched"])
+            n = labels["unmatched_count"]
+            parts.append(f" {n} {'ids match' if n != 1 else 'id matches'} no image: "
+                         + ", ".join(repr(i) for i in labels["unmatched"]) + (f" and {more} more." if more else "."))
+        out.append(_banner("info", *parts))
+    elif labels.get("csv"):
+        out.append(_banner("info", "Labels from ", (str(labels["csv"]), True), ", given to the extract (--labels); "
+                           "images it does not name keep the labels of their file or folder names."))
+    outside = describe_outside_classes(labels.get("outside_classes") or {}, classes)
+    if outside:
+        out.append(_banner("warn", outside))
+    return out
 
 
 def _channel_table(s: pd.DataFrame, rank: str, m: int) -> list[dict[str, Any]]:
@@ -105,22 +147,28 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
                  mistake_drivers: Mapping[tuple[str, str], list[tuple[int, float]]] | None = None,
                  histograms: Mapping[str, Mapping[str, Any]] | None = None,
                  explorer: Mapping[str, Any] | None = None,
-                 dataset_checks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 dataset_checks: Mapping[str, Any] | None = None,
+                 labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
     classes = list(meta.get("classes") or [])
+    labels = labels or {"source": "run", "csv": (meta.get("data") or {}).get("labels_csv")}
     ids: list[str] = []
     banners = []
-    if (meta.get("weights") or {}).get("random"):
-        banners.append({"level": "warn", "text": "RANDOM WEIGHTS: this run used an untrained network; its "
-                        "predictions, channel rankings and pictures mean nothing. Use it to check the tool only."})
+    weights = meta.get("weights") or {}
+    if weights.get("random"):
+        banners.append(_banner("warn", "RANDOM WEIGHTS: this run used an untrained network; its predictions, channel "
+                               "rankings and pictures mean nothing. Use it to check the tool only."))
+    if weights.get("verified") is False:
+        banners.append(_banner("warn", *make_unverified_weights(weights.get("path"), str(weights.get("id")))))
+    banners += _label_banners(labels, classes, len(predictions))
     if note:
-        banners.append({"level": "info", "text": note})
+        banners.append(_banner("info", note))
     if group_by == contract.GROUP_PRED:
-        banners.append({"level": "info", "text": "This run has no labels: every statistic groups images by the "
-                        "class the model predicted, not by a true class."})
+        banners.append(_banner("info", "This run has no labels: every statistic groups images by the class the "
+                               "model predicted, not by a true class."))
     if overlays.mismatches:
-        banners.append({"level": "warn", "text": f"{len(overlays.mismatches)} of {overlays.checked} recomputed "
-                        "channel means differ from the recorded ones: the images, weights or preprocessing changed "
-                        "since the run (see 'Recomputed activations')."})
+        banners.append(_banner("warn", f"{len(overlays.mismatches)} of {overlays.checked} recomputed channel means "
+                               "differ from the recorded ones: the images, weights or preprocessing changed since "
+                               "the run (see 'Recomputed activations')."))
     ok = predictions[predictions[contract.STATUS] == contract.STATUS_OK]
     labeled = ok[ok[contract.LABEL].isin(classes)]
     acc = float((labeled[contract.PRED] == labeled[contract.LABEL]).mean()) if len(labeled) else None
@@ -159,7 +207,7 @@ def make_context(meta: Mapping[str, Any], run: Path, out: Path, predictions: pd.
     rel = os.path.relpath(run, out)
     return {
         "title": f"CNN black box: {make_display(Path(str((meta.get('data') or {}).get('path') or run)).name)}",
-        "banners": banners, "run": _run_rows(meta, seconds),
+        "banners": banners, "run": _run_rows(meta, seconds, labels),
         "quality": {"figure": figures["quality"], "errors": list(errors.items()), "skipped": list(skipped.items())},
         "classification": {"summary": summary, "figures": figures["classification"]},
         "group_note": (f"Statistics over the ok images grouped by {'label' if group_by == contract.GROUP_LABEL else 'predicted class'}"

@@ -1,0 +1,60 @@
+"""Rules of the code base that no single feature test would notice breaking: nothing outside tests/ imports tests/,
+and every command line takes whole flag names only (argparse's prefix matching would take --layer for --layers)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from jobs import cli, extract, finalize, inspect, report
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted(p for folder in ("analysis", "jobs", "reports", "benchmarks") for p in (ROOT / folder).rglob("*.py"))
+
+
+def _imports(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def test_nothing_outside_tests_imports_tests():
+    assert len(SOURCES) > 50
+    offenders = [f"{p.relative_to(ROOT)}: {name}" for p in SOURCES
+                 for name in _imports(ast.parse(p.read_text(encoding="utf-8")))
+                 if name == "tests" or name.startswith("tests.")]
+    assert offenders == []
+
+
+def test_every_argument_parser_refuses_abbreviations():
+    """argparse.ArgumentParser(...) anywhere takes allow_abbrev=False; the jobs' cli.ArgumentParser sets it."""
+    made = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == \
+                    "ArgumentParser" and not (isinstance(node.func, ast.Attribute)
+                                              and getattr(node.func.value, "id", None) == "cli"):
+                keywords = {k.arg: k.value for k in node.keywords}
+                ok = isinstance(keywords.get("allow_abbrev"), ast.Constant) and keywords["allow_abbrev"].value is False
+                made.append((f"{path.relative_to(ROOT)}:{node.lineno}", ok))
+    assert len(made) >= 8                                 # every benchmark's main
+    assert [where for where, ok in made if not ok] == []
+    assert cli.ArgumentParser().allow_abbrev is False     # every job's
+
+
+@pytest.mark.parametrize("parse, argv, prefix", [
+    (extract.parse, ["--data", "x", "--layer", "conv5_3"], "--layer"),
+    (extract.parse, ["--data", "x", "--overwr"], "--overwr"),
+    (report.parse, ["--run", "x", "--layer", "conv5_3"], "--layer"),
+    (inspect.parse, ["--image", "x.jpg", "--layer", "conv5_3"], "--layer"),
+    (finalize.parse, ["--ru", "x"], "--ru"),
+])
+def test_a_flag_prefix_is_refused_in_one_line(parse, argv, prefix, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized arguments" in err and prefix in err, err
