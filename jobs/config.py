@@ -94,7 +94,7 @@ class QAConfig:
 
     def __post_init__(self):
         check_bool("report_qa.enabled", self.enabled)
-        check_choice("report_qa.layer", self.layer, LAYER_NAMES)
+        check_choice("report_qa.layer", self.layer, ("auto", *LAYER_NAMES))
         check_int("report_qa.near_duplicate_bits", self.near_duplicate_bits, 0, 64)
         check_fraction("report_qa.similar_scene_ratio", self.similar_scene_ratio)
         check_int("report_qa.neighbours", self.neighbours, 1, 1000)

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+
 import hashlib
 import logging
 import sys
@@ -38,7 +39,7 @@ def main(cfg: ReportConfig) -> int:
     cli.check_utf8_path("--out", out)
     layers = check_layers(cfg.layers, meta)
     if cfg.qa.enabled:
-        check_layers((cfg.qa.layer,), meta, "report_qa.layer")
+        pick_qa_layer(cfg.qa, meta)   # refused at start, not after the statistics
     classes = tuple(meta["classes"])
 
     # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class. The labels are
@@ -145,20 +146,29 @@ def run_checks(qa, run: Path, predictions: pd.DataFrame, classes, out: Path,
     if not qa.enabled:
         return None
     t0 = time.perf_counter()
-    refused = checks.refuse_without_phash(predictions, run, (tables.read_run_json(run).get("data") or {}).get("path"))
+    run_meta = tables.read_run_json(run)
+    refused = checks.refuse_without_phash(predictions, run, (run_meta.get("data") or {}).get("path"))
     if refused:   # a run extracted before the pHash: one line here and on the page, no table
         log.warning("%s", refused.refused)
         return refused
-    ids, x = checks.read_layer_means(run, qa.layer)
+    layer = pick_qa_layer(qa, run_meta)
+    ids, x = checks.read_layer_means(run, layer)
     settings = checks.Settings(qa.near_duplicate_bits, qa.similar_scene_ratio, qa.neighbours,
                                qa.exact_max_images, qa.approx_dims, qa.memory_mb << 20)
     found = checks.compute_checks(ids, x, predictions.set_index(contract.IMAGE_ID), classes, settings)
-    found.meta.update(layer=qa.layer, seconds=round(time.perf_counter() - t0, 2), library=checks.library_versions(),
+    found.meta.update(layer=layer, seconds=round(time.perf_counter() - t0, 2), library=checks.library_versions(),
                       labels=labels)
     tables.write_table(found.issues, contract.DATASET_ISSUES_SCHEMA, out / contract.DATASET_ISSUES, found.meta)
     log.info("dataset checks over %d images in %.1f s (%s): %s", len(ids), found.meta["seconds"],
              found.meta["search"], ", ".join(f"{v} {k}" for k, v in found.meta["counts"].items()))
     return found
+
+
+def pick_qa_layer(qa, meta: dict) -> str:
+    """The dataset checks' layer: report_qa.layer, recorded by the run; "auto": the deepest the run recorded."""
+    layer = check_layers("auto", meta)[0] if qa.layer == "auto" else qa.layer
+    check_layers((layer,), meta, "report_qa.layer")
+    return layer
 
 
 def check_layers(layers: tuple[str, ...] | str, meta: dict, key: str = "layers") -> list[str]:

@@ -205,3 +205,12 @@ def test_bad_qa_values_fail_in_one_line():
     assert cfg.qa.neighbours == 5 and cfg.top_images == 3
     with pytest.raises(ConfigError, match="unknown config key 'nope'"):
         report.parse(["--run", "x", "--set", "report_qa.nope=5"])
+
+
+def test_checks_layer_follows_what_the_run_recorded(tmp_path):
+    """report_qa.layer auto: a run of conv4_3 alone is checked at conv4_3; a layer named but not recorded is refused."""
+    run = write_synthetic_run(tmp_path / "run", n_images=40, layers={"conv3_3": 16, "conv4_3": 24})
+    issues, meta = run_checks(run)
+    assert meta["layer"] == "conv4_3" and meta["n_images"] == 40
+    with pytest.raises(ConfigError, match="report_qa.layer: 'conv5_3' was not recorded by this run; it has conv3_3"):
+        run_checks(run, qa_config(layer="conv5_3"))

@@ -6,11 +6,8 @@ fit the head) raises `WeightsError` with a one-line message. Checkpoints are loa
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import pickle
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,9 +15,11 @@ from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 from torchvision.models import VGG16_Weights, vgg16
+
+from analysis.model.checkpoints import (WeightsError, check_names, check_promised_sha256, promised_prefix,
+                                        read_checkpoint, read_sha256, unwrap, why)
 
 IMAGENET_WEIGHTS = VGG16_Weights.IMAGENET1K_V1
 IMAGENET_WEIGHTS_ID = "torchvision:VGG16_Weights.IMAGENET1K_V1"
@@ -34,16 +33,10 @@ CONV_INDICES: dict[str, int] = {
     "conv5_1": 24, "conv5_2": 26, "conv5_3": 28,
 }
 
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net")  # where training scripts put the state dict
-_CLASS_KEYS = ("classes", "class_names")
 _HEAD_KEY = "classifier.6.weight"
 _SHOWN = 3  # offending keys named per kind in an error message
 
 _log = logging.getLogger(__name__)
-
-
-class WeightsError(RuntimeError):
-    """Weights that cannot be used; the message is one line meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -98,13 +91,13 @@ def load_model(weights: str, *, classes: tuple[str, ...] | None, classes_file: s
     if weights == "imagenet":
         path = imagenet_weights_path()
         state = _read_imagenet_state(path, download, progress)
-        state, _ = _unwrap(state, f"cached ImageNet weights {path}")
+        state, _ = unwrap(state, f"cached ImageNet weights {path}")
         _check_vgg16(state, f"cached ImageNet weights {path}", num_classes=1000)
-        sha256 = _read_sha256(path)
+        sha256 = read_sha256(path)
         verified = check_promised_sha256(path.name, sha256)
         if verified is False:
             _log.warning("%s: sha256 %s does not start with %s as its name says; these are not torchvision's "
-                         "ImageNet weights", path, sha256[:16], _promised_prefix(path.name))
+                         "ImageNet weights", path, sha256[:16], promised_prefix(path.name))
         return replace(_imagenet_loaded(_build(state, 1000), class_map, IMAGENET_WEIGHTS_ID, str(path), sha256,
                                         random=False), weights_verified=verified)
     if weights == "random":
@@ -115,9 +108,9 @@ def load_model(weights: str, *, classes: tuple[str, ...] | None, classes_file: s
 
     path = Path(weights).expanduser()
     where = f"weights {str(path)!r}"
-    state, ckpt_classes = _read_checkpoint(path, where)
+    state, ckpt_classes = read_checkpoint(path, where)
     n = _check_vgg16(state, where)
-    sha256 = _read_sha256(path)
+    sha256 = read_sha256(path)
     if n == 1000:
         return _imagenet_loaded(_build(state, n), class_map, f"file:{path.name}", str(path.resolve()), sha256,
                                 random=False)
@@ -127,25 +120,13 @@ def load_model(weights: str, *, classes: tuple[str, ...] | None, classes_file: s
                        imagenet_categories=None, random=False)
 
 
-def check_promised_sha256(file_name: str, sha256: str) -> bool | None:
-    """Whether `sha256` starts with the prefix a torchvision file name promises (<name>-<sha256 prefix>.pth);
-    None when the name promises none. torchvision checks it on download only, never on a file already cached."""
-    promised = _promised_prefix(file_name)
-    return None if promised is None else sha256.startswith(promised)
-
-
-def _promised_prefix(file_name: str) -> str | None:
-    m = re.search(r"-([0-9a-f]{8,})\.", file_name)
-    return m.group(1) if m else None
-
-
 def read_classes_file(path: str) -> tuple[str, ...]:
     """One class name a line (classification-pytorch's cls_classes.txt); stripped, blank lines ignored."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise WeightsError(f"classes file {path!r} cannot be read ({_why(e)})") from None
-    return _check_names([line.strip() for line in text.splitlines() if line.strip()], f"classes file {path!r}")
+        raise WeightsError(f"classes file {path!r} cannot be read ({why(e)})") from None
+    return check_names([line.strip() for line in text.splitlines() if line.strip()], f"classes file {path!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,7 +134,7 @@ def read_classes_file(path: str) -> tuple[str, ...]:
 def _imagenet_loaded(model, class_map, weights_id, path, sha256, random) -> LoadedModel:
     if not class_map:
         raise ValueError("class_map is empty: an ImageNet head needs at least one (class, first, last) range")
-    names = _check_names([name for name, _, _ in class_map], "imagenet_classes")
+    names = check_names([name for name, _, _ in class_map], "imagenet_classes")
     class_map = tuple((name, first, last) for name, (_, first, last) in zip(names, class_map))
     return LoadedModel(model=model, classes=names, head="imagenet",
                        weights_id=weights_id, weights_path=path, weights_sha256=sha256,
@@ -173,63 +154,10 @@ def _read_imagenet_state(path: Path, download: bool, progress: bool) -> Mapping[
                                                weights_only=True)
     except (URLError, OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, IndexError) as e:
         if cached:
-            raise WeightsError(f"cached ImageNet VGG16 weights {path} cannot be read ({_why(e)}); delete the file "
+            raise WeightsError(f"cached ImageNet VGG16 weights {path} cannot be read ({why(e)}); delete the file "
                                f"to download it again. {alternatives}") from None
         raise WeightsError(f"ImageNet VGG16 weights are not in the torch hub cache ({path}) and could not be "
-                           f"downloaded: {_why(e)}. {alternatives}") from None
-
-
-def _read_checkpoint(path: Path, where: str) -> tuple[dict[str, torch.Tensor], tuple[str, ...] | None]:
-    if not path.is_file():
-        raise WeightsError(f"{where}: no such file; use imagenet, random or the path of a checkpoint "
-                           f"(.pt, .pth, .bin via torch.load, or .safetensors)")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{where} is an empty file")
-    if path.suffix.lower() == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError) as e:
-            raise WeightsError(f"{where} cannot be read as safetensors ({_why(e)})") from None
-        raw = next((meta[k] for k in _CLASS_KEYS if k in meta), None)
-        if raw is not None:
-            try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError:
-                raise WeightsError(f"{where}: metadata 'classes' is not a JSON list of names: {raw[:80]!r}") from None
-        state, _ = _unwrap(state, where)
-        return state, None if raw is None else _check_names(raw, f"{where} metadata 'classes'")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # Never torch's advice (load with weights_only=False, or allowlist the global): either runs the file's code.
-        raise WeightsError(f"{where} is not a plain state dict: torch.load(weights_only=True) refuses it "
-                           f"({_why(e)}); re-save the weights alone where the model was trained: "
-                           f"torch.save(model.state_dict(), path), or as .safetensors") from None
-    except (KeyError, IndexError):   # the unpickler reading bytes that are no pickle at all
-        raise WeightsError(f"{where} cannot be read as a PyTorch checkpoint (its bytes are not torch.save's format); "
-                           f"use a file written by torch.save(model.state_dict(), path), or .safetensors") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise WeightsError(f"{where} cannot be read as a PyTorch checkpoint ({_why(e)})") from None
-    return _unwrap(obj, where)
-
-
-def _unwrap(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], tuple[str, ...] | None]:
-    """A bare state dict, or one under a training script's key; names under "classes"; "module." stripped."""
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{where} holds a {type(obj).__name__}, not a state dict (parameter name -> tensor)")
-    raw_classes = next((obj[k] for k in _CLASS_KEYS if k in obj), None)
-    nested = next((obj[k] for k in _NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
-    state = nested if nested is not None else {k: v for k, v in obj.items() if k not in _CLASS_KEYS}
-    others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if others:
-        raise WeightsError(f"{where} is not a state dict (parameter name -> tensor): {len(others)} non-tensor "
-                           f"entries ({', '.join(map(str, others[:_SHOWN]))})")
-    # nn.DataParallel prefixes every key with "module." (classification-pytorch saves such checkpoints)
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    classes = None if raw_classes is None else _check_names(raw_classes, f"{where} 'classes'")
-    return state, classes
+                           f"downloaded: {why(e)}. {alternatives}") from None
 
 
 def _check_vgg16(state: Mapping[str, torch.Tensor], where: str, num_classes: int | None = None) -> int:
@@ -258,7 +186,7 @@ def _check_vgg16(state: Mapping[str, torch.Tensor], where: str, num_classes: int
 
 def _resolve_classes(n: int, from_checkpoint, classes, classes_file, where: str) -> tuple[str, ...]:
     sources = [("the checkpoint", from_checkpoint),
-               ("--classes", None if classes is None else _check_names(classes, "--classes")),
+               ("--classes", None if classes is None else check_names(classes, "--classes")),
                (f"--classes-file {classes_file}", None if classes_file is None else read_classes_file(classes_file))]
     given = [(src, names) for src, names in sources if names is not None]
     head = f"a {n}-way head ({_HEAD_KEY} {(n, 4096)})"
@@ -276,19 +204,6 @@ def _resolve_classes(n: int, from_checkpoint, classes, classes_file, where: str)
     return names
 
 
-def _check_names(names: Any, where: str) -> tuple[str, ...]:
-    """Every class list enters here (checkpoint, --classes, classes file, imagenet_classes): stripped and lower-cased,
-    as labels are (folder names, Kaggle prefixes, CSV labels), so that Cat/ and --classes Cat match."""
-    if (not isinstance(names, (list, tuple)) or not names
-            or not all(isinstance(s, str) and s.strip() for s in names)):
-        raise WeightsError(f"{where}: {names!r} is not a list of class names")
-    lowered = tuple(s.strip().lower() for s in names)
-    if len(set(lowered)) != len(lowered):
-        raise WeightsError(f"{where}: class names repeat once lower-cased ({', '.join(s.strip() for s in names)}); "
-                           "class names match labels whatever their case, so each must differ in more than case")
-    return lowered
-
-
 def _build(state: Mapping[str, torch.Tensor], n: int) -> nn.Module:
     with torch.device("meta"):
         model = make_vgg16(n)
@@ -297,37 +212,3 @@ def _build(state: Mapping[str, torch.Tensor], n: int) -> nn.Module:
     return model.eval()
 
 
-def _read_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _describe_refusal(text: str) -> str:
-    """What torch.load(weights_only=True) refused (a global, an opcode), without the advice around it: loading with
-    weights_only=False or allowlisting the global runs code from the file, which a user must not do to an
-    untrusted one."""
-    m = re.search(r"Unsupported global: (GLOBAL [\w.]+)", text)
-    if m:
-        return f"it holds pickled Python objects: {m.group(1)}"
-    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    reason = m.group(1).strip() if m else ""
-    if not reason or re.search(r"weights_only|safe_globals|trust", reason):
-        return "it holds pickled data other than tensors"
-    return reason
-
-
-def _why(e: BaseException) -> str:
-    """One short line for an exception: URLError's reason, OSError's strerror, else the first line."""
-    if isinstance(e, URLError):
-        text = str(e.reason)
-    elif isinstance(e, pickle.UnpicklingError):
-        text = _describe_refusal(str(e))
-    elif isinstance(e, OSError) and e.strerror:
-        text = e.strerror
-    else:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        text = lines[0] if lines else type(e).__name__
-    return text[:200]
