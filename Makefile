@@ -27,7 +27,7 @@ JOB_FLAGS = $(if $(DATA),--data="$(DATA)") $(if $(OUT),--out="$(OUT)") \
             $(if $(WEIGHTS),--weights="$(WEIGHTS)") $(if $(CONFIG),--config="$(CONFIG)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup analyze extract report demo finalize inspect test bench bench-gpu
+.PHONY: help setup analyze extract report demo finalize inspect test test-fast lint bench bench-gpu
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,8 +71,19 @@ inspect: $(RUNTIME_STAMP) ## One image step by step: a convolution, the answer, 
 	  $(if $(WEIGHTS),--weights="$(WEIGHTS)") $(if $(LAYERS),--layers="$(LAYERS)") \
 	  $(if $(filter command line environment,$(origin RUN)),--run="$(RUN)") $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
+# One test file per worker at a time: a file's module fixtures, and conftest's session ones, are built once per worker.
+# (--dist loadgroup would group files that share a run, but with pytest 9.2 it silently groups nothing: xdist #1386.)
+XDIST := -n auto --maxprocesses 4 --dist loadfile
+
 test: $(DEV_STAMP) ## Run the test suite (CPU, no network, data made by the tests; ARGS="-n 0": one process)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(ARGS)
+
+test-fast: $(DEV_STAMP) ## The tests that run no job end to end (-m "not slow"), for quick feedback; ARGS as for test
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow" $(ARGS)
+
+lint: $(DEV_STAMP) ## ruff's linter and formatter check, as pyproject.toml configures them (the suite runs them too)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report stage, page and dataset checks at scale
 	$(BIN)/python -m benchmarks.bench_extract

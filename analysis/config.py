@@ -4,6 +4,7 @@ Defaults live in configs/default.yaml and nowhere else: the job configs (jobs/co
 missing from the YAML is an error, and so is a key the dataclass does not know. Every error is one line that names
 the key, the value and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,11 +18,19 @@ import yaml
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 LAYER_NAMES = (
-    "conv1_1", "conv1_2",
-    "conv2_1", "conv2_2",
-    "conv3_1", "conv3_2", "conv3_3",
-    "conv4_1", "conv4_2", "conv4_3",
-    "conv5_1", "conv5_2", "conv5_3",
+    "conv1_1",
+    "conv1_2",
+    "conv2_1",
+    "conv2_2",
+    "conv3_1",
+    "conv3_2",
+    "conv3_3",
+    "conv4_1",
+    "conv4_2",
+    "conv4_3",
+    "conv5_1",
+    "conv5_2",
+    "conv5_3",
 )
 PREPROCESS_NAMES = ("imagenet", "classification-pytorch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -88,6 +97,7 @@ def make_config(cls: type, values: Mapping[str, Any]):
 # ---------------------------------------------------------------------------------------------------------------
 # Checks shared by the configs.
 
+
 def reject(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}: {value!r} is not allowed; {allowed}")
 
@@ -144,8 +154,12 @@ def normalize_class_map(key: str, value: Any) -> tuple[tuple[str, int, int], ...
         reject(key, value, "a mapping of class name to [first, last] ImageNet indices")
     out = []
     for name, rng in value.items():
-        ok = (isinstance(rng, (list, tuple)) and len(rng) == 2
-              and all(isinstance(i, int) and not isinstance(i, bool) for i in rng) and 0 <= rng[0] <= rng[1] < 1000)
+        ok = (
+            isinstance(rng, (list, tuple))
+            and len(rng) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in rng)
+            and 0 <= rng[0] <= rng[1] < 1000
+        )
         if not ok:
             reject(f"{key}.{name}", rng, "[first, last] with 0 <= first <= last <= 999")
         out.append((str(name), int(rng[0]), int(rng[1])))
@@ -166,6 +180,7 @@ def normalize_classes(key: str, value: Any) -> tuple[str, ...] | None:
 
 def check_colormap(key: str, value: Any) -> None:
     import matplotlib  # noqa: PLC0415  (only to list the colormaps)
+
     if not isinstance(value, str) or value not in matplotlib.colormaps:
         reject(key, value, "a matplotlib colormap such as jet, viridis, magma, inferno")
 

@@ -7,10 +7,10 @@ Writes its own JPEGs (no downloads) and random weights. Ratios are what matter: 
 machine. Peak figures are this project's 2-core AVX-512 CPU (234 GFLOP/s fp32, 467 GFLOP/s bf16); the first line
 printed says which CPU this is, and whether its bf16 is native or emulated.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.store.run import read_finished_run
 from benchmarks.images import write_images
 from benchmarks.machine import describe_cpu
 from jobs.runtime import has_native_bf16
@@ -29,8 +30,8 @@ CPU_PEAK_GFLOPS = {"fp32": 234.0, "bf16": 467.0}
 
 def bare_forward(batch_size: int, image_size: int, precision: str, batches: int, keep_memory: bool) -> float:
     """images/s of model(x) alone on a preprocessed batch, same precision and memory format as the job."""
-    from analysis.model.vgg16 import make_vgg16  # noqa: PLC0415
     from analysis.model.precision import autocast  # noqa: PLC0415
+    from analysis.model.vgg16 import make_vgg16  # noqa: PLC0415
     from jobs import runtime  # noqa: PLC0415
 
     if keep_memory:
@@ -48,22 +49,46 @@ def bare_forward(batch_size: int, image_size: int, precision: str, batches: int,
 
 def bare_forward_subprocess(batch_size: int, image_size: int, precision: str, batches: int, keep_memory: bool) -> float:
     """In a fresh process, so the allocator setting of one measurement cannot leak into the other."""
-    code = (f"from benchmarks.bench_extract import bare_forward; "
-            f"print(bare_forward({batch_size}, {image_size}, {precision!r}, {batches}, {keep_memory}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent.parent)
+    code = (
+        f"from benchmarks.bench_extract import bare_forward; "
+        f"print(bare_forward({batch_size}, {image_size}, {precision!r}, {batches}, {keep_memory}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def whole_extract(data: Path, out: Path, batch_size: int, image_size: int, precision: str,
-                  attribution: str | None = None) -> dict:
+def whole_extract(
+    data: Path, out: Path, batch_size: int, image_size: int, precision: str, attribution: str | None = None
+) -> dict:
     """The real job, in a fresh process, as a user runs it; returns its run.json. attribution: the
     --attribution-layers flag (None: the config's default, conv4_3 and conv5_3)."""
-    cmd = [sys.executable, "-m", "jobs.extract", "--data", str(data), "--out", str(out), "--weights", "random",
-           "--batch-size", str(batch_size), "--image-size", str(image_size), "--precision", precision,
-           "--no-progress", "--overwrite"] + (["--attribution-layers", attribution] if attribution else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.extract",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--weights",
+        "random",
+        "--batch-size",
+        str(batch_size),
+        "--image-size",
+        str(image_size),
+        "--precision",
+        precision,
+        "--no-progress",
+        "--overwrite",
+    ] + (["--attribution-layers", attribution] if attribution else [])
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
-    return json.loads((out / "run.json").read_text())
+    return dict(read_finished_run(out).meta)
 
 
 def naive_loop(data: Path, n: int, image_size: int) -> float:
@@ -75,8 +100,10 @@ def naive_loop(data: Path, n: int, image_size: int) -> float:
 
     model = make_vgg16(1000).eval()
     maps: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_hook(lambda _m, _i, o, name=name: maps.__setitem__(name, o.clone()))
-               for name, m in relu_modules(model).items()]
+    handles = [
+        m.register_forward_hook(lambda _m, _i, o, name=name: maps.__setitem__(name, o.clone()))
+        for name, m in relu_modules(model).items()
+    ]
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     files = sorted(data.glob("*.jpg"))[:n]
@@ -107,9 +134,16 @@ def main() -> int:
         data = Path(tmp) / "train"
         write_images(data, args.images)
         print(describe_cpu(), flush=True)
-        print(f"images={args.images} batch={args.batch_size} size={args.image_size} precision={args.precision}"
-              + ("" if args.precision != "bf16" or has_native_bf16(torch.device("cpu")) else
-                 " (bf16 EMULATED on this CPU: the bf16 target is for a CPU with native bf16)"), flush=True)
+        print(
+            f"images={args.images} batch={args.batch_size} size={args.image_size} precision={args.precision}"
+            + (
+                ""
+                if args.precision != "bf16" or has_native_bf16(torch.device("cpu"))
+                else " (bf16 EMULATED on this CPU: the bf16 target is for a CPU with native bf16)"
+            ),
+            flush=True,
+        )
+
         # This kind of VM drifts by 10-20% within minutes: every ratio's reference is measured right before and
         # right after what it is compared with, and the mean of the two is used.
         def bare(keep_memory: bool, precision: str = args.precision, n: int = batches) -> float:
@@ -135,17 +169,23 @@ def main() -> int:
 
     peak = CPU_PEAK_GFLOPS[args.precision]
     rows = [
-        ("bare forward (before the job)", bare_before), ("bare forward (after the job)", bare_after),
-        ("bare forward (glibc default)", bare_glibc), ("bare forward (allocator tuned)", bare_last),
-        (f"bare forward {other}", bare_other), ("whole extract, no attribution", job),
-        ("whole extract, default attribution", job_attr), ("naive per-image loop", naive),
+        ("bare forward (before the job)", bare_before),
+        ("bare forward (after the job)", bare_after),
+        ("bare forward (glibc default)", bare_glibc),
+        ("bare forward (allocator tuned)", bare_last),
+        (f"bare forward {other}", bare_other),
+        ("whole extract, no attribution", job),
+        ("whole extract, default attribution", job_attr),
+        ("naive per-image loop", naive),
     ]
     for name, v in rows:
         print(f"{name:34s} {v:8.2f} img/s  {v * gflop:7.1f} GFLOP/s")
     print(f"drift of the machine (after/before) {bare_after / bare_before:6.3f}")
     print(f"whole extract / bare forward      {job / ref_job:8.3f}  (target >= 0.97 in fp32, >= 0.95 in native bf16)")
-    print(f"with attribution / without        {job_attr / ref_attr:8.3f}  (target >= 0.75: conv4_3 and conv5_3, "
-          "2 classes)")
+    print(
+        f"with attribution / without        {job_attr / ref_attr:8.3f}  (target >= 0.75: conv4_3 and conv5_3, "
+        "2 classes)"
+    )
     print(f"whole extract / naive loop        {job / naive:8.2f}x")
     print(f"allocator tuned / glibc default   {ref_glibc / bare_glibc:8.2f}x")
     print(f"bf16 / fp32 bare forward          {(bare_other / bare_last) ** (1 if other == 'bf16' else -1):8.2f}x")

@@ -3,7 +3,7 @@ both alike:
 
 - from decoded image to the network's input: float32 made per image in the loader (before) against uint8 in the
   loader and one normalization per batch where the model runs (Preprocessing.to_uint8, collate_images,
-  jobs.extract.to_device); and the bytes each batch carries through a worker's shared memory, the pinning and the
+  jobs.forward.to_device); and the bytes each batch carries through a worker's shared memory, the pinning and the
   copy to a GPU;
 - loading a batch in the main process (read, sha256, decode, pHash, preprocess: ImageDataset.__getitems__) one item
   after another (before) against on the forward's threads (jobs.extract.load_threads, what workers=0 does);
@@ -13,6 +13,7 @@ both alike:
 
 Kaggle-sized JPEGs (500 x 375) are written first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ def before(pre, images, batch_size: int, device: torch.device) -> float:
     t = time.perf_counter()
     for s in range(0, len(images), batch_size):
         items = []
-        for im in images[s:s + batch_size]:
+        for im in images[s : s + batch_size]:
             x = F.convert_image_dtype(F.pil_to_tensor(pre.view(im)), torch.float)
             items.append(F.normalize(x, mean=list(pre.mean), std=list(pre.std)))
         torch.stack(items).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -43,11 +44,11 @@ def before(pre, images, batch_size: int, device: torch.device) -> float:
 def now(pre, images, batch_size: int, device: torch.device) -> float:
     """Seconds for the job's path: to_uint8 per image, collate_images, to_device (copy, channels_last, normalize)."""
     from analysis.data.dataset import Item, collate_images  # noqa: PLC0415
-    from jobs.extract import to_device  # noqa: PLC0415
+    from jobs.forward import to_device  # noqa: PLC0415
 
     t = time.perf_counter()
     for s in range(0, len(images), batch_size):
-        items = [Item(i, pre.to_uint8(im), None, 0, 0, "JPEG") for i, im in enumerate(images[s:s + batch_size])]
+        items = [Item(i, pre.to_uint8(im), None, 0, 0, "JPEG") for i, im in enumerate(images[s : s + batch_size])]
         to_device(collate_images(items).images, pre, device)
     return time.perf_counter() - t
 
@@ -67,9 +68,11 @@ def time_steps(files: list[bytes], pre, repeats: int) -> dict[str, list[float]]:
     from analysis.data.perceptual_hash import compute_phash  # noqa: PLC0415
 
     images = [decode_image(data, 10**9).image for data in files]
-    steps = {"decode": lambda: [decode_image(data, 10**9) for data in files],
-             "phash": lambda: [compute_phash(im) for im in images],
-             "preprocess": lambda: [pre.to_uint8(im) for im in images]}
+    steps = {
+        "decode": lambda: [decode_image(data, 10**9) for data in files],
+        "phash": lambda: [compute_phash(im) for im in images],
+        "preprocess": lambda: [pre.to_uint8(im) for im in images],
+    }
     out: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
@@ -83,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.data.dataset import ImageDataset  # noqa: PLC0415
     from analysis.data.decoding import decode_image  # noqa: PLC0415
     from analysis.data.discovery import find_images  # noqa: PLC0415
-    from jobs.extract import load_threads  # noqa: PLC0415
     from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
     from benchmarks.images import write_images  # noqa: PLC0415
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
+    from jobs.extract import load_threads  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--images", type=int, default=64)
@@ -104,35 +107,43 @@ def main(argv: list[str] | None = None) -> int:
         steps = time_steps([f.read_bytes() for f in sorted(Path(tmp).iterdir())], pre, args.repeats)
         found = find_images(tmp)
         serial, threaded = (ImageDataset(found.records, pre, 10**9, 10**9, found.root, threads=k) for k in (1, threads))
-        load(serial, args.images, args.batch_size), load(threaded, args.images, args.batch_size)   # warm-up
+        load(serial, args.images, args.batch_size), load(threaded, args.images, args.batch_size)  # warm-up
         one, many = [], []
         for _ in range(args.repeats):
             one.append(load(serial, args.images, args.batch_size))
             many.append(load(threaded, args.images, args.batch_size))
     with torch.inference_mode():
-        before(pre, images, args.batch_size, device), now(pre, images, args.batch_size, device)   # warm-up
+        before(pre, images, args.batch_size, device), now(pre, images, args.batch_size, device)  # warm-up
         a, b = [], []
         for _ in range(args.repeats):
             a.append(before(pre, images, args.batch_size, device))
             b.append(now(pre, images, args.batch_size, device))
-    ms = lambda v: v / len(images) * 1000   # noqa: E731
+    ms = lambda v: v / len(images) * 1000  # noqa: E731
     ratio = [y / x for x, y in zip(a, b)]
     n = args.image_size
-    print(f"{len(images)} images 500 x 375 -> {n} px, batch {args.batch_size}, ms per image, median (min-max): "
-          f"float32 per image {ms(statistics.median(a)):.2f} ({ms(min(a)):.2f}-{ms(max(a)):.2f}), "
-          f"uint8 + one normalization per batch {ms(statistics.median(b)):.2f} ({ms(min(b)):.2f}-{ms(max(b)):.2f}); "
-          f"now / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs")
+    print(
+        f"{len(images)} images 500 x 375 -> {n} px, batch {args.batch_size}, ms per image, median (min-max): "
+        f"float32 per image {ms(statistics.median(a)):.2f} ({ms(min(a)):.2f}-{ms(max(a)):.2f}), "
+        f"uint8 + one normalization per batch {ms(statistics.median(b)):.2f} ({ms(min(b)):.2f}-{ms(max(b)):.2f}); "
+        f"now / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs"
+    )
     ratio = [y / x for x, y in zip(one, many)]
-    print(f"loading a batch (read, sha256, decode, pHash, preprocess), ms per image: one item after another "
-          f"{ms(statistics.median(one)):.2f} ({ms(min(one)):.2f}-{ms(max(one)):.2f}), on {threads} threads "
-          f"{ms(statistics.median(many)):.2f} ({ms(min(many)):.2f}-{ms(max(many)):.2f}); threads / one "
-          f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs")
+    print(
+        f"loading a batch (read, sha256, decode, pHash, preprocess), ms per image: one item after another "
+        f"{ms(statistics.median(one)):.2f} ({ms(min(one)):.2f}-{ms(max(one)):.2f}), on {threads} threads "
+        f"{ms(statistics.median(many)):.2f} ({ms(min(many)):.2f}-{ms(max(many)):.2f}); threads / one "
+        f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {args.repeats} pairs"
+    )
     d, h, q = (statistics.median(steps[k]) * 1000 for k in ("decode", "phash", "preprocess"))
-    print(f"steps of one item, ms per image, median of {args.repeats}: decode {d:.2f}, pHash of the decoded image "
-          f"{h:.2f} ({h / d:.2f}x decoding), preprocess to {n} px {q:.2f}; the pHash adds {h / (d + q):.0%} to "
-          "decode + preprocess")
-    print(f"bytes per batch of {args.batch_size} through shared memory, pinning and the copy: float32 "
-          f"{args.batch_size * 3 * n * n * 4 / 2**20:.3g} MiB, uint8 {args.batch_size * 3 * n * n / 2**20:.3g} MiB")
+    print(
+        f"steps of one item, ms per image, median of {args.repeats}: decode {d:.2f}, pHash of the decoded image "
+        f"{h:.2f} ({h / d:.2f}x decoding), preprocess to {n} px {q:.2f}; the pHash adds {h / (d + q):.0%} to "
+        "decode + preprocess"
+    )
+    print(
+        f"bytes per batch of {args.batch_size} through shared memory, pinning and the copy: float32 "
+        f"{args.batch_size * 3 * n * n * 4 / 2**20:.3g} MiB, uint8 {args.batch_size * 3 * n * n / 2**20:.3g} MiB"
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ analysis/model/activations.py does now, interleaved A B A B so that the machine'
 
     python -m benchmarks.bench_reductions [--batch-size 32] [--image-size 224] [--precision fp32,bf16] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ def reduce_all(maps, use_pool: bool) -> float:
     t = time.perf_counter()
     for full, pooled in maps.values():
         even = full.shape[-2] % 2 == 0 and full.shape[-1] % 2 == 0
-        if use_pool and pooled is not None and even:   # what ChannelReducer does for a pre-pool layer
+        if use_pool and pooled is not None and even:  # what ChannelReducer does for a pre-pool layer
             compute_mean(full)
             pooled.amax(dim=(2, 3)).float()
         else:
@@ -63,20 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_cpu(), flush=True)
     for precision in args.precision.split(","):
         maps = capture_maps(args.batch_size, args.image_size, precision)
-        reduce_all(maps, False), reduce_all(maps, True)   # warm-up
+        reduce_all(maps, False), reduce_all(maps, True)  # warm-up
         before, after = [], []
         with torch.inference_mode():
             for _ in range(args.repeats):
                 before.append(reduce_all(maps, False))
                 after.append(reduce_all(maps, True))
         ratio = [a / b for a, b in zip(after, before)]
-        print(f"{precision} batch {args.batch_size} size {args.image_size}: all 13 layers' reductions, ms per image: "
-              f"map only {statistics.median(before) / args.batch_size * 1000:.2f} "
-              f"({min(before) / args.batch_size * 1000:.2f}-{max(before) / args.batch_size * 1000:.2f}), "
-              f"pre-pool maxima from the pool {statistics.median(after) / args.batch_size * 1000:.2f} "
-              f"({min(after) / args.batch_size * 1000:.2f}-{max(after) / args.batch_size * 1000:.2f}); "
-              f"after / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), "
-              f"{args.repeats} pairs", flush=True)
+        print(
+            f"{precision} batch {args.batch_size} size {args.image_size}: all 13 layers' reductions, ms per image: "
+            f"map only {statistics.median(before) / args.batch_size * 1000:.2f} "
+            f"({min(before) / args.batch_size * 1000:.2f}-{max(before) / args.batch_size * 1000:.2f}), "
+            f"pre-pool maxima from the pool {statistics.median(after) / args.batch_size * 1000:.2f} "
+            f"({min(after) / args.batch_size * 1000:.2f}-{max(after) / args.batch_size * 1000:.2f}); "
+            f"after / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), "
+            f"{args.repeats} pairs",
+            flush=True,
+        )
     return 0
 
 

@@ -1,5 +1,6 @@
 """Debian's Chromium (installed by .ci/run), opened through Playwright without downloading a browser: the page
 benchmark times the report's page in it, and the page tests (tests/browser.py) drive it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,17 @@ def open_in_playwright(page: Path, fragment: str = ""):
     from playwright.sync_api import sync_playwright  # noqa: PLC0415  (a dev dependency)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             tab = browser.new_page(viewport={"width": 1200, "height": 900})
             problems: list[str] = []

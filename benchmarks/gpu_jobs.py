@@ -1,5 +1,6 @@
 """The real extract job as bench_gpu runs it: in this process through jobs.extract's own parser and main (so a
 section's time limit can stop it), or as a two-process torchrun; and two runs' tables compared value by value."""
+
 from __future__ import annotations
 
 import os
@@ -16,14 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_extract(args: list[str]) -> dict:
     """jobs.extract's parse + main in this process; run.json of the finished run (a failure raises)."""
-    from analysis.store import tables  # noqa: PLC0415
+    from analysis.store.run import read_finished_run  # noqa: PLC0415
     from jobs import extract  # noqa: PLC0415
 
     cfg = extract.parse(args)
     code = extract.main(cfg)
     if code:
         raise RuntimeError(f"jobs.extract exited with {code}")
-    return tables.read_run_json(cfg.out)
+    return dict(read_finished_run(cfg.out).meta)
 
 
 def link_subset(data: Path, dest: Path, n: int) -> Path:
@@ -66,8 +67,10 @@ def compare_runs(reference: Path, other: Path) -> dict[str, float]:
         if not a[contract.IMAGE_ID].equals(b[contract.IMAGE_ID]):
             raise ValueError(f"{name}: the runs hold different images")
         if name == "predictions":
-            parts = {"logit": [c for c in a.columns if c.startswith("logit_")],
-                     "prob": [c for c in a.columns if c.startswith("prob_")]}
+            parts = {
+                "logit": [c for c in a.columns if c.startswith("logit_")],
+                "prob": [c for c in a.columns if c.startswith("prob_")],
+            }
             worst["pred"] = float((a[contract.PRED] != b[contract.PRED]).mean())
         else:
             parts = {name.split("/")[0]: [c for c in a.columns if c != contract.IMAGE_ID]}
@@ -82,18 +85,33 @@ def compare_runs(reference: Path, other: Path) -> dict[str, float]:
 def run_torchrun(args: list[str], processes: int, timeout: float) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node=N -m jobs.extract ARGS` from the repository root; past `timeout`
     the launcher and the processes it started are killed together."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", "jobs.extract", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "jobs.extract",
+        *args,
+    ]
     return _run(cmd, timeout)
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = p.communicate(timeout=timeout)
     except BaseException:
-        os.killpg(p.pid, signal.SIGKILL)   # its own session: the launcher and its workers, nothing else
+        os.killpg(p.pid, signal.SIGKILL)  # its own session: the launcher and its workers, nothing else
         p.wait()
         raise
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)

@@ -5,8 +5,8 @@ the main process (pin + copy, forward, reductions, attribution, rows, Parquet), 
 other. The slower stage sets the pace: decode when the DataLoader alone is slower than the main process's parts per
 image, the forward when the bare forward is; otherwise the main process's other serial work.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 MAIN_PARTS = ("copy", "forward", "reductions", "attribution", "rows", "parquet")
 
@@ -22,8 +22,10 @@ def make_verdict(found: dict, device: str) -> str:
     if run["workers"] in loader:
         stages["decode"] = loader[run["workers"]]
     if min(stages, key=stages.get) == "decode":
-        why = (f"decode: the DataLoader alone gives {stages['decode']:.0f} img/s at {run['workers']} workers "
-               "(more workers, or decoding on the GPU)")
+        why = (
+            f"decode: the DataLoader alone gives {stages['decode']:.0f} img/s at {run['workers']} workers "
+            "(more workers, or decoding on the GPU)"
+        )
     elif not parts:
         why = f"the forward (bare {run['bare']:.0f} img/s; the per-part profile did not run)"
     else:
@@ -33,6 +35,8 @@ def make_verdict(found: dict, device: str) -> str:
         why = f"the main process's serial work, {stages['main']:.0f} img/s at most: {what}"
     shortfall = run["rate"] / min(stages.values())
     tail = f"; the run reached only {shortfall:.0%} of that (start-up, first batch)" if shortfall < 0.8 else ""
-    return (f"RESULT: whole extract {run['rate']:.1f} img/s on {device} ({run['precision']}, batch {run['batch']}, "
-            f"{run['workers']} workers, {run['layers']} layers) = {run['rate'] / run['bare']:.2f} x bare forward; "
-            f"limited by {why}{tail}")
+    return (
+        f"RESULT: whole extract {run['rate']:.1f} img/s on {device} ({run['precision']}, batch {run['batch']}, "
+        f"{run['workers']} workers, {run['layers']} layers) = {run['rate'] / run['bare']:.2f} x bare forward; "
+        f"limited by {why}{tail}"
+    )

@@ -4,6 +4,7 @@ Kaggle's Dogs vs. Cats train.zip holds 25,000 JPEGs in 543 MB (about 22 KB each,
 Smooth colour fields alone compress to a few KB and decode faster than photos; a mid-frequency layer brings the files
 to about 30 KB at quality 75, so decoding costs about what it costs on the real files.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,12 +29,14 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (500, 375), quali
 
 def _write_range(args: tuple[str, int, int, tuple[int, int]]) -> int:
     root, start, stop, size = args
-    return sum(write_image(Path(root) / f"{'cat' if i % 2 == 0 else 'dog'}.{i}.jpg", i, size)
-               for i in range(start, stop))
+    return sum(
+        write_image(Path(root) / f"{'cat' if i % 2 == 0 else 'dog'}.{i}.jpg", i, size) for i in range(start, stop)
+    )
 
 
-def write_images(root: Path, n: int, size: tuple[int, int] = (500, 375), processes: int | None = None,
-                 first: int = 0) -> int:
+def write_images(
+    root: Path, n: int, size: tuple[int, int] = (500, 375), processes: int | None = None, first: int = 0
+) -> int:
     """Files first .. n-1 (cat.0.jpg, dog.1.jpg, ...) into root, written by `processes` processes (default: every
     core); returns the bytes written. The same numbers and size give the same files."""
     root.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """The machine a benchmark ran on, in one line: every figure is printed under it."""
+
 from __future__ import annotations
 
 import os
@@ -32,16 +33,20 @@ def describe_cpu() -> str:
     cpu = torch.device("cpu")
     native = has_native_bf16(cpu)
     yes = {True: "yes", False: "no"}
-    return (f"cpu: {model}, {count_cores()} cores, {torch.get_num_threads()} threads, torch {torch.__version__} "
-            f"({torch.backends.cpu.get_cpu_capability()}), avx512={yes['avx512f' in flags]} "
-            f"avx512_bf16={yes['avx512_bf16' in flags]} amx={yes['amx_tile' in flags]}: bf16 "
-            f"{'native' if native else 'emulated'}, precision auto = {pick_precision('auto', cpu)}")
+    return (
+        f"cpu: {model}, {count_cores()} cores, {torch.get_num_threads()} threads, torch {torch.__version__} "
+        f"({torch.backends.cpu.get_cpu_capability()}), avx512={yes['avx512f' in flags]} "
+        f"avx512_bf16={yes['avx512_bf16' in flags]} amx={yes['amx_tile' in flags]}: bf16 "
+        f"{'native' if native else 'emulated'}, precision auto = {pick_precision('auto', cpu)}"
+    )
 
 
 def describe_gpu() -> str:
     if not torch.cuda.is_available():
         return "gpu: none (torch.cuda.is_available() is False)"
     props = torch.cuda.get_device_properties(0)
-    return (f"gpu: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}, {props.total_memory / 2**30:.0f} GiB, "
-            f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, bf16 "
-            f"{'yes' if torch.cuda.is_bf16_supported() else 'no'}, {os.cpu_count()} CPUs")
+    return (
+        f"gpu: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}, {props.total_memory / 2**30:.0f} GiB, "
+        f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, bf16 "
+        f"{'yes' if torch.cuda.is_bf16_supported() else 'no'}, {os.cpu_count()} CPUs"
+    )

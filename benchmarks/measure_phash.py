@@ -1,5 +1,5 @@
 """Measures the two radii of the dataset checks on real photos: the pHash Hamming radius of `near_duplicate` and
-the distance ratio of `similar_scene` (analysis/stats/checks.py states the figures and where they came from).
+the distance ratio of `similar_scene` (analysis/stats/dataset_issues.py states the figures and where they came from).
 
     python -m benchmarks.measure_phash [--photos ../shared/data/real-photos/PetImages] [--image-size 64]
                                        [--no-features]
@@ -16,93 +16,23 @@ shifted by 15%), each kind added alone beside the 20 photos and the 80 pictures.
 neighbours it prints the ratio of their distance to the nearer of the two images' distances to their second
 neighbour: the scene pairs' ratios against those of distinct pairs.
 """
+
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image
+
+from benchmarks.phash_images import SCENES, copy_transforms, draw_field, draw_picture, encode, make_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "real-photos" / "PetImages"
-Transform = Callable[[Image.Image], bytes]
-
-
-def encode(im: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def resized(im: Image.Image, scale: float, resample=Image.Resampling.BICUBIC) -> Image.Image:
-    return im.resize((max(8, round(im.width * scale)), max(8, round(im.height * scale))), resample)
-
-
-def cropped(im: Image.Image, left: float, top: float, right: float, bottom: float) -> Image.Image:
-    w, h = im.size
-    return im.crop((round(w * left), round(h * top), round(w * (1 - right)), round(h * (1 - bottom))))
-
-
-def copy_transforms() -> Iterator[tuple[str, str, Transform]]:
-    """(family, name, image -> the copy's file bytes): the copies a near-duplicate check must find."""
-    for s, q in itertools.product((0.5, 0.6, 0.7, 0.8, 0.9), (50, 75, 95)):
-        yield "resize + JPEG", f"{s}x q{q}", lambda im, s=s, q=q: encode(resized(im, s), quality=q)
-    for s in (1.0, 0.7):
-        yield "PNG re-save", f"{s}x PNG", lambda im, s=s: encode(resized(im, s) if s < 1 else im, "PNG")
-    for c in (0.01, 0.02, 0.03, 0.04, 0.05):
-        yield "crop", f"{c:.0%} each side", lambda im, c=c: encode(cropped(im, c, c, c, c), quality=90)
-    for side in range(4):
-        box = [0.0] * 4
-        box[side] = 0.05
-        yield "crop", f"5% off {('left', 'top', 'right', 'bottom')[side]}", \
-            lambda im, b=tuple(box): encode(cropped(im, *b), quality=90)
-    yield "grayscale", "L JPEG q75", lambda im: encode(im.convert("L"), quality=75)
-    yield "grayscale", "L PNG", lambda im: encode(im.convert("L"), "PNG")
-    yield "all at once", "crop 5%, 0.5x, gray, q50", \
-        lambda im: encode(resized(cropped(im, .05, .05, .05, .05), 0.5).convert("L"), quality=50)
-
-
-SCENES: dict[str, Callable[[Image.Image], Image.Image]] = {   # the same scene, seen again
-    "zoom 15%": lambda im: cropped(im, .15, .15, .15, .15),
-    "mirror": lambda im: ImageOps.mirror(im),
-    "turn 6 deg": lambda im: cropped(im.rotate(6, Image.Resampling.BICUBIC), .08, .08, .08, .08),
-    "shifted 15%": lambda im: cropped(im, .15, 0, 0, 0),
-}
-
-
-def draw_picture(seed: int, size: tuple[int, int] = (480, 360)) -> Image.Image:
-    """A picture that is not a photo of the set: a smooth colour field with a few shapes, different per seed."""
-    rng = np.random.default_rng(seed)
-    field = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(field)
-    w, h = size
-    for _ in range(int(rng.integers(2, 7))):
-        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
-        box = (x0, y0, x0 + int(rng.integers(30, w // 2)), y0 + int(rng.integers(30, h // 2)))
-        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
-    return field
-
-
-def make_tiles(im: Image.Image, n: int = 3) -> list[Image.Image]:
-    """The photo cut into n x n tiles that share no pixel: distinct pictures with a photo's statistics (often the
-    same fur and light), the closest distinct pairs measured."""
-    w, h = im.size
-    return [im.crop((w * i // n, h * j // n, w * (i + 1) // n, h * (j + 1) // n)) for i in range(n) for j in range(n)]
-
-
-def draw_field(seed: int, size: tuple[int, int] = (480, 360)) -> Image.Image:
-    """A picture with little detail: a 6 x 8 random colour field made smooth. pHashes of such pictures agree more
-    than photos' do (fewer shapes for the 8 x 8 coefficients to tell apart)."""
-    rng = np.random.default_rng([seed, 1])
-    return Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
 
 
 def read_photos(folder: Path) -> dict[str, bytes]:
@@ -113,6 +43,7 @@ def hash_bytes(data: bytes) -> int:
     """The extract's path: decode_image (EXIF orientation, RGB), then the hash of the whole decoded image."""
     from analysis.data.decoding import decode_image  # noqa: PLC0415
     from analysis.data.perceptual_hash import compute_phash  # noqa: PLC0415
+
     return compute_phash(decode_image(data, 10**9).image)
 
 
@@ -127,8 +58,10 @@ def summary(values) -> str:
         return "none"
     if np.all(v == np.round(v)):
         p1, p5, p50, p95, p99 = np.percentile(v, [1, 5, 50, 95, 99])
-        return (f"n {len(v)}, min {v.min():.0f}, p1 {p1:.1f}, p5 {p5:.1f}, median {p50:.1f}, p95 {p95:.1f}, "
-                f"p99 {p99:.1f}, max {v.max():.0f}")
+        return (
+            f"n {len(v)}, min {v.min():.0f}, p1 {p1:.1f}, p5 {p5:.1f}, median {p50:.1f}, p95 {p95:.1f}, "
+            f"p99 {p99:.1f}, max {v.max():.0f}"
+        )
     p5, p50, p95 = np.percentile(v, [5, 50, 95])
     return f"n {len(v)}, min {v.min():.3f}, p5 {p5:.3f}, median {p50:.3f}, p95 {p95:.3f}, max {v.max():.3f}"
 
@@ -148,10 +81,12 @@ def measure_hash(photos: dict[str, bytes], pictures: list[Image.Image]) -> tuple
     copies = [d for v in by_family.values() for d in v]
     drawn = [hash_bytes(encode(p, quality=90)) for p in pictures]
     tiles = [hash_bytes(encode(t, quality=90)) for im in decoded.values() for t in make_tiles(im)]
-    groups = {"photo-photo": list(itertools.combinations(original.values(), 2)),
-              "picture-picture": list(itertools.combinations(drawn, 2)),
-              "photo-picture": list(itertools.product(original.values(), drawn)),
-              "tile-tile": list(itertools.combinations(tiles, 2))}
+    groups = {
+        "photo-photo": list(itertools.combinations(original.values(), 2)),
+        "picture-picture": list(itertools.combinations(drawn, 2)),
+        "photo-picture": list(itertools.product(original.values(), drawn)),
+        "tile-tile": list(itertools.combinations(tiles, 2)),
+    }
     distinct = {g: [hamming(a, b) for a, b in pairs] for g, pairs in groups.items()}
     print(f"pHash Hamming distances (64 bits), {len(photos)} real photos decoded as the extract decodes them:")
     for family, d in by_family.items():
@@ -163,14 +98,18 @@ def measure_hash(photos: dict[str, bytes], pictures: list[Image.Image]) -> tuple
     every = np.array([d for v in distinct.values() for d in v])
     print(f"  distinct, all          {summary(every)}")
     names = [n for _, n, _ in copy_transforms()]
-    print("  radius r: share of copies within r (resize + JPEG, PNG, gray / crops / all at once) and distinct pairs "
-          "within r (their rate x 312 million pairs = false pairs among 25,000 images):")
+    print(
+        "  radius r: share of copies within r (resize + JPEG, PNG, gray / crops / all at once) and distinct pairs "
+        "within r (their rate x 312 million pairs = false pairs among 25,000 images):"
+    )
     for r in range(8, 20, 2):
         share = {f: np.mean(np.asarray(d) <= r) for f, d in by_family.items()}
         plain = np.mean([share[f] for f in ("resize + JPEG", "PNG re-save", "grayscale")])
         false = int((every <= r).sum())
-        print(f"    r {r:2d}: copies {plain:.3f} / {share['crop']:.3f} / {share['all at once']:.3f}; distinct "
-              f"{false} of {len(every)} ({false / len(every) * 312e6:,.0f} per 25,000 images)")
+        print(
+            f"    r {r:2d}: copies {plain:.3f} / {share['crop']:.3f} / {share['all at once']:.3f}; distinct "
+            f"{false} of {len(every)} ({false / len(every) * 312e6:,.0f} per 25,000 images)"
+        )
     crops = {n: worst[n][0] for n in names if "%" in n and "," not in n}
     print("  crops, max per size: " + ", ".join(f"{n} {d}" for n, d in crops.items()))
     return max(copies), int(every.min())
@@ -181,9 +120,9 @@ def measure_features(photos: dict[str, bytes], pictures: list[Image.Image], imag
     the ratios of the scene pairs and of the distinct mutual-neighbour pairs."""
     from analysis.config import make_config, read_config_section  # noqa: PLC0415
     from analysis.data.decoding import decode_image  # noqa: PLC0415
-    from analysis.stats.checks import read_layer_means  # noqa: PLC0415
-    from analysis.stats.pairs import compute_scene_ratios  # noqa: PLC0415
     from analysis.stats.neighbours import compute_neighbours  # noqa: PLC0415
+    from analysis.stats.pairs import compute_scene_ratios  # noqa: PLC0415
+    from analysis.store.blocks import read_layer_means  # noqa: PLC0415
     from jobs import extract  # noqa: PLC0415
     from jobs.config import ExtractConfig  # noqa: PLC0415
 
@@ -201,13 +140,29 @@ def measure_features(photos: dict[str, bytes], pictures: list[Image.Image], imag
             (data / "picture").mkdir(parents=True, exist_ok=True)
             p.save(data / "picture" / f"{n}.jpg", quality=90)
         t = time.perf_counter()
-        extract.main(make_config(ExtractConfig, {
-            **read_config_section(None, "extract"), "data": str(data), "out": str(Path(tmp) / "run"),
-            "weights": "random", "image_size": image_size, "layers": ["conv5_3"], "attribution_layers": None,
-            "device": "cpu", "precision": "fp32", "download": False, "progress": False}))
+        extract.main(
+            make_config(
+                ExtractConfig,
+                {
+                    **read_config_section(None, "extract"),
+                    "data": str(data),
+                    "out": str(Path(tmp) / "run"),
+                    "weights": "random",
+                    "image_size": image_size,
+                    "layers": ["conv5_3"],
+                    "attribution_layers": None,
+                    "device": "cpu",
+                    "precision": "fp32",
+                    "download": False,
+                    "progress": False,
+                },
+            )
+        )
         ids, x = read_layer_means(Path(tmp) / "run", "conv5_3")
-        print(f"features: extract of {len(ids)} images at {image_size} px, random weights (seed 0), conv5_3 "
-              f"channel means, in {time.perf_counter() - t:.0f} s")
+        print(
+            f"features: extract of {len(ids)} images at {image_size} px, random weights (seed 0), conv5_3 "
+            f"channel means, in {time.perf_counter() - t:.0f} s"
+        )
     ids = np.asarray([str(i) for i in ids])
     base = np.flatnonzero([i.startswith(("photo/", "picture/")) for i in ids])
     distinct_all, scene_all = [], []
@@ -219,26 +174,40 @@ def measure_features(photos: dict[str, bytes], pictures: list[Image.Image], imag
         a, b, ratio = compute_scene_ratios(graph)
         names = ids[pick]
         twin = {names[i].split("/", 1)[1] for i in range(len(pick)) if i >= len(base)}
-        is_scene = np.array([names[p].split("/", 1)[1] == names[q].split("/", 1)[1] and
-                             names[p].split("/", 1)[1] in twin for p, q in zip(a, b)], bool)
+        is_scene = np.array(
+            [
+                names[p].split("/", 1)[1] == names[q].split("/", 1)[1] and names[p].split("/", 1)[1] in twin
+                for p, q in zip(a, b)
+            ],
+            bool,
+        )
         found = int(is_scene.sum())
         scene_all += list(ratio[is_scene])
         distinct_all += list(ratio[~is_scene])
-        print(f"  {kind:12s}: {found}/{len(extra)} scene pairs are mutual nearest neighbours; their ratio "
-              f"{summary(ratio[is_scene])}; distinct mutual pairs {summary(ratio[~is_scene])}")
+        print(
+            f"  {kind:12s}: {found}/{len(extra)} scene pairs are mutual nearest neighbours; their ratio "
+            f"{summary(ratio[is_scene])}; distinct mutual pairs {summary(ratio[~is_scene])}"
+        )
     print(f"  all kinds   : scene pairs {summary(scene_all)}; distinct mutual pairs {summary(distinct_all)}")
     scenes, distinct = np.asarray(scene_all), np.asarray(distinct_all)
     for r in (0.5, 0.6, 0.7, 0.8):
-        print(f"    ratio {r}: scene pairs found {int((scenes <= r).sum())} of {len(SCENES) * len(photos)}, distinct "
-              f"pairs flagged {int((distinct <= r).sum())} of {len(distinct)}")
+        print(
+            f"    ratio {r}: scene pairs found {int((scenes <= r).sum())} of {len(SCENES) * len(photos)}, distinct "
+            f"pairs flagged {int((distinct <= r).sum())} of {len(distinct)}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.measure_phash", description=__doc__.splitlines()[0],
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.measure_phash", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     p.add_argument("--photos", type=Path, default=PHOTOS)
-    p.add_argument("--pictures", type=int, default=80, help="pictures drawn by this script: half shapes on colour "
-                   "fields, half smooth colour fields (default 80)")
+    p.add_argument(
+        "--pictures",
+        type=int,
+        default=80,
+        help="pictures drawn by this script: half shapes on colour fields, half smooth colour fields (default 80)",
+    )
     p.add_argument("--image-size", type=int, default=64, help="the network's input for the features (default 64)")
     p.add_argument("--no-features", dest="features", action="store_false", help="the hash distances only")
     args = p.parse_args(argv)
@@ -252,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     qa = read_config_section(None, "report_qa")
     radius = qa["near_duplicate_bits"]
     photos = read_photos(args.photos)
-    pictures = ([draw_picture(seed) for seed in range(args.pictures // 2)]
-                + [draw_field(seed) for seed in range(args.pictures - args.pictures // 2)])
+    pictures = [draw_picture(seed) for seed in range(args.pictures // 2)] + [
+        draw_field(seed) for seed in range(args.pictures - args.pictures // 2)
+    ]
     t = time.perf_counter()
     copies_max, distinct_min = measure_hash(photos, pictures)
-    print(f"  copies <= {copies_max} bits, distinct pairs >= {distinct_min} bits ({time.perf_counter() - t:.0f} s); "
-          f"radius in use (report_qa.near_duplicate_bits): {radius}"
-          + ("" if radius < distinct_min else "  <-- A DISTINCT PAIR IS WITHIN IT"))
+    print(
+        f"  copies <= {copies_max} bits, distinct pairs >= {distinct_min} bits ({time.perf_counter() - t:.0f} s); "
+        f"radius in use (report_qa.near_duplicate_bits): {radius}"
+        + ("" if radius < distinct_min else "  <-- A DISTINCT PAIR IS WITHIN IT")
+    )
     if args.features:
         measure_features(photos, pictures, args.image_size)
         print(f"  ratio in use (report_qa.similar_scene_ratio): {qa['similar_scene_ratio']}")

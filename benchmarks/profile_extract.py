@@ -3,16 +3,18 @@
     python -m benchmarks.profile_extract [--images 64] [--batch-size 32] [--image-size 224] [--precision fp32,bf16]
 
 The parts are the job's functions called in its order (the dataset's __getitems__ on the job's loading threads,
-with its read/digest/decode/fingerprint/preprocess methods timed inside, jobs.extract.to_device and compute_batch,
-UnitWriter), with a clock around each: load (wall; inside it read, sha256, decode, phash, preprocess to uint8,
-summed over the threads), collate, copy (pinning, the copy to the device and the normalization there), forward
-(net of the hooks), reductions (inside the hooks), attribution (the backward of each class), rows (logits, the one host copy,
-prediction rows), parquet (unit commits). Everything runs in the main process, as the job does with workers=0; on
-a GPU the clock synchronizes the device, which costs some overlap the job would have.
+with its read/digest/decode/fingerprint/preprocess methods timed inside, jobs.forward.to_device and BatchForward,
+UnitWriter), after the job's own setup (jobs.extract.prepare), with a clock around each: load (wall; inside it
+read, sha256, decode, phash, preprocess to uint8, summed over the threads), collate, copy (pinning, the copy to the
+device and the normalization there), forward (net of the hooks), reductions (inside the hooks), attribution (the
+backward of each class), rows (logits, the one host copy, prediction rows), parquet (unit commits). Everything runs
+in the main process, as the job does with workers=0; on a GPU the clock synchronizes the device, which costs some
+overlap the job would have.
 
 The machine is shared and drifts: the bare forward (model(x), no hooks) is measured before and after every
 repeat, and each part is printed as its median over the repeats with the spread (min-max).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +41,7 @@ class Clock:
     def __init__(self, device: torch.device):
         self.seconds: dict[str, float] = defaultdict(float)
         self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        self._lock = threading.Lock()   # the loading threads add to it at once
+        self._lock = threading.Lock()  # the loading threads add to it at once
 
     @contextlib.contextmanager
     def part(self, name: str, sync: bool = True):
@@ -56,12 +58,10 @@ class Clock:
 
 
 class _TimedForward:
-    """Stands in for the model or the Attributor in compute_batch: the same calls, each timed."""
+    """Stands in for the model or the Attributor in BatchForward: the same calls, each timed."""
 
     def __init__(self, inner, clock: Clock):
         self._inner, self._clock = inner, clock
-        self.layers = getattr(inner, "layers", ())
-        self.channels = getattr(inner, "channels", {})
 
     def __call__(self, x):
         with self._clock.part("forward"):
@@ -76,85 +76,101 @@ class _TimedForward:
             return self._inner.take_contributions(logits)
 
 
-def make_config(data: Path, out: Path, device: str, precision: str, batch_size: int | None, image_size: int,
-                attribution: str | None = None, weights: str = "random"):
+def make_config(
+    data: Path,
+    out: Path,
+    device: str,
+    precision: str,
+    batch_size: int | None,
+    image_size: int,
+    attribution: str | None = None,
+    weights: str = "random",
+):
     """The job's config for these settings, through its own parser (defaults from configs/default.yaml)."""
     from jobs import extract  # noqa: PLC0415
 
-    return extract.parse(["--data", str(data), "--out", str(out), "--weights", weights, "--device", device,
-                          "--precision", precision, "--image-size", str(image_size), "--no-progress"]
-                         + (["--batch-size", str(batch_size)] if batch_size else [])   # None: the config's
-                         + (["--attribution-layers", attribution] if attribution else []))
+    return extract.parse(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--weights",
+            weights,
+            "--device",
+            device,
+            "--precision",
+            precision,
+            "--image-size",
+            str(image_size),
+            "--no-progress",
+        ]
+        + (["--batch-size", str(batch_size)] if batch_size else [])  # None: the config's
+        + (["--attribution-layers", attribution] if attribution else [])
+    )
 
 
 def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float], int]:
     """({part: seconds}, images) of one pass of the job's code over cfg.data, after one warm-up batch."""
     from analysis.data.dataset import ImageDataset, collate_images  # noqa: PLC0415
-    from analysis.data.discovery import find_images  # noqa: PLC0415
-    from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
     from analysis.model.activations import ChannelReducer  # noqa: PLC0415
     from analysis.model.attribution import Attributor  # noqa: PLC0415
-    from analysis.model.vgg16 import layer_channels, load_model  # noqa: PLC0415
-    from analysis.store.writer import UnitWriter  # noqa: PLC0415
-    from jobs import cluster, extract, runtime  # noqa: PLC0415
+    from analysis.store.writer import UnitSchemas, UnitWriter  # noqa: PLC0415
+    from jobs import extract  # noqa: PLC0415
+    from jobs.forward import BatchForward, to_device  # noqa: PLC0415
 
-    device = cluster.pick_device(cfg.device)
-    precision = runtime.pick_precision(cfg.precision, device)
-    found = find_images(cfg.data)
+    job = extract.prepare(cfg)  # the job's setup: OUT, the files, the model on its device, the values' layout
+    device, pre, values, found = job.execution.device, job.preprocessing, job.values, job.found
     records = found.records[:max_images] if max_images else found.records
-    loaded = load_model(cfg.weights, classes=cfg.classes, classes_file=cfg.classes_file,
-                        class_map=cfg.imagenet_classes, download=False, seed=cfg.seed)
-    model = loaded.model.to(device, memory_format=torch.channels_last).requires_grad_(False)
-    all_channels = layer_channels(model)
-    channels = {n: all_channels[n] for n in cfg.layers}
-    attributed = extract.make_attributed(cfg.attribution_layers, loaded.classes, all_channels)
-    pre = make_preprocessing(cfg.preprocess, cfg.image_size)
+    model = job.model.requires_grad_(False)
+    attributed = values.attribution is not None
     clock = Clock(device)
 
     def timed(part: str, fn, sync: bool = True):
         def run(*args):
             with clock.part(part, sync):
                 return fn(*args)
+
         return run
 
-    class TimedReducer(ChannelReducer):   # every hook the reducer installs, on the maps and on the pools
+    class TimedReducer(ChannelReducer):  # every hook the reducer installs, on the maps and on the pools
         def _make_hook(self, name):
             return timed("reductions", super()._make_hook(name))
 
         def _make_pool_hook(self, name):
             return timed("reductions", super()._make_pool_hook(name))
 
-    class TimedDataset(ImageDataset):   # the dataset's own steps, each in its part of the clock (no device sync)
+    class TimedDataset(ImageDataset):  # the dataset's own steps, each in its part of the clock (no device sync)
         read = timed("read", ImageDataset.read, sync=False)
         digest = timed("sha256", ImageDataset.digest, sync=False)
         fingerprint = timed("phash", ImageDataset.fingerprint, sync=False)
         decode = timed("decode", ImageDataset.decode, sync=False)
         preprocess = timed("preprocess", ImageDataset.preprocess, sync=False)
 
-    dataset = TimedDataset(records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root,
-                           threads=extract.load_threads(0))   # the job's loading with workers=0
+    dataset = TimedDataset(
+        records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root, threads=extract.load_threads(0)
+    )  # the job's loading with workers=0
 
     batches = [range(s, min(len(records), s + cfg.batch_size)) for s in range(0, len(records), cfg.batch_size)]
-    out = Path(cfg.out)
-    writer = UnitWriter(out, loaded.classes, loaded.head == "imagenet", channels, cfg.unit_size, {},
-                        attribution={(c, l): n for c, l, n in extract.iter_attributed(attributed)})
+    schemas = UnitSchemas.make(job.loaded.classes, job.loaded.head == "imagenet", values, {})
+    writer = UnitWriter(job.out, values, schemas, cfg.unit_size)
     grad_mode = torch.no_grad() if attributed else torch.inference_mode()
-    att = Attributor(model, cfg.attribution_layers) if attributed else contextlib.nullcontext()
-    with grad_mode, TimedReducer(model, cfg.layers) as reducer, att as a:
+    att = Attributor(model, values.attribution.layers) if attributed else contextlib.nullcontext()
+    with grad_mode, TimedReducer(model, list(values.channels)) as reducer, att as a:
         forward = _TimedForward(a if attributed else model, clock)
-        for k, indices in enumerate([batches[0]] + batches):   # the first batch warms up and is not counted
+        compute = BatchForward(dataclasses.replace(job, model=forward), reducer, forward if attributed else None)
+        for k, indices in enumerate([batches[0]] + batches):  # the first batch warms up and is not counted
             with clock.part("load"):
                 items = dataset.__getitems__(list(indices))
             with clock.part("collate"):
                 batch = collate_images(items)
             with clock.part("copy"):
                 images = batch.images.pin_memory() if device.type == "cuda" else batch.images
-                batch = dataclasses.replace(batch, images=extract.to_device(images, pre, device))
+                batch = dataclasses.replace(batch, images=to_device(images, pre, device))
             t = clock.seconds.copy()
             with clock.part("rows"):
-                acts, rows = extract.compute_batch(forward, reducer, forward if attributed else None, batch, loaded,
-                                                   records, channels, device, precision)
-            # rows: compute_batch less the forward (whose clock holds the reductions) and the attribution
+                acts, rows = compute(batch)
+            # rows: BatchForward less the forward (whose clock holds the reductions) and the attribution
             inside = sum(clock.seconds[p] - t.get(p, 0.0) for p in ("forward", "attribution"))
             clock.seconds["rows"] -= inside
             if k == 0:
@@ -181,15 +197,21 @@ def print_breakdown(title: str, runs: list[dict[str, float]], n: int, bare: list
         if p == "load":
             for step in STEPS:
                 m = statistics.median(per[step])
-                print(f"    {step:10s} {m:9.2f} ({min(per[step]):.2f}-{max(per[step]):.2f})  summed over the "
-                      "loading threads")
+                print(
+                    f"    {step:10s} {m:9.2f} ({min(per[step]):.2f}-{max(per[step]):.2f})  summed over the "
+                    "loading threads"
+                )
     print(f"  {'total':12s} {statistics.median(total):9.2f} ({min(total):.2f}-{max(total):.2f})")
-    print(f"  bare forward {statistics.median(bare_ms):9.2f} ({min(bare_ms):.2f}-{max(bare_ms):.2f})  "
-          f"model(x) alone, no hooks, measured before and after each repeat")
+    print(
+        f"  bare forward {statistics.median(bare_ms):9.2f} ({min(bare_ms):.2f}-{max(bare_ms):.2f})  "
+        f"model(x) alone, no hooks, measured before and after each repeat"
+    )
     outside = statistics.median(total) - statistics.median(per["forward"])
-    print(f"  bare forward / profiled total {statistics.median(bare_ms) / statistics.median(total):6.3f}   "
-          f"everything but the forward: {outside:.2f} ms/img, hooks' reductions "
-          f"{statistics.median(per['reductions']) / statistics.median(bare_ms):.1%} of the bare forward")
+    print(
+        f"  bare forward / profiled total {statistics.median(bare_ms) / statistics.median(total):6.3f}   "
+        f"everything but the forward: {outside:.2f} ms/img, hooks' reductions "
+        f"{statistics.median(per['reductions']) / statistics.median(bare_ms):.1%} of the bare forward"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
-    p.add_argument("--emulated-bf16-size", type=int, default=96,
-                   help="image size of the bf16 breakdown where bf16 is emulated (about 15x slower than fp32)")
+    p.add_argument(
+        "--emulated-bf16-size",
+        type=int,
+        default=96,
+        help="image size of the bf16 breakdown where bf16 is emulated (about 15x slower than fp32)",
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--attribution", default=None, help="--attribution-layers of the job (default: the config's)")
     args = p.parse_args(argv)
@@ -219,14 +245,20 @@ def main(argv: list[str] | None = None) -> int:
             runs, bare = [], []
             for r in range(args.repeats):
                 bare.append(bare_forward(args.batch_size, size, precision, 1, True))
-                cfg = make_config(data, Path(tmp) / f"out-{precision}-{r}", "cpu", precision, args.batch_size, size,
-                                  args.attribution)
+                cfg = make_config(
+                    data, Path(tmp) / f"out-{precision}-{r}", "cpu", precision, args.batch_size, size, args.attribution
+                )
                 parts, n = profile_parts(cfg)
                 runs.append(parts)
                 bare.append(bare_forward(args.batch_size, size, precision, 1, True))
             note = "" if precision != "bf16" or native else " (bf16 EMULATED on this CPU: for information only)"
-            print_breakdown(f"{precision} batch {args.batch_size} size {size}, attribution "
-                            f"{','.join(cfg.attribution_layers) or 'none'}{note}", runs, n, bare)
+            print_breakdown(
+                f"{precision} batch {args.batch_size} size {size}, attribution "
+                f"{','.join(cfg.attribution_layers) or 'none'}{note}",
+                runs,
+                n,
+                bare,
+            )
     return 0
 
 

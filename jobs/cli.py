@@ -1,4 +1,5 @@
 """Command-line plumbing shared by the jobs: config resolution and one-line failures."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,22 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="a YAML file with the same sections as configs/default.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="set any config key of this job (value read as YAML); repeatable")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key of this job (value read as YAML); repeatable",
+    )
 
 
-def resolve_config(cls: type, section: str, args: argparse.Namespace, flags: Mapping[str, Any],
-                   nested: Mapping[str, str] | None = None):
+def resolve_config(
+    cls: type, section: str, args: argparse.Namespace, flags: Mapping[str, Any], nested: Mapping[str, str] | None = None
+):
     """Defaults <- --config file <- explicit flags (those not None) <- --set key=value.
 
-    nested: {field: other section} -- the field takes that whole section (report's `qa`: report_qa), and
+    nested: {field: other section} -- the field takes that whole section (report's `dataset_issues`: report_qa), and
     `--set other_section.key=value` sets a key of it."""
     values = read_config_section(args.config, section)
     for field, other in (nested or {}).items():
@@ -48,8 +56,10 @@ def resolve_config(cls: type, section: str, args: argparse.Namespace, flags: Map
             values[sections[head]] = {**values[sections[head]], rest: value}
             continue
         if key not in names:
-            raise ConfigError(f"--set {key}: unknown config key; valid keys: {', '.join(sorted(names))}"
-                              + "".join(f", {other}.KEY" for other in sections))
+            raise ConfigError(
+                f"--set {key}: unknown config key; valid keys: {', '.join(sorted(names))}"
+                + "".join(f", {other}.KEY" for other in sections)
+            )
         values[key] = value
     return make_config(cls, values)
 
@@ -60,8 +70,10 @@ def check_utf8_path(what: str, path) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ConfigError(f"{what} '{make_display(text)}': the path holds bytes that are not UTF-8, and Parquet "
-                          "readers cannot open such a path; choose one without them") from None
+        raise ConfigError(
+            f"{what} '{make_display(text)}': the path holds bytes that are not UTF-8, and Parquet "
+            "readers cannot open such a path; choose one without them"
+        ) from None
 
 
 def parse_int(flag: str, text: str) -> int:
@@ -74,8 +86,12 @@ def parse_int(flag: str, text: str) -> int:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "unusable input", reported in one line rather than a traceback."""
     errors: list[type[BaseException]] = [ConfigError]
-    for module, name in (("analysis.data.discovery", "DataError"), ("analysis.model.vgg16", "WeightsError"),
-                         ("analysis.data.decoding", "DecodeError"), ("analysis.store.tables", "WriteError")):
+    for module, name in (
+        ("analysis.data.discovery", "DataError"),
+        ("analysis.model.vgg16", "WeightsError"),
+        ("analysis.data.decoding", "DecodeError"),
+        ("analysis.store.tables", "WriteError"),
+    ):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -83,8 +99,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def run_main(parse: Callable[[list[str] | None], Any], main: Callable[[Any], int], prog: str,
-             argv: list[str] | None = None) -> int:
+def run_main(
+    parse: Callable[[list[str] | None], Any], main: Callable[[Any], int], prog: str, argv: list[str] | None = None
+) -> int:
     """parse(argv) -> cfg; main(cfg) -> exit code. Unusable input exits 2 with one line on stderr."""
     errors = user_errors()
     try:

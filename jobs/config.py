@@ -1,15 +1,30 @@
 """The jobs' configs: one frozen dataclass per job, with no defaults (they live in configs/default.yaml), each
 checked on creation by analysis.config's validators. Only the jobs know them; the library takes plain values.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Mapping
 
-from analysis.config import (LAYER_NAMES, PRECISIONS, PREPROCESS_NAMES, check_bool, check_choice, check_colormap,
-                             check_device, check_fraction, check_int, check_optional_str, make_config,
-                             normalize_class_map, normalize_classes, normalize_layers, normalize_optional_layers,
-                             reject)
+from analysis.config import (
+    LAYER_NAMES,
+    PRECISIONS,
+    PREPROCESS_NAMES,
+    check_bool,
+    check_choice,
+    check_colormap,
+    check_device,
+    check_fraction,
+    check_int,
+    check_optional_str,
+    make_config,
+    normalize_class_map,
+    normalize_classes,
+    normalize_layers,
+    normalize_optional_layers,
+    reject,
+)
 from analysis.store.shards import parse_shard
 from analysis.walkthrough.convolution import KERNEL_NAMES
 
@@ -17,6 +32,7 @@ from analysis.walkthrough.convolution import KERNEL_NAMES
 @dataclasses.dataclass(frozen=True)
 class ModelKeys:
     """The keys that choose the model, its weights and its preprocessing: the same in extract and inspect."""
+
     weights: str
     classes: tuple[str, ...] | None
     classes_file: str | None
@@ -65,8 +81,9 @@ class ExtractConfig(ModelKeys):
         check_optional_str("out", self.out)
         check_optional_str("labels", self.labels)
         super().__post_init__()
-        object.__setattr__(self, "attribution_layers",
-                           normalize_optional_layers("attribution_layers", self.attribution_layers))
+        object.__setattr__(
+            self, "attribution_layers", normalize_optional_layers("attribution_layers", self.attribution_layers)
+        )
         check_int("batch_size", self.batch_size, 1)
         if self.workers != "auto":
             check_int("workers", self.workers, 0, 256)
@@ -80,8 +97,10 @@ class ExtractConfig(ModelKeys):
 
 
 @dataclasses.dataclass(frozen=True)
-class QAConfig:
-    """The report's dataset checks (section report_qa): duplicates, likely label errors, outliers."""
+class DatasetIssuesConfig:
+    """The report's dataset checks (section report_qa, table dataset_issues.parquet): duplicates, likely label
+    errors, outliers."""
+
     enabled: bool
     layer: str
     near_duplicate_bits: int
@@ -103,13 +122,18 @@ class QAConfig:
         check_int("report_qa.memory_mb", self.memory_mb, 1)
         check_int("report_qa.shown", self.shown, 0, 1000)
 
+    @property
+    def memory_bytes(self) -> int:
+        """memory_mb in bytes: what the library takes."""
+        return self.memory_mb << 20
+
 
 @dataclasses.dataclass(frozen=True)
 class ReportConfig:
     run: str | None
     out: str | None
-    labels: str | None     # a labels CSV read at report time instead of the run's labels
-    layers: tuple[str, ...] | str   # "auto": picked from what the run recorded (jobs/report.py)
+    labels: str | None  # a labels CSV read at report time instead of the run's labels
+    layers: tuple[str, ...] | str  # "auto": picked from what the run recorded (jobs/report.py)
     top_channels: int
     top_images: int
     mistakes: int
@@ -123,13 +147,13 @@ class ReportConfig:
     stats_memory_mb: int
     note: str | None
     progress: bool
-    qa: QAConfig       # from the report_qa section; a mapping of it is checked and made a QAConfig
+    dataset_issues: DatasetIssuesConfig  # the report_qa section; a mapping of it is checked and made the config
 
     def __post_init__(self):
-        if isinstance(self.qa, Mapping):
-            object.__setattr__(self, "qa", make_config(QAConfig, self.qa))
-        elif not isinstance(self.qa, QAConfig):
-            reject("qa", self.qa, "the report_qa section (a mapping)")
+        if isinstance(self.dataset_issues, Mapping):
+            object.__setattr__(self, "dataset_issues", make_config(DatasetIssuesConfig, self.dataset_issues))
+        elif not isinstance(self.dataset_issues, DatasetIssuesConfig):
+            reject("dataset_issues", self.dataset_issues, "the report_qa section (a mapping)")
         check_optional_str("run", self.run)
         check_optional_str("out", self.out)
         check_optional_str("labels", self.labels)
@@ -142,7 +166,7 @@ class ReportConfig:
         check_colormap("colormap", self.colormap)
         check_fraction("alpha", self.alpha)
         check_int("thumbnail", self.thumbnail, 16, 1024)
-        t = self.image_thumbnails   # a sprite cell's size; sheets of 256 cells, so small
+        t = self.image_thumbnails  # a sprite cell's size; sheets of 256 cells, so small
         if isinstance(t, bool) or not isinstance(t, int) or not (t == 0 or 8 <= t <= 128):
             reject("image_thumbnails", t, "0 (off) or an integer from 8 to 128")
         check_device("device", self.device)
@@ -150,6 +174,11 @@ class ReportConfig:
         check_int("stats_memory_mb", self.stats_memory_mb, 1)
         check_optional_str("note", self.note)
         check_bool("progress", self.progress)
+
+    @property
+    def stats_memory_bytes(self) -> int:
+        """stats_memory_mb in bytes: what the library takes."""
+        return self.stats_memory_mb << 20
 
 
 @dataclasses.dataclass(frozen=True)

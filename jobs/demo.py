@@ -1,4 +1,4 @@
-"""Demo: draw a small labeled set of SYNTHETIC cat and dog pictures, run extract and report on it, say where the page is.
+"""Demo: draw a small labeled set of SYNTHETIC cat and dog pictures, extract and report on it, say where the page is.
 
     python -m jobs.demo [--out runs/demo] [--images-per-class N] [--weights auto|imagenet|random]
 
@@ -6,6 +6,7 @@ The pictures are cartoons drawn here (no download): a cat is an orange face with
 a brown face with drooping ears. The ImageNet weights are used when they are already in the torch hub cache;
 otherwise the run uses random weights and the page says in a banner that its results mean nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,14 +17,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from analysis.config import make_config, read_config_section
-from jobs.config import DemoConfig, ExtractConfig, ReportConfig
 from analysis.model.vgg16 import imagenet_weights_path
 from analysis.store.contract import INDEX_HTML, REPORT_DIR
 from jobs import cli, extract, report, runtime
+from jobs.config import DemoConfig, ExtractConfig, ReportConfig
 
 log = logging.getLogger("cnn_blackbox")
-NOTE = ("SYNTHETIC DEMO DATA: the images are cartoons drawn by `make demo` (orange faces with pointed ears named "
-        "cat.N.png, brown faces with drooping ears named dog.N.png), not photographs.")
+NOTE = (
+    "SYNTHETIC DEMO DATA: the images are cartoons drawn by `make demo` (orange faces with pointed ears named "
+    "cat.N.png, brown faces with drooping ears named dog.N.png), not photographs."
+)
 
 
 def main(cfg: DemoConfig, config_file: str | None = None) -> int:
@@ -36,16 +39,34 @@ def main(cfg: DemoConfig, config_file: str | None = None) -> int:
     log.info("demo: %d synthetic images in %s; weights %s", 2 * cfg.images_per_class, data, weights)
 
     # 2. Extract, exactly as `make analyze` would run it.
-    extract_cfg = make_config(ExtractConfig, {
-        **read_config_section(config_file, "extract"), "data": str(data), "out": str(run), "weights": weights,
-        "image_size": cfg.image_size, "device": cfg.device, "download": False, "overwrite": True,
-        "progress": False})
+    extract_cfg = make_config(
+        ExtractConfig,
+        {
+            **read_config_section(config_file, "extract"),
+            "data": str(data),
+            "out": str(run),
+            "weights": weights,
+            "image_size": cfg.image_size,
+            "device": cfg.device,
+            "download": False,
+            "overwrite": True,
+            "progress": False,
+        },
+    )
     extract.main(extract_cfg)
 
     # 3. The report, with a banner that says the data is synthetic.
-    report_cfg = make_config(ReportConfig, {
-        **read_config_section(config_file, "report"), "qa": read_config_section(config_file, "report_qa"),
-        "run": str(run), "device": cfg.device, "note": NOTE, "progress": False})
+    report_cfg = make_config(
+        ReportConfig,
+        {
+            **read_config_section(config_file, "report"),
+            "dataset_issues": read_config_section(config_file, "report_qa"),
+            "run": str(run),
+            "device": cfg.device,
+            "note": NOTE,
+            "progress": False,
+        },
+    )
     report.main(report_cfg)
     log.info("demo done: open %s", (run / REPORT_DIR / INDEX_HTML).resolve())
     return 0
@@ -57,8 +78,11 @@ def pick_weights(choice: str) -> str:
         return choice
     if imagenet_weights_path().is_file():
         return "imagenet"
-    log.warning("ImageNet weights are not cached at %s: the demo uses RANDOM weights (its results mean nothing); "
-                "run `make analyze` once on a connected machine to cache them", imagenet_weights_path())
+    log.warning(
+        "ImageNet weights are not cached at %s: the demo uses RANDOM weights (its results mean nothing); "
+        "run `make analyze` once on a connected machine to cache them",
+        imagenet_weights_path(),
+    )
     return "random"
 
 
@@ -80,9 +104,10 @@ def write_synthetic_images(folder: Path, per_class: int, size: int = 256, seed: 
         if kind == "cat":
             fur = (int(rng.integers(200, 250)), int(rng.integers(110, 160)), int(rng.integers(20, 60)))
             for side in (-1, 1):  # pointed ears
-                draw.polygon([(cx + side * r, cy - r // 3), (cx + side * r // 3, cy - r), (cx + side * r,
-                                                                                           cy - 3 * r // 2)],
-                             fill=fur)
+                draw.polygon(
+                    [(cx + side * r, cy - r // 3), (cx + side * r // 3, cy - r), (cx + side * r, cy - 3 * r // 2)],
+                    fill=fur,
+                )
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fur)
             for k in (-1, 0, 1):  # stripes
                 draw.line([(cx + k * r // 3, cy - r), (cx + k * r // 4, cy - r // 3)], fill=(90, 50, 10), width=4)
@@ -93,7 +118,9 @@ def write_synthetic_images(folder: Path, per_class: int, size: int = 256, seed: 
                 draw.ellipse([cx + side * r - r // 3, cy - r // 2, cx + side * r + r // 3, cy + r], fill=(70, 40, 20))
             draw.ellipse([cx - r // 4, cy + r // 4, cx + r // 4, cy + r // 2], fill=(20, 20, 20))  # nose
         for side in (-1, 1):  # eyes
-            draw.ellipse([cx + side * r // 2 - 5, cy - r // 4 - 5, cx + side * r // 2 + 5, cy - r // 4 + 5], fill=(0, 0, 0))
+            draw.ellipse(
+                [cx + side * r // 2 - 5, cy - r // 4 - 5, cx + side * r // 2 + 5, cy - r // 4 + 5], fill=(0, 0, 0)
+            )
         path = folder / f"{kind}.{i}.png"
         im.save(path)
         paths.append(path)
@@ -108,8 +135,7 @@ def parse(argv: list[str] | None = None) -> tuple[DemoConfig, str | None]:
     p.add_argument("--weights", help="auto (imagenet when cached, else random) | imagenet | random")
     cli.add_config_args(p)
     args = p.parse_args(argv)
-    flags = dict(out=args.out, images_per_class=args.images_per_class, image_size=args.image_size,
-                 weights=args.weights)
+    flags = dict(out=args.out, images_per_class=args.images_per_class, image_size=args.image_size, weights=args.weights)
     return cli.resolve_config(DemoConfig, "demo", args, flags), args.config
 
 

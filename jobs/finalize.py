@@ -6,6 +6,7 @@ The extract job does this itself in whichever shard finishes last; this command 
 killed after its last unit, or to check a run by hand. The counts come from every unit's manifest (summed over all
 shards), checked against the Parquet parts on disk, never from one process's counters.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from analysis.store import contract, layout, tables
-from analysis.store import manifest
 from analysis.config import ConfigError
+from analysis.stats.summary import compute_accuracy
+from analysis.store import contract, layout, manifest
 from analysis.store.crashpoints import crash_point
-from jobs import cli, outputs, runtime
+from analysis.store.run import read_finished_run
+from jobs import cli, run_metadata, runtime
 
 log = logging.getLogger("cnn_blackbox")
 
@@ -30,22 +32,26 @@ def finalize_run(out: str | os.PathLike) -> tuple[dict, bool]:
     """(run.json's contents, whether this call wrote it). IncompleteRunError when a unit is missing."""
     out = Path(out)
     if (out / contract.RUN_JSON).is_file():
-        return tables.read_run_json(out), False
+        return dict(read_finished_run(out, strict=False).meta), False
     run = manifest.read_run_manifest(out)
     if run is None:
-        raise manifest.IncompleteRunError(f"run {str(out)!r}: no {manifest.MANIFEST_JSON}; RUN must be the OUT of "
-                                          "an extract run")
-    units = manifest.read_unit_manifests(out, run["identity_sha256"])
-    missing = [k for k in range(run["n_units"]) if k not in units]
+        raise manifest.IncompleteRunError(
+            f"run {str(out)!r}: no {manifest.MANIFEST_JSON}; RUN must be the OUT of an extract run"
+        )
+    missing = manifest.find_missing_units(out, run)
     if missing:
-        raise manifest.IncompleteRunError(f"run {str(out)!r}: {len(missing)} of {run['n_units']} units missing; "
-                                          f"{manifest.describe_missing(missing, run['shards'])}; rerun them (the same command resumes)")
+        raise manifest.IncompleteRunError(
+            f"run {str(out)!r}: {len(missing)} of {run['n_units']} units missing; "
+            f"{manifest.describe_missing(missing, run['shards'])}; rerun them (the same "
+            "command resumes)"
+        )
+    units = manifest.read_unit_manifests(out, run["identity_sha256"])  # all there: their parts and counts
     check_parts(out, run, units)
     crash_point("before-finalize")
     summary = make_summary(run, units)
     if manifest.write_json_exclusive(summary, out / contract.RUN_JSON):
         return summary, True
-    return tables.read_run_json(out), False  # another shard finished at the same moment
+    return dict(read_finished_run(out, strict=False).meta), False  # another shard finished at the same moment
 
 
 def check_parts(out: Path, run: dict, units: dict[int, dict]) -> None:
@@ -54,13 +60,14 @@ def check_parts(out: Path, run: dict, units: dict[int, dict]) -> None:
     listed: dict[Path, set[str]] = {}
     meta = run["meta"]
     for k, u in sorted(units.items()):
-        expected = layout.list_unit_parts(meta["layers"], meta.get("attribution"), k)
+        expected = layout.list_unit_parts(layout.ValueLayout.from_meta(meta), k)
         lacking = [p for p in expected if p not in u["parts"]]
         if lacking:
             raise manifest.IncompleteRunError(
                 f"run {str(out)!r}: unit {k} has no part in {len(lacking)} of the run's tables "
                 f"({', '.join(lacking[:3])}{' ...' if len(lacking) > 3 else ''}); delete "
-                f"{manifest.unit_manifest_path(out, k)} and rerun its shard to redo the unit")
+                f"{manifest.unit_manifest_path(out, k)} and rerun its shard to redo the unit"
+            )
         for rel in u["parts"]:
             folder = (out / rel).parent
             if folder not in listed:
@@ -68,15 +75,18 @@ def check_parts(out: Path, run: dict, units: dict[int, dict]) -> None:
             if Path(rel).name not in listed[folder]:
                 raise manifest.IncompleteRunError(
                     f"run {str(out)!r}: unit {k} names {rel}, which is missing; delete "
-                    f"{manifest.unit_manifest_path(out, k)} and rerun its shard to redo the unit")
+                    f"{manifest.unit_manifest_path(out, k)} and rerun its shard to redo the unit"
+                )
         rows = pq.ParquetFile(out / contract.PREDICTIONS / contract.part_name(k)).metadata.num_rows
         if rows != u["counts"]["files"]:
             raise manifest.IncompleteRunError(
-                f"run {str(out)!r}: unit {k}: predictions part has {rows} rows, its manifest {u['counts']['files']}")
+                f"run {str(out)!r}: unit {k}: predictions part has {rows} rows, its manifest {u['counts']['files']}"
+            )
     files = sum(u["counts"]["files"] for u in units.values())
     if files != run["n_images"]:
-        raise manifest.IncompleteRunError(f"run {str(out)!r}: units hold {files} files, the run found "
-                                          f"{run['n_images']}")
+        raise manifest.IncompleteRunError(
+            f"run {str(out)!r}: units hold {files} files, the run found {run['n_images']}"
+        )
 
 
 def make_summary(run: dict, units: dict[int, dict]) -> dict:
@@ -92,28 +102,43 @@ def make_summary(run: dict, units: dict[int, dict]) -> dict:
         "device": devices[0] if len(devices) == 1 else ", ".join(devices),
         "complete": True,
         "finished": manifest.now(),
-        "counts": {"found": run["n_images"], "ok": c["ok"], "error": c["error"],
-                   "errors_by_reason": c["errors_by_reason"],
-                   "skipped": sum(d["skipped"].values()), "skipped_by_reason": d["skipped"],
-                   "skipped_examples": d["skipped_examples"],
-                   "labeled": c["labeled"], "correct": c["correct"],
-                   "accuracy": c["correct"] / c["labeled"] if c["labeled"] else None},
+        "counts": {
+            "found": run["n_images"],
+            "ok": c["ok"],
+            "error": c["error"],
+            "errors_by_reason": c["errors_by_reason"],
+            "skipped": sum(d["skipped"].values()),
+            "skipped_by_reason": d["skipped"],
+            "skipped_examples": d["skipped_examples"],
+            "labeled": c["labeled"],
+            "correct": c["correct"],
+            "accuracy": compute_accuracy(c["correct"], c["labeled"]),
+        },
         # seconds: wall time from the run's creation (resumes included); extract_seconds: time spent on units,
         # summed over every process; images_per_s: per process, over that time.
-        "timings": {"seconds": round(wall, 3), "extract_seconds": round(busy, 3),
-                    "images_per_s": round(run["n_images"] / busy, 3) if busy > 0 else None},
-        "tables": {"units": run["n_units"], "unit_size": run["unit_size"],
-                   "files": sum(len(u["parts"]) for u in units.values())},
-        "shards": {"count": run["shards"],
-                   "processes": [{"host": h, "shard": s, "device": dev, "units": n}
-                                 for (h, s, dev), n in sorted(processes.items())]},
+        "timings": {
+            "seconds": round(wall, 3),
+            "extract_seconds": round(busy, 3),
+            "images_per_s": round(run["n_images"] / busy, 3) if busy > 0 else None,
+        },
+        "tables": {
+            "units": run["n_units"],
+            "unit_size": run["unit_size"],
+            "files": sum(len(u["parts"]) for u in units.values()),
+        },
+        "shards": {
+            "count": run["shards"],
+            "processes": [
+                {"host": h, "shard": s, "device": dev, "units": n} for (h, s, dev), n in sorted(processes.items())
+            ],
+        },
     }
 
 
 def main(out: str) -> int:
     summary, wrote = finalize_run(out)
     if wrote:
-        outputs.log_summary(Path(out), summary)
+        run_metadata.log_summary(Path(out), summary)
     else:
         log.info("%s was already complete (%s)", out, summary.get("finished"))
     return 0
@@ -124,8 +149,10 @@ def parse(argv: list[str] | None = None) -> str:
     p.add_argument("--run", help="the OUT of an extract run")
     args = p.parse_args(argv)
     if not args.run:
-        raise ConfigError("run: RUN is required: pass --run runs/<name>, the OUT of a sharded extract run (make "
-                          "finalize RUN=runs/<name>)")
+        raise ConfigError(
+            "run: RUN is required: pass --run runs/<name>, the OUT of a sharded extract run (make "
+            "finalize RUN=runs/<name>)"
+        )
     return args.run
 
 

@@ -6,6 +6,7 @@
 Writes OUT/inspect/<image name>-<8 hex digits of its path's sha256>/index.html (one folder per image file, so that
 2.jpg of Cat/ and 2.jpg of Dog/ keep a page each) with its PNG figures and inspect.json (every number shown).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,21 +21,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from analysis.store import tables
 from analysis.config import ConfigError, read_config_section
-from jobs.config import InspectConfig
-from analysis.walkthrough.convolution import compute_convolution, make_kernel
+from analysis.data.decoding import Decoded, DecodeError, decode_image
 from analysis.data.names import make_display
-from analysis.data.decoding import DecodeError, Decoded, decode_image
+from analysis.data.preprocessing import make_preprocessing
+from analysis.data.sources import ImageRecord, SourceError, read_bytes
 from analysis.model.attribution import GRADCAM_LAYER, Attributor
+from analysis.model.choice import load_chosen_model
 from analysis.model.featuremaps import FeatureMapRecorder
 from analysis.model.heads import compute_class_logits
+from analysis.stats.run_channels import compare_with_run, describe_mismatch
+from analysis.store import tables
+from analysis.store.run import DATASET_RUN, read_finished_run
+from analysis.walkthrough.convolution import compute_convolution, make_kernel
 from analysis.walkthrough.inspection import compute_answer, summarize_layer
-from analysis.model.vgg16 import load_model
-from analysis.data.preprocessing import make_preprocessing
-from analysis.stats.run_channels import compare_with_run, describe_mismatch, read_run_meta
-from analysis.data.sources import ImageRecord, SourceError, read_bytes
 from jobs import cli, runtime
+from jobs.config import InspectConfig
+from reports.inspect import maps as inspect_maps
 from reports.inspect import page as inspect_page
 from reports.inspect.html import Page, render_page
 
@@ -48,32 +51,32 @@ def main(cfg: InspectConfig) -> int:
     page_dir = Path(cfg.out or "runs") / "inspect" / make_page_name(cfg.image)
     if cfg.run:
         cli.check_utf8_path("RUN", cfg.run)
-    run_meta = read_run_meta(cfg.run) if cfg.run else None  # a wrong RUN fails before any work
+    # A wrong RUN fails before any work. Its run.json as it is: the page says per layer what it cannot compare.
+    run = read_finished_run(cfg.run, strict=False, what=DATASET_RUN) if cfg.run else None
 
     # 1. The image as read (orientation fixed), and as the network sees it (resized, center-cropped).
     decoded = read_image(cfg.image, cfg.max_file_bytes, cfg.max_image_pixels)
     preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
-    view = np.asarray(preprocessing.view(decoded.image))                        # (N, N, 3) uint8
+    view = np.asarray(preprocessing.view(decoded.image))  # (N, N, 3) uint8
 
     # 2. One convolution on its own, on that crop.
     kernel = make_kernel(cfg.kernel, cfg.kernel_seed)
-    conv = compute_convolution(view, kernel)                                     # (3, N, N)
+    conv = compute_convolution(view, kernel)  # (3, N, N)
 
     # 3. VGG16's answer, recording the chosen layers' feature maps on the way. One image on the CPU in fp32: moving
     # the 0.5 GB model to a GPU would cost more than this forward, and fp32 keeps the numbers shown exact.
-    loaded = load_model(cfg.weights, classes=cfg.classes, classes_file=cfg.classes_file,
-                        class_map=cfg.imagenet_classes, download=cfg.download, seed=cfg.seed)
+    loaded = load_chosen_model(cfg, download=cfg.download)
     if loaded.random:
         log.warning("RANDOM WEIGHTS (seed %d): the answer and the channels mean nothing", cfg.seed)
-    x = preprocessing.transform(decoded.image)[None]                             # (1, 3, N, N)
+    x = preprocessing.transform(decoded.image)[None]  # (1, 3, N, N)
     attributed = list(dict.fromkeys([*cfg.layers, GRADCAM_LAYER]))
     model = loaded.model.requires_grad_(False)
     with torch.no_grad(), FeatureMapRecorder(model, cfg.layers) as recorder, Attributor(model, attributed) as att:
-        raw = att.forward(x)                                                     # (1, 1000 or K)
-        maps = recorder.take()                                                   # layer -> (1, C, h, w)
+        raw = att.forward(x)  # (1, 1000 or K)
+        maps = recorder.take()  # layer -> (1, C, h, w)
         with torch.enable_grad():
-            logits = compute_class_logits(raw.float(), loaded)                   # (1, K), in the graph
-        contrib, cams = att.take_both(logits)                    # layer -> (1, K, C), layer -> (1, K, h, w)
+            logits = compute_class_logits(raw.float(), loaded)  # (1, K), in the graph
+        contrib, cams = att.take_both(logits)  # layer -> (1, K, C), layer -> (1, K, h, w)
     answer = compute_answer(raw.detach(), loaded)
     gradcams = {cls: cams[GRADCAM_LAYER][0, k].numpy() for k, cls in enumerate(answer.classes)}
 
@@ -83,31 +86,45 @@ def main(cfg: InspectConfig) -> int:
 
     # 6. With a dataset run: the channels it ranked most selective for the predicted class, and this image among it.
     predicted = answer.classes[answer.pred]
-    comparisons = [compare_with_run(cfg.run, run_meta, lm.layer, lm.means, predicted, cfg.run_channels)
-                   for lm in layers] if run_meta else []
+    comparisons = (
+        [compare_with_run(run, lm.layer, lm.means, predicted, cfg.run_channels) for lm in layers] if run else []
+    )
 
     # The page: its figures, its numbers, and index.html last, so that it only ever references files that exist.
-    name = make_display(Path(cfg.image).name)   # a name that is not UTF-8 is shown with \xHH escapes
-    page = inspect_page.start_page(name, make_display(cfg.image), loaded, preprocessing.describe()["steps"],
-                                   cfg.layers)
-    inspect_page.add_image_section(page, np.asarray(fit_within(decoded, inspect_page.SHOWN_MAX_SIDE)),
-                                   decoded.width, decoded.height, decoded.format, view,
-                                   preprocessing.describe()["steps"])
+    name = make_display(Path(cfg.image).name)  # a name that is not UTF-8 is shown with \xHH escapes
+    page = inspect_page.start_page(name, make_display(cfg.image), loaded, preprocessing.describe()["steps"], cfg.layers)
+    inspect_page.add_image_section(
+        page,
+        np.asarray(fit_within(decoded, inspect_page.SHOWN_MAX_SIDE)),
+        decoded.width,
+        decoded.height,
+        decoded.format,
+        view,
+        preprocessing.describe()["steps"],
+    )
     inspect_page.add_conv_section(page, kernel, conv)
     inspect_page.add_answer_section(page, answer)
+    backdrop = inspect_maps.Backdrop(view, cfg.colormap, cfg.alpha)
     for lm in layers:
-        inspect_page.add_layer_section(page, lm, view, cfg.grid_channels, cfg.colormap, cfg.alpha,
-                                       answer.classes[answer.pred])
-    inspect_page.add_gradcam_section(page, gradcams, view, cfg.colormap, cfg.alpha, answer)
-    if run_meta:
-        notes = describe_mismatch(run_meta, loaded.weights_id, preprocessing.describe())
-        inspect_page.add_run_section(page, make_display(cfg.run), notes, comparisons,
-                                     {lm.layer: lm for lm in layers}, view, cfg.colormap, cfg.alpha)
-    inspect_page.add_numbers_section(page, inspect_page.make_numbers(name, answer, layers, kernel, conv,
-                                                                     comparisons, page.facts))
+        inspect_maps.add_layer_section(page, lm, backdrop, cfg.grid_channels, answer.classes[answer.pred])
+    inspect_maps.add_gradcam_section(page, gradcams, backdrop, answer)
+    if run:
+        notes = describe_mismatch(run.meta, loaded.weights_id, preprocessing.describe())
+        inspect_maps.add_run_section(
+            page, make_display(cfg.run), notes, comparisons, {lm.layer: lm for lm in layers}, backdrop
+        )
+    inspect_page.add_numbers_section(
+        page, inspect_page.make_numbers(name, answer, layers, kernel, conv, comparisons, page.facts)
+    )
     write_page(page_dir, page)
-    log.info("%s: %s (%.3f); page written in %.1f s: %s", name, predicted, float(answer.probs[answer.pred]),
-             time.perf_counter() - t0, make_display((page_dir / "index.html").resolve()))
+    log.info(
+        "%s: %s (%.3f); page written in %.1f s: %s",
+        name,
+        predicted,
+        float(answer.probs[answer.pred]),
+        time.perf_counter() - t0,
+        make_display((page_dir / "index.html").resolve()),
+    )
     return 0
 
 
@@ -144,8 +161,9 @@ def fit_within(decoded: Decoded, side: int):
     if max(image.size) <= side:
         return image
     scale = side / max(image.size)
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                        Image.Resampling.LANCZOS)
+    return image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
+    )
 
 
 def write_page(page_dir: Path, page: Page) -> None:
@@ -169,16 +187,30 @@ def parse(argv: list[str] | None = None) -> InspectConfig:
     p.add_argument("--preprocess", help="imagenet | classification-pytorch")
     p.add_argument("--image-size", type=int, help="crop size the network sees (resize scales with it)")
     p.add_argument("--layers", help="all, or comma-separated layer names (conv1_1 ... conv5_3)")
-    p.add_argument("--kernel", help="the single-convolution demo's kernel: random | edge | sobel | blur | sharpen "
-                                    "| identity")
+    p.add_argument(
+        "--kernel", help="the single-convolution demo's kernel: random | edge | sobel | blur | sharpen | identity"
+    )
     cli.add_config_args(p)
     args = p.parse_args(argv)
     own = read_config_section(args.config, "inspect")
-    shared = {k: v for k, v in read_config_section(args.config, "extract").items()
-              if k in SHARED_WITH_EXTRACT and k not in own}
-    flags = dict(shared, image=args.image, out=args.out, run=args.run, weights=args.weights, classes=args.classes,
-                 classes_file=args.classes_file, preprocess=args.preprocess, image_size=args.image_size,
-                 layers=args.layers, kernel=args.kernel)
+    shared = {
+        k: v
+        for k, v in read_config_section(args.config, "extract").items()
+        if k in SHARED_WITH_EXTRACT and k not in own
+    }
+    flags = dict(
+        shared,
+        image=args.image,
+        out=args.out,
+        run=args.run,
+        weights=args.weights,
+        classes=args.classes,
+        classes_file=args.classes_file,
+        preprocess=args.preprocess,
+        image_size=args.image_size,
+        layers=args.layers,
+        kernel=args.kernel,
+    )
     cfg = cli.resolve_config(InspectConfig, "inspect", args, flags)
     if not cfg.image:
         raise ConfigError("image: no image given; pass --image PATH (make inspect IMAGE=PATH)")

@@ -1,11 +1,12 @@
 """Report: rank channels per class, show their top-activating images with overlays, write the HTML summary.
 
-    python -m jobs.report --run OUT [--out DIR] [--labels CSV] [--layers conv5_3,conv4_3] [--config YAML]
-                          [--set key=value]
+python -m jobs.report --run OUT [--out DIR] [--labels CSV] [--layers conv5_3,conv4_3] [--config YAML]
+                      [--set key=value]
 """
+
 from __future__ import annotations
 
-
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -15,103 +16,140 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from analysis.store import contract, tables
-from analysis.store import manifest
-from analysis.data.labels import match_labels, read_labels_csv
-from analysis.stats import cards, checks, drivers, embedding, histograms, relabel
-from analysis.stats import selectivity as statistics
-from analysis.stats import topk
 from analysis.config import LAYER_NAMES, ConfigError
-from jobs.config import ReportConfig
+from analysis.data.labels import match_labels, read_labels_csv
+from analysis.stats import cards, dataset_issues, drivers, embedding, histograms, relabel, selectivity, topk
+from analysis.stats.groups import Groups, make_groups
+from analysis.stats.summary import PredictionSummary, compute_prediction_summary
+from analysis.store import blocks, contract, tables
+from analysis.store.run import FinishedRun, read_finished_run
 from jobs import cli, report_pictures, runtime
-from reports.run import checks as qa_section
+from jobs.config import DatasetIssuesConfig, ReportConfig
+from reports.run.dataset_issues import list_worst, make_dataset_issues_section
 from reports.run.explorer import make_explorer
 from reports.run.html import render_page
-from reports.run.page import Overlays, make_context
+from reports.run.inputs import Overlays, ReportInputs
+from reports.run.page import make_context
 
 log = logging.getLogger("cnn_blackbox")
 
 
 def main(cfg: ReportConfig) -> int:
     t0 = time.perf_counter()
-    run, meta = Path(cfg.run), read_finished_run(cfg.run)
+    cli.check_utf8_path("RUN", cfg.run)
+    finished = read_finished_run(cfg.run)  # an unfinished (sharded) run is refused, naming the shards still missing
+    run, meta = finished.path, finished.meta
     out = tables.report_dir(run, cfg.out)
     cli.check_utf8_path("--out", out)
     layers = check_layers(cfg.layers, meta)
-    if cfg.qa.enabled:
-        pick_qa_layer(cfg.qa, meta)   # refused at start, not after the statistics
+    if cfg.dataset_issues.enabled:
+        pick_dataset_issues_layer(cfg.dataset_issues, meta)  # refused at start, not after the statistics
     classes = tuple(meta["classes"])
 
     # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class. The labels are
     #    settled first (the run's, or a CSV's given to the report): every later stage reads this frame's.
     predictions, labels = read_labels(cfg.labels, tables.read_predictions(run, classes), meta)
-    groups = statistics.make_groups(predictions, classes)
+    groups = make_groups(predictions, classes)
     log.info("statistics over %d images grouped by %s, %d layers", len(groups.code), groups.by, len(meta["layers"]))
     threads = runtime.count_cores()
-    stats = pd.concat([statistics.compute_channel_stats(run, {layer: channels}, groups, cfg.stats_memory_mb, threads)
-                       for layer, channels in tqdm(meta["layers"].items(), desc="statistics", unit="layer",
-                                                   disable=not cfg.progress, file=sys.stderr)], ignore_index=True)
+    stats = pd.concat(
+        [
+            selectivity.compute_channel_stats(run, {layer: channels}, groups, cfg.stats_memory_bytes, threads)
+            for layer, channels in tqdm(
+                meta["layers"].items(), desc="statistics", unit="layer", disable=not cfg.progress, file=sys.stderr
+            )
+        ],
+        ignore_index=True,
+    )
     # ... and the drivers: channels ranked by their contribution to each class logit, where the run attributed.
-    stats = drivers.add_drivers(stats, drivers.compute_drivers(run, meta.get("attribution"), groups,
-                                                               drivers.make_pred_groups(predictions, classes)))
+    stats = drivers.add_drivers(
+        stats,
+        drivers.compute_drivers(
+            run, meta.get("attribution"), groups, make_groups(predictions, classes, contract.GROUP_PRED)
+        ),
+    )
     tables.write_table(stats, contract.CHANNEL_STATS_SCHEMA, out / contract.CHANNEL_STATS, {"labels": labels})
 
     # 2. Top-activating images of the most selective channels, and the most confident mistakes.
     mistakes = topk.find_mistakes(predictions, groups, cfg.mistakes)
-    examples = topk.compute_top_examples(run, layers, stats, groups, predictions, mistakes, cfg.top_channels,
-                                         cfg.top_images)
+    examples = topk.compute_top_examples(
+        run, layers, stats, groups, predictions, mistakes, topk.Shown(cfg.top_channels, cfg.top_images)
+    )
     tables.write_table(examples, contract.TOP_EXAMPLES_SCHEMA, out / contract.TOP_EXAMPLES, {"labels": labels})
 
     # 3. Dataset checks: exact and near duplicates (files, pixels), similar scenes, likely label errors, outliers.
-    dataset_checks = run_checks(cfg.qa, run, predictions, classes, out, labels)
-    worst = qa_section.list_worst(dataset_checks.issues, cfg.qa.shown) if dataset_checks else []
+    issues = write_dataset_issues(cfg.dataset_issues, finished, predictions, out, labels)
+    worst = list_worst(issues.issues, cfg.dataset_issues.shown) if issues else []
 
     # 4. Overlays: the model re-run on the shown images only (and the checks' worst cases, for their thumbnails),
     #    their means checked against the Parquet.
-    overlays = report_pictures.draw_overlays(cfg, run, meta, examples, out, worst) if cfg.overlays else Overlays(
-        {}, {}, {}, [], 0, "Overlays are off (report.overlays: false).")
+    overlays = (
+        report_pictures.draw_overlays(cfg, finished, examples, out, worst)
+        if cfg.overlays
+        else Overlays.empty("Overlays are off (report.overlays: false).")
+    )
 
-    # 5. Figures, then the page.
-    figs = report_pictures.write_figures(out, meta, predictions, groups, stats, layers, cfg.top_channels)
-    wrong = drivers.compute_mistake_drivers(run, meta.get("attribution"),
-                                            examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE])
-    hists = histograms.compute_histograms(run, meta["layers"], groups, cfg.stats_memory_mb << 20)
-    explorer = make_explorer_data(cfg, run, out, meta, predictions, groups, stats, examples, layers, overlays)
-    context = make_context(meta, run, out, predictions, groups.by, stats, examples, overlays, figs, layers,
-                           cfg.top_channels, cfg.note, time.perf_counter() - t0, wrong, hists, explorer,
-                           qa_section.make_checks_section(dataset_checks, overlays.views, cfg.qa.shown), labels)
-    tables.write_bytes_atomic(render_page(context).encode("utf-8"), out / contract.INDEX_HTML)
+    # 5. Figures, the map and every image's card, then the page.
+    summary = compute_prediction_summary(predictions, classes, groups.by)
+    figs = report_pictures.write_figures(out, meta, predictions, summary, stats, layers, cfg.top_channels)
+    wrong = drivers.compute_mistake_drivers(
+        run, meta.get("attribution"), examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]
+    )
+    hists = histograms.compute_histograms(run, meta["layers"], groups, cfg.stats_memory_bytes)
+    explorer = make_explorer_data(
+        cfg, finished, out, Frames(predictions, groups, summary, stats, examples), layers, overlays
+    )
+    inputs = ReportInputs(
+        meta=meta,
+        run=run,
+        out=out,
+        summary=summary,
+        stats=stats,
+        examples=examples,
+        overlays=overlays,
+        figures=figs,
+        layers=layers,
+        top_channels=cfg.top_channels,
+        note=cfg.note,
+        seconds=time.perf_counter() - t0,
+        mistake_drivers=wrong,
+        histograms=hists,
+        explorer=explorer,
+        dataset_issues=make_dataset_issues_section(issues, overlays.views, cfg.dataset_issues.shown),
+        labels=labels,
+    )
+    tables.write_bytes_atomic(render_page(make_context(inputs)).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
 
 
-def make_explorer_data(cfg: ReportConfig, run: Path, out: Path, meta: dict, predictions, groups, stats, examples,
-                       layers, overlays) -> dict | None:
-    """The dataset map (PCA of the deepest report layer) and every image's card, for the page."""
-    pca = embedding.compute_pca_map(run, layers[0])
+@dataclasses.dataclass(frozen=True, eq=False)
+class Frames:
+    """The report's frames in memory: the predictions with this report's labels, their grouping and summary, the
+    channel statistics (channel_stats) and the shown images (top_examples)."""
+
+    predictions: pd.DataFrame
+    groups: Groups
+    summary: PredictionSummary
+    stats: pd.DataFrame
+    examples: pd.DataFrame
+
+
+def make_explorer_data(
+    cfg: ReportConfig, run: FinishedRun, out: Path, frames: Frames, layers: list[str], overlays: Overlays
+) -> dict | None:
+    """The dataset map (PCA of the deepest report layer) and every image's card, for the page; writes the
+    thumbnails' sprite sheets."""
+    pca = embedding.compute_pca_map(run.path, layers[0])
     if not len(pca.image_ids):
         return None
-    tops = {layer: cards.compute_top_channels(run, layer, stats, groups) for layer in layers}
-    sprites = report_pictures.write_thumbnails(cfg, run, out, [str(i) for i in pca.image_ids]) if cfg.image_thumbnails else None
-    return make_explorer(predictions, tuple(meta["classes"]), groups.by, pca, tops, overlays.views, sprites,
-                         overlays.tiles, examples)
-
-
-
-
-def read_finished_run(run: str) -> dict:
-    cli.check_utf8_path("RUN", run)
-    manifest.check_complete(run)  # an unfinished (sharded) run is refused, naming the shards still missing
-    try:
-        meta = tables.read_run_json(run)
-    except FileNotFoundError:
-        raise ConfigError(f"run {run!r}: no {contract.RUN_JSON} there; RUN must be a finished extract output "
-                          "(its run.json is written last)") from None
-    except ValueError as e:
-        raise ConfigError(f"run {run!r}: {contract.RUN_JSON} cannot be read ({e})") from None
-    if not meta.get("layers") or not meta.get("classes"):
-        raise ConfigError(f"run {run!r}: {contract.RUN_JSON} names no layers or no classes")
-    return meta
+    tops = {layer: cards.compute_top_channels(run.path, layer, frames.stats, frames.groups) for layer in layers}
+    sprites = (
+        report_pictures.write_thumbnails(cfg, run, out, [str(i) for i in pca.image_ids])
+        if cfg.image_thumbnails
+        else None
+    )
+    return make_explorer(frames.predictions, frames.summary, pca, tops, overlays, frames.examples, sprites)
 
 
 def read_labels(csv: str | None, predictions: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, dict]:
@@ -127,10 +165,19 @@ def read_labels(csv: str | None, predictions: pd.DataFrame, meta: dict) -> tuple
         predictions, changed = relabel.relabel_predictions(predictions, matched, classes)
         with open(csv, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
-        record = {"source": "report", "csv": csv, "sha256": digest, "ids": len(given), "matched": len(matched),
-                  "changed": changed, "unmatched": unmatched[:relabel.SHOWN], "unmatched_count": len(unmatched)}
-        log.info("labels from %s: %d of its %d ids match an image; %d labels changed", csv, len(matched),
-                 len(given), changed)
+        record = {
+            "source": "report",
+            "csv": csv,
+            "sha256": digest,
+            "ids": len(given),
+            "matched": len(matched),
+            "changed": changed,
+            "unmatched": unmatched[: relabel.SHOWN],
+            "unmatched_count": len(unmatched),
+        }
+        log.info(
+            "labels from %s: %d of its %d ids match an image; %d labels changed", csv, len(matched), len(given), changed
+        )
         if unmatched:
             log.warning("%s", relabel.describe_unmatched(csv, unmatched))
     record["outside_classes"] = relabel.count_outside_classes(predictions, classes)
@@ -139,32 +186,49 @@ def read_labels(csv: str | None, predictions: pd.DataFrame, meta: dict) -> tuple
     return predictions, record
 
 
-def run_checks(qa, run: Path, predictions: pd.DataFrame, classes, out: Path,
-               labels: dict | None = None) -> checks.Checks | None:
+def write_dataset_issues(
+    qa: DatasetIssuesConfig, run: FinishedRun, predictions: pd.DataFrame, out: Path, labels: dict | None = None
+) -> dataset_issues.DatasetIssues | None:
     """OUT/report/dataset_issues.parquet, its method and figures in the file's metadata; None when off."""
-    (out / contract.DATASET_ISSUES).unlink(missing_ok=True)   # never an earlier report's table beside this page
+    (out / contract.DATASET_ISSUES).unlink(missing_ok=True)  # never an earlier report's table beside this page
     if not qa.enabled:
         return None
     t0 = time.perf_counter()
-    run_meta = tables.read_run_json(run)
-    refused = checks.refuse_without_phash(predictions, run, (run_meta.get("data") or {}).get("path"))
-    if refused:   # a run extracted before the pHash: one line here and on the page, no table
+    refused = dataset_issues.refuse_without_phash(predictions, run.path, (run.meta.get("data") or {}).get("path"))
+    if refused:  # a run extracted before the pHash: one line here and on the page, no table
         log.warning("%s", refused.refused)
         return refused
-    layer = pick_qa_layer(qa, run_meta)
-    ids, x = checks.read_layer_means(run, layer)
-    settings = checks.Settings(qa.near_duplicate_bits, qa.similar_scene_ratio, qa.neighbours,
-                               qa.exact_max_images, qa.approx_dims, qa.memory_mb << 20)
-    found = checks.compute_checks(ids, x, predictions.set_index(contract.IMAGE_ID), classes, settings)
-    found.meta.update(layer=layer, seconds=round(time.perf_counter() - t0, 2), library=checks.library_versions(),
-                      labels=labels)
+    layer = pick_dataset_issues_layer(qa, run.meta)
+    ids, x = blocks.read_layer_means(run.path, layer)
+    settings = dataset_issues.Settings(
+        qa.near_duplicate_bits,
+        qa.similar_scene_ratio,
+        qa.neighbours,
+        qa.exact_max_images,
+        qa.approx_dims,
+        qa.memory_bytes,
+    )
+    found = dataset_issues.compute_dataset_issues(
+        ids, x, predictions.set_index(contract.IMAGE_ID), tuple(run.meta["classes"]), settings
+    )
+    found.meta.update(
+        layer=layer,
+        seconds=round(time.perf_counter() - t0, 2),
+        library=dataset_issues.library_versions(),
+        labels=labels,
+    )
     tables.write_table(found.issues, contract.DATASET_ISSUES_SCHEMA, out / contract.DATASET_ISSUES, found.meta)
-    log.info("dataset checks over %d images in %.1f s (%s): %s", len(ids), found.meta["seconds"],
-             found.meta["search"], ", ".join(f"{v} {k}" for k, v in found.meta["counts"].items()))
+    log.info(
+        "dataset checks over %d images in %.1f s (%s): %s",
+        len(ids),
+        found.meta["seconds"],
+        found.meta["search"],
+        ", ".join(f"{v} {k}" for k, v in found.meta["counts"].items()),
+    )
     return found
 
 
-def pick_qa_layer(qa, meta: dict) -> str:
+def pick_dataset_issues_layer(qa: DatasetIssuesConfig, meta: dict) -> str:
     """The dataset checks' layer: report_qa.layer, recorded by the run; "auto": the deepest the run recorded."""
     layer = check_layers("auto", meta)[0] if qa.layer == "auto" else qa.layer
     check_layers((layer,), meta, "report_qa.layer")
@@ -175,38 +239,50 @@ def check_layers(layers: tuple[str, ...] | str, meta: dict, key: str = "layers")
     """The report's layers, deepest first: as configured, all of them recorded by the run; or "auto": the deepest
     recorded layer of each of the run's two deepest blocks (conv5_3, conv4_3 when it recorded every layer)."""
     if layers == "auto":
-        deepest = {name.split("_")[0]: name for name in LAYER_NAMES if name in meta["layers"]}   # block -> layer
+        deepest = {name.split("_")[0]: name for name in LAYER_NAMES if name in meta["layers"]}  # block -> layer
         return sorted(deepest.values(), reverse=True)[:2]
     missing = [name for name in layers if name not in meta["layers"]]
     if missing:
-        raise ConfigError(f"{key}: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}; "
-                          "choose among those" + (" or leave --layers out (auto)" if key == "layers" else ""))
+        raise ConfigError(
+            f"{key}: {missing[0]!r} was not recorded by this run; it has {', '.join(meta['layers'])}; "
+            "choose among those" + (" or leave --layers out (auto)" if key == "layers" else "")
+        )
     return sorted(layers, reverse=True)  # the deepest first: conv5_3 before conv4_3
-
-
-
-
 
 
 def parse(argv: list[str] | None = None) -> ReportConfig:
     p = cli.ArgumentParser(prog="python -m jobs.report", description=__doc__.splitlines()[0])
     p.add_argument("--run", help="a finished extract output folder (the OUT holding run.json)")
     p.add_argument("--out", help="where the page goes (default RUN/report)")
-    p.add_argument("--labels", help="a CSV of image_id,label: labels for this report instead of the run's (no "
-                                    "extract again; images it does not name keep the run's label)")
-    p.add_argument("--layers", help="comma-separated layers with galleries, each recorded by the run (default "
-                   "auto: conv5_3,conv4_3 or the deepest the run recorded)")
+    p.add_argument(
+        "--labels",
+        help="a CSV of image_id,label: labels for this report instead of the run's (no "
+        "extract again; images it does not name keep the run's label)",
+    )
+    p.add_argument(
+        "--layers",
+        help="comma-separated layers with galleries, each recorded by the run (default "
+        "auto: conv5_3,conv4_3 or the deepest the run recorded)",
+    )
     p.add_argument("--device", help="device for the overlays: auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     cli.add_config_args(p)
     args = p.parse_args(argv)
-    flags = dict(run=args.run or None, out=args.out, labels=args.labels, layers=args.layers, device=args.device,
-                 overlays=args.overlays, progress=args.progress)
-    cfg = cli.resolve_config(ReportConfig, "report", args, flags, nested={"qa": "report_qa"})
+    flags = dict(
+        run=args.run or None,
+        out=args.out,
+        labels=args.labels,
+        layers=args.layers,
+        device=args.device,
+        overlays=args.overlays,
+        progress=args.progress,
+    )
+    cfg = cli.resolve_config(ReportConfig, "report", args, flags, nested={"dataset_issues": "report_qa"})
     if not cfg.run:
-        raise ConfigError("run: RUN is required: pass --run runs/<name>, the OUT of an extract run (make report "
-                          "RUN=runs/<name>)")
+        raise ConfigError(
+            "run: RUN is required: pass --run runs/<name>, the OUT of an extract run (make report RUN=runs/<name>)"
+        )
     return cfg
 
 

@@ -1,10 +1,12 @@
 """Process-level choices that only entry points make: device, precision, workers, logging, allocator."""
+
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -31,8 +33,48 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How this process runs the model: run.json records it (of these, only the precision changes a value)."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    workers: int  # DataLoader worker processes
+
+
 def pick_device(name: str) -> torch.device:
-    """`auto` is cuda, then mps, then cpu; a named device that is not available fails with what is."""
+    """`auto` is cuda, then mps, then cpu; a named device that is not available fails with what is.
+
+    Under torchrun (LOCAL_RANK) `auto` and `cuda` take GPU LOCAL_RANK: one process per GPU. With more processes on
+    the node than GPUs, `auto` runs them on the CPU (and `cuda` shares the GPUs), and CPU processes share the node's
+    cores. A CUDA device always comes back with its index (cuda:N): torch.cuda.set_device refuses a bare `cuda`."""
+    local_rank, local_world = os.environ.get("LOCAL_RANK"), os.environ.get("LOCAL_WORLD_SIZE")
+    if local_rank is None or name not in ("auto", "cuda") or not torch.cuda.is_available():
+        device = _check_device(name)
+    else:
+        gpus, rank = torch.cuda.device_count(), int(local_rank)
+        enough = int(local_world or gpus) <= gpus
+        if enough or name == "cuda":
+            device = torch.device(f"cuda:{rank % gpus}")
+        else:
+            log.warning(
+                "%s processes on this node but %d GPUs: running on the CPU (pass --device cuda to share the GPUs)",
+                local_world,
+                gpus,
+            )
+            device = torch.device("cpu")
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    if device.type == "cpu" and count_local_processes() > 1:
+        # torchrun sets OMP_NUM_THREADS=1; CPU processes on one node share its cores instead.
+        torch.set_num_threads(max(1, count_cores() // count_local_processes()))
+    return device
+
+
+def _check_device(name: str) -> torch.device:
+    """The device `name` names (`auto`: the best there is), or one line listing those available."""
     available = ["cpu"]
     if torch.cuda.is_available():
         available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -52,8 +94,10 @@ def has_native_bf16(device: torch.device) -> bool:
         return torch.cuda.get_device_properties(device).major >= 8
     if device.type == "cpu":
         cpu = torch.cpu
-        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+        return bool(
+            getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+            or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        )
     return False
 
 
@@ -71,14 +115,20 @@ def count_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def pick_workers(workers: int | str, device: torch.device, processes: int = 1) -> int:
-    """DataLoader workers of one of `processes` processes sharing this machine's cores (torchrun's
-    LOCAL_WORLD_SIZE). On a CPU run the forward's threads already use every core, and a worker decoding beside
-    them makes one of them a straggler in every convolution: on 2 cores, 0 workers measured faster than 1 (9.4 vs
-    9.0 img/s at 224 px). Many cores have room for a worker; a GPU run needs several to stay fed, leaving a core to
-    the process that drives the GPU."""
+def count_local_processes() -> int:
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE), 1 without a launcher."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+
+
+def pick_workers(workers: int | str, device: torch.device, processes: int | None = None) -> int:
+    """DataLoader workers of one of `processes` processes sharing this machine's cores (None: torchrun's
+    LOCAL_WORLD_SIZE, 1 without a launcher). On a CPU run the forward's threads already use every core, and a
+    worker decoding beside them makes one of them a straggler in every convolution: on 2 cores, 0 workers measured
+    faster than 1 (9.4 vs 9.0 img/s at 224 px). Many cores have room for a worker; a GPU run needs several to stay
+    fed, leaving a core to the process that drives the GPU."""
     if workers != "auto":
         return int(workers)
+    processes = count_local_processes() if processes is None else processes
     cores = max(1, count_cores() // max(1, processes))
     if device.type == "cpu":
         return 0 if cores <= 4 else min(4, cores // 8 or 1)
@@ -91,7 +141,7 @@ def use_exact_fp32(device: torch.device, precision: str) -> None:
     if device.type != "cuda" or precision != "fp32":
         return
     conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):   # the newer API; mixing it with the old one fails
+    if conv is not None and hasattr(conv, "fp32_precision"):  # the newer API; mixing it with the old one fails
         conv.fp32_precision = "ieee"
         torch.backends.cuda.matmul.fp32_precision = "ieee"
     else:

@@ -1,4 +1,5 @@
 """Pictures to bytes, for files the pages carry: figures and images as PNG, overlay tiles as JPEG."""
+
 from __future__ import annotations
 
 import io

@@ -4,6 +4,7 @@ Both pages (the dataset report and the one-image walkthrough) use these, so that
 report's Jinja2 templates escape text and attributes by autoescape (markupsafe: the same five characters as `text`,
 as numeric references) and take `url` and `script_json` as filters (`jinja_filters`).
 """
+
 from __future__ import annotations
 
 import html
@@ -27,7 +28,7 @@ def url(path: str) -> str:
     """A relative path for src/href: no scheme (javascript:, http:, data:), no absolute path; percent-encoded."""
     if _SCHEME.match(path) or path.startswith(("/", "\\")):
         raise ValueError(f"only relative paths may be referenced by the page, got {path!r}")
-    return text(quote(os.fsencode(path), safe="/"))   # the real bytes of a folder name that is not UTF-8
+    return text(quote(os.fsencode(path), safe="/"))  # the real bytes of a folder name that is not UTF-8
 
 
 def script_json(obj: Any) -> str:

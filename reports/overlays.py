@@ -4,6 +4,7 @@ Used by the inspect page and the report stage alike. A map is upsampled bilinear
 from (the crop the network saw, so pixels line up), coloured with a matplotlib colormap between a caller-chosen
 vmin and vmax (so that several tiles of one channel share a scale and a weak response looks weak), then blended.
 """
+
 from __future__ import annotations
 
 import matplotlib
@@ -55,8 +56,9 @@ def blend(image: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def make_overlay(image: np.ndarray, fmap: np.ndarray, vmin: float, vmax: float, cmap: str = "jet",
-                 alpha: float = 0.5) -> np.ndarray:
+def make_overlay(
+    image: np.ndarray, fmap: np.ndarray, vmin: float, vmax: float, cmap: str = "jet", alpha: float = 0.5
+) -> np.ndarray:
     """A channel's (h, w) map over the (H, W, 3) uint8 image it was computed from -> (H, W, 3) uint8."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -68,6 +70,7 @@ def make_overlay(image: np.ndarray, fmap: np.ndarray, vmin: float, vmax: float, 
 def make_css_gradient(cmap: str, stops: int = 11) -> str:
     """The colormap as a CSS linear-gradient, left (vmin) to right (vmax): a page's colour bar."""
     colours = (np.asarray(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, stops)))[:, :3] * 255).round()
-    parts = [f"#{int(r):02x}{int(g):02x}{int(b):02x} {100 * i / (stops - 1):.0f}%" for i, (r, g, b) in
-             enumerate(colours)]
+    parts = [
+        f"#{int(r):02x}{int(g):02x}{int(b):02x} {100 * i / (stops - 1):.0f}%" for i, (r, g, b) in enumerate(colours)
+    ]
     return f"linear-gradient(to right, {', '.join(parts)})"

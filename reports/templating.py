@@ -1,5 +1,6 @@
 """The Jinja2 environment of both pages: autoescape on, an undefined name an error, the escaping filters of
 reports/escape.py, and templates whose line breaks are layout of the source only."""
+
 from __future__ import annotations
 
 import re

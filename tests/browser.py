@@ -1,6 +1,7 @@
 """A real headless Chromium for the page tests (Debian's, installed by .ci/run; opened through Playwright by
 benchmarks/browser.py, which the page benchmark uses too), and an HTML parser that collects what a browser would see:
 tags with their attributes, text, and script bodies."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,10 @@ import pytest
 from PIL import Image
 
 from benchmarks.browser import CHROMIUM, open_in_playwright  # noqa: F401  (the page tests' one way to open a page)
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                    reason=f"{CHROMIUM} missing (.ci/run installs chromium)")
+
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing (.ci/run installs chromium)"
+)
 
 
 class Collector(HTMLParser):
@@ -52,11 +55,28 @@ def render_in_chromium(page: Path, tmp_path: Path) -> tuple[list[str], np.ndarra
     shot = tmp_path / "shot.png"
     try:
         result = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--enable-logging=stderr", "--v=0", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1200,1600", f"--screenshot={shot}", probe.resolve().as_uri()],
-            capture_output=True, text=True, timeout=120)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--hide-scrollbars",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--window-size=1200,1600",
+                f"--screenshot={shot}",
+                probe.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         probe.unlink()
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
@@ -66,9 +86,25 @@ def render_in_chromium(page: Path, tmp_path: Path) -> tuple[list[str], np.ndarra
 def dump_dom(page: Path, tmp_path: Path, fragment: str = "") -> tuple[str, list[str]]:
     """The page's DOM after its scripts ran (opened at `#fragment`), and its console lines."""
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile-dom'}",
-         "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri() + fragment],
-        capture_output=True, text=True, timeout=120)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={tmp_path / 'profile-dom'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.resolve().as_uri() + fragment,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.stdout, [line for line in result.stderr.splitlines() if ":CONSOLE" in line]

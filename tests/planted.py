@@ -4,6 +4,7 @@ Class folders (labels from the folder): the 20 photos, then byte-identical copie
 copies filed under the wrong class (each beside two correctly filed twins, so its neighbours outvote it) and a
 few pictures of a third kind (line drawings traced from photos). `Planted` says which file is which.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,10 +19,10 @@ REAL_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ph
 @dataclasses.dataclass
 class Planted:
     originals: list[str] = dataclasses.field(default_factory=list)
-    exact: list[tuple[str, str]] = dataclasses.field(default_factory=list)      # (original, byte-identical copy)
-    near: list[tuple[str, str]] = dataclasses.field(default_factory=list)       # (original, resized re-encoded)
+    exact: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (original, byte-identical copy)
+    near: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (original, resized re-encoded)
     swapped: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (original, twin, mislabelled)
-    odd: list[str] = dataclasses.field(default_factory=list)                    # a third kind of picture
+    odd: list[str] = dataclasses.field(default_factory=list)  # a third kind of picture
 
 
 def make_copy(data: bytes, scale: float, quality: int) -> bytes:

@@ -1,5 +1,6 @@
 """Channel contributions (gradient x activation) and Grad-CAM: exact invariants on stored tables, captum as an
 independent reference, and what the run identity and `none` do."""
+
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,8 @@ from analysis.data.preprocessing import make_preprocessing
 from analysis.model.attribution import Attributor
 from analysis.model.heads import compute_class_logits
 from analysis.model.vgg16 import load_model, make_vgg16, relu_modules
-from tests.test_extract import make_flat, run
+from tests.helpers import make_flat
+from tests.small_runs import run
 
 LAYERS = ["conv3_3", "conv4_3", "conv5_3"]
 
@@ -35,12 +37,26 @@ def read_contributions(out, cls, layer) -> pd.DataFrame:
     return pd.read_parquet(out / "attributions" / cls / layer).set_index("image_id")
 
 
+@pytest.mark.slow
 def test_contributions_sum_to_the_logit_when_the_network_is_homogeneous(tmp_path):
     data = make_flat(tmp_path / "train", 5)
     ckpt = zero_bias_checkpoint(tmp_path / "vgg.pth")
     out = tmp_path / "out"
-    assert run(data, out, "--weights", str(ckpt), "--classes", "cat,dog", "--layers", "conv5_3",
-               "--attribution-layers", ",".join(LAYERS)) == 0
+    assert (
+        run(
+            data,
+            out,
+            "--weights",
+            str(ckpt),
+            "--classes",
+            "cat,dog",
+            "--layers",
+            "conv5_3",
+            "--attribution-layers",
+            ",".join(LAYERS),
+        )
+        == 0
+    )
     preds = pd.read_parquet(out / "predictions").set_index("image_id")
     for cls in ("cat", "dog"):
         logits = preds[f"logit_{cls}"].to_numpy(np.float64)
@@ -48,16 +64,27 @@ def test_contributions_sum_to_the_logit_when_the_network_is_homogeneous(tmp_path
         for layer in LAYERS:
             contrib = read_contributions(out, cls, layer).loc[preds.index]
             assert contrib.shape[1] == {"conv3_3": 256}.get(layer, 512)
-            np.testing.assert_allclose(contrib.to_numpy(np.float64).sum(axis=1), logits, rtol=1e-4,
-                                       atol=1e-5 * np.abs(logits).max(), err_msg=f"{cls} {layer}")
+            np.testing.assert_allclose(
+                contrib.to_numpy(np.float64).sum(axis=1),
+                logits,
+                rtol=1e-4,
+                atol=1e-5 * np.abs(logits).max(),
+                err_msg=f"{cls} {layer}",
+            )
     meta = json.loads((out / "run.json").read_text())
     assert meta["attribution"]["layers"] == LAYERS and meta["attribution"]["classes"] == ["cat", "dog"]
 
 
 def _captum_reference(out, data, layer):
     """captum's LayerGradientXActivation over the same images, on a copy of the model with out-of-place ReLUs."""
-    loaded = load_model("random", classes=None, classes_file=None, class_map=(("cat", 281, 285), ("dog", 151, 268)),
-                        download=False, seed=0)
+    loaded = load_model(
+        "random",
+        classes=None,
+        classes_file=None,
+        class_map=(("cat", 281, 285), ("dog", 151, 268)),
+        download=False,
+        seed=0,
+    )
     model = copy.deepcopy(loaded.model).eval()
     for m in model.modules():
         if isinstance(m, nn.ReLU):
@@ -70,6 +97,7 @@ def _captum_reference(out, data, layer):
     return ids, x, model, forward, module
 
 
+@pytest.mark.slow
 def test_stored_contributions_equal_captum(tmp_path):
     data = make_flat(tmp_path / "train", 4)
     out = tmp_path / "out"
@@ -77,7 +105,7 @@ def test_stored_contributions_equal_captum(tmp_path):
     for layer in ("conv4_3", "conv5_3"):
         ids, x, model, forward, module = _captum_reference(out, data, layer)
         for k, cls in enumerate(("cat", "dog")):
-            want = LayerGradientXActivation(forward, module).attribute(x, target=k).sum(dim=(2, 3))   # (B, C)
+            want = LayerGradientXActivation(forward, module).attribute(x, target=k).sum(dim=(2, 3))  # (B, C)
             got = read_contributions(out, cls, layer).loc[ids].to_numpy()
             scale = float(want.detach().abs().max())
             np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-4 * scale, rtol=1e-4)
@@ -95,11 +123,12 @@ def test_gradcam_equals_captum():
         raw = att.forward(x)
         with torch.enable_grad():
             logits = raw.float()
-        cams = att.take_gradcams(logits)                                   # {layer: (B, K, h, w)}
+        cams = att.take_gradcams(logits)  # {layer: (B, K, h, w)}
     for layer in ("conv4_3", "conv5_3"):
         for k in range(2):
-            want = LayerGradCam(reference, relu_modules(reference)[layer]).attribute(x, target=k,
-                                                                                     relu_attributions=True)
+            want = LayerGradCam(reference, relu_modules(reference)[layer]).attribute(
+                x, target=k, relu_attributions=True
+            )
             scale = float(want.detach().abs().max()) or 1.0
             np.testing.assert_allclose(cams[layer][:, k].numpy(), want[:, 0].detach().numpy(), atol=1e-4 * scale)
 
@@ -116,6 +145,7 @@ def test_the_split_forward_gives_the_plain_forward_logits():
     assert not any(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_none_writes_no_tables_and_other_layers_are_another_run(tmp_path, capsys):
     data = make_flat(tmp_path / "train", 2)
     out = tmp_path / "out"
@@ -129,21 +159,40 @@ def test_none_writes_no_tables_and_other_layers_are_another_run(tmp_path, capsys
 
 @pytest.mark.parametrize("bad", ["conv9_9", "conv5_3,fc7"])
 def test_unknown_attribution_layer_fails_at_start(tmp_path, capsys, bad):
-    assert run(make_flat(tmp_path / "train", 1), tmp_path / "out", "--weights", "random",
-               "--attribution-layers", bad) == 2
+    assert (
+        run(make_flat(tmp_path / "train", 1), tmp_path / "out", "--weights", "random", "--attribution-layers", bad) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "attribution_layers: unknown layer" in err and "conv5_3" in err
 
 
+@pytest.mark.slow
 def test_inspect_shows_each_channels_contribution_and_gradcam(tmp_path):
     from jobs import cli
     from jobs import inspect as inspect_job
-    from tests.conftest import write_image
+    from tests.helpers import write_image
 
     image = write_image(tmp_path / "cat.1.jpg", size=(80, 64), seed=4)
-    assert cli.run_main(inspect_job.parse, inspect_job.main, "inspect", [
-        "--image", str(image), "--out", str(tmp_path / "o"), "--weights", "random", "--image-size", "64",
-        "--layers", "conv4_3,conv5_3"]) == 0
+    assert (
+        cli.run_main(
+            inspect_job.parse,
+            inspect_job.main,
+            "inspect",
+            [
+                "--image",
+                str(image),
+                "--out",
+                str(tmp_path / "o"),
+                "--weights",
+                "random",
+                "--image-size",
+                "64",
+                "--layers",
+                "conv4_3,conv5_3",
+            ],
+        )
+        == 0
+    )
     page = tmp_path / "o" / "inspect" / inspect_job.make_page_name(str(image))
     numbers = json.loads((page / "inspect.json").read_text())
     ids, x, model, forward, module = _captum_reference(None, tmp_path, "conv5_3")
@@ -154,6 +203,8 @@ def test_inspect_shows_each_channels_contribution_and_gradcam(tmp_path):
     top = numbers["layers"]["conv5_3"]["top_contribution_channel"]
     assert top == int(np.argmax(want))
     html = (page / "index.html").read_text(encoding="utf-8")
-    assert "gradcam.png" in html and (page / "gradcam.png").stat().st_size > 0 and (page / "contrib_conv5_3.png").exists()
+    assert (
+        "gradcam.png" in html and (page / "gradcam.png").stat().st_size > 0 and (page / "contrib_conv5_3.png").exists()
+    )
     assert f"the channel the classifier leaned on most is c{top} " in html
     assert f"the one with the highest mean, is c{numbers['layers']['conv5_3']['top_channel']} " in html

@@ -1,13 +1,22 @@
 """The CPU benchmarks that time the job's own code run at tiny sizes, so that they cannot go stale unnoticed: each
 prints every part it promises, with figures that add up."""
+
 import re
+
+import pytest
 
 from benchmarks import bench_input, bench_reductions, profile_extract
 
+pytestmark = pytest.mark.slow  # the benchmarks run the model
+
 
 def test_profile_extract_prints_every_part_and_its_total_is_their_sum(capsys):
-    assert profile_extract.main(["--images", "6", "--batch-size", "4", "--image-size", "32", "--precision", "fp32",
-                                 "--repeats", "1"]) == 0
+    assert (
+        profile_extract.main(
+            ["--images", "6", "--batch-size", "4", "--image-size", "32", "--precision", "fp32", "--repeats", "1"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("cpu: ")
     figures = {m[1]: float(m[2]) for m in re.finditer(r"^\s+(\w+)\s+([\d.]+) \(", out, re.M)}
@@ -18,12 +27,19 @@ def test_profile_extract_prints_every_part_and_its_total_is_their_sum(capsys):
 
 def test_bench_input_and_bench_reductions_compare_both_paths(capsys):
     assert bench_input.main(["--images", "4", "--batch-size", "2", "--image-size", "32", "--repeats", "1"]) == 0
-    assert bench_reductions.main(["--batch-size", "2", "--image-size", "32", "--precision", "fp32",
-                                  "--repeats", "1"]) == 0
+    assert (
+        bench_reductions.main(["--batch-size", "2", "--image-size", "32", "--precision", "fp32", "--repeats", "1"]) == 0
+    )
     out = capsys.readouterr().out
-    assert re.search(r"float32 per image [\d.]+ .* uint8 \+ one normalization per batch [\d.]+ .* now / before "
-                     r"[\d.]+", out), out
-    assert re.search(r"loading a batch .* one item after another [\d.]+ .* on \d+ threads [\d.]+ .* threads / one "
-                     r"[\d.]+", out), out
-    assert "float32 0.0234 MiB, uint8 0.00586 MiB" in out                # 2 x 3 x 32 x 32 x 4 B = 24 KiB
+    assert re.search(
+        r"float32 per image [\d.]+ .* uint8 \+ one normalization per batch [\d.]+ .* now / before "
+        r"[\d.]+",
+        out,
+    ), out
+    assert re.search(
+        r"loading a batch .* one item after another [\d.]+ .* on \d+ threads [\d.]+ .* threads / one "
+        r"[\d.]+",
+        out,
+    ), out
+    assert "float32 0.0234 MiB, uint8 0.00586 MiB" in out  # 2 x 3 x 32 x 32 x 4 B = 24 KiB
     assert re.search(r"fp32 batch 2 size 32: .* after / before [\d.]+", out), out

@@ -1,4 +1,5 @@
 """Config: defaults from YAML only, unknown keys and bad values fail in one line naming what is allowed."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.config import ConfigError, LAYER_NAMES, make_config, read_config_section
+from analysis.config import LAYER_NAMES, ConfigError, make_config, read_config_section
 from jobs.config import ExtractConfig
 from jobs.extract import parse
 
@@ -25,21 +26,24 @@ def test_flags_file_and_set_override_in_order(tmp_path):
     yml = tmp_path / "c.yaml"
     yml.write_text("extract:\n  batch_size: 7\n  layers: [conv5_3, conv1_1]\n  precision: bf16\n")
     cfg = parse(["--data", "x", "--config", str(yml), "--precision", "fp32", "--set", "batch_size=3"])
-    assert cfg.batch_size == 3          # --set beats the file
-    assert cfg.precision == "fp32"      # a flag beats the file
+    assert cfg.batch_size == 3  # --set beats the file
+    assert cfg.precision == "fp32"  # a flag beats the file
     assert cfg.layers == ("conv1_1", "conv5_3")  # network order, whatever the order given
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--data", "x", "--set", "batchsize=3"], ["batchsize", "batch_size"]),
-    (["--data", "x", "--precision", "fp8"], ["fp8", "auto, fp32, bf16, fp16"]),
-    (["--data", "x", "--layers", "conv6_1"], ["conv6_1", "conv5_3"]),
-    (["--data", "x", "--image-size", "8"], ["image_size", ">= 32"]),
-    (["--data", "x", "--device", "tpu"], ["tpu", "cuda:N"]),
-    (["--data", "x", "--workers", "many"], ["many", "integer"]),
-    (["--data", "x", "--preprocess", "caffe"], ["caffe", "classification-pytorch"]),
-    ([], ["--data"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--data", "x", "--set", "batchsize=3"], ["batchsize", "batch_size"]),
+        (["--data", "x", "--precision", "fp8"], ["fp8", "auto, fp32, bf16, fp16"]),
+        (["--data", "x", "--layers", "conv6_1"], ["conv6_1", "conv5_3"]),
+        (["--data", "x", "--image-size", "8"], ["image_size", ">= 32"]),
+        (["--data", "x", "--device", "tpu"], ["tpu", "cuda:N"]),
+        (["--data", "x", "--workers", "many"], ["many", "integer"]),
+        (["--data", "x", "--preprocess", "caffe"], ["caffe", "classification-pytorch"]),
+        ([], ["--data"]),
+    ],
+)
 def test_bad_values_fail_naming_value_and_allowed(argv, words):
     with pytest.raises(ConfigError) as e:
         parse(argv)
@@ -54,12 +58,18 @@ def test_unknown_key_in_config_file_lists_valid_keys(tmp_path):
         parse(["--data", "x", "--config", str(yml)])
 
 
+@pytest.mark.slow
 def test_command_line_failure_is_one_line_and_exit_2():
-    r = subprocess.run([sys.executable, "-m", "jobs.extract", "--data", "x", "--precision", "fp8"],
-                       cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "jobs.extract", "--data", "x", "--precision", "fp8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "fp8" in lines[0], r.stderr
-    r = subprocess.run([sys.executable, "-m", "jobs.extract", "--batch-size", "two"],
-                       cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "jobs.extract", "--batch-size", "two"], cwd=ROOT, capture_output=True, text=True
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "two" in r.stderr

@@ -1,11 +1,18 @@
 """The single-convolution demo against torch.nn.functional.conv2d, and named kernels doing what they say."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.walkthrough.convolution import (KERNEL_NAMES, compute_convolution, compute_display_rgb, image_to_unit,
-                                  make_conv2d, make_kernel)
+from analysis.walkthrough.convolution import (
+    KERNEL_NAMES,
+    compute_convolution,
+    compute_display_rgb,
+    image_to_unit,
+    make_conv2d,
+    make_kernel,
+)
 
 
 def _image(seed=0, size=(20, 28)):
@@ -23,7 +30,12 @@ def test_equals_functional_conv2d(name):
     np.testing.assert_allclose(out, expected[0].numpy(), rtol=1e-5, atol=1e-6)
     conv = make_conv2d(kernel)
     assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding) == (
-        3, 3, (3, 3), (1, 1), (1, 1))
+        3,
+        3,
+        (3, 3),
+        (1, 1),
+        (1, 1),
+    )
 
 
 def test_random_kernel_is_seeded():

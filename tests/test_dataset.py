@@ -1,4 +1,5 @@
 """ImageDataset + collate_images: every file keeps its place and its own result; workers read zips by themselves."""
+
 import io
 import zipfile
 
@@ -39,7 +40,7 @@ def expected_tensor(colour) -> torch.Tensor:
 def write_mixed_folder(tmp_path):
     """Good and bad files interleaved; returns (records, expected (error or colour) per record)."""
     files = [
-        ("a.jpg", encode(flat(COLOURS[0]), "PNG"), COLOURS[0]),           # a PNG named .jpg: fine
+        ("a.jpg", encode(flat(COLOURS[0]), "PNG"), COLOURS[0]),  # a PNG named .jpg: fine
         ("b.jpg", b"", "empty file"),
         ("c.png", encode(flat(COLOURS[1]), "PNG"), COLOURS[1]),
         ("d.jpg", encode(flat(COLOURS[2]), "JPEG")[:300], "truncated"),
@@ -51,15 +52,16 @@ def write_mixed_folder(tmp_path):
     for name, data, _ in files:
         (tmp_path / name).write_bytes(data)
         records.append(record(tmp_path / name))
-    records.append(record(tmp_path / "missing.jpg"))                      # vanished after discovery
+    records.append(record(tmp_path / "missing.jpg"))  # vanished after discovery
     expected = [e for _, _, e in files] + ["vanished"]
     return records, expected
 
 
 def test_bad_files_keep_their_place_and_good_files_their_own_pixels(tmp_path):
     records, expected = write_mixed_folder(tmp_path)
-    ds = ImageDataset(records, make_preprocessing("classification-pytorch", N), max_pixels=10_000,
-                      max_file_bytes=1_000_000)
+    ds = ImageDataset(
+        records, make_preprocessing("classification-pytorch", N), max_pixels=10_000, max_file_bytes=1_000_000
+    )
     batch = collate_images([ds[i] for i in range(len(ds))])
 
     assert batch.indices == list(range(len(records)))
@@ -75,19 +77,22 @@ def test_bad_files_keep_their_place_and_good_files_their_own_pixels(tmp_path):
         assert torch.allclose(image.mean(dim=(1, 2)), expected_tensor(colour), atol=0.02)
     assert batch.widths[:3] == [80, None, 80] and batch.heights[0] == 64
     assert batch.formats[0] == "PNG" and batch.formats[1] is None
-    assert (batch.widths[5], batch.heights[5]) == (200, 200)              # size of a refused image is still known
+    assert (batch.widths[5], batch.heights[5]) == (200, 200)  # size of a refused image is still known
 
 
 def test_file_over_max_file_bytes_is_refused_before_decoding(tmp_path):
     (tmp_path / "a.png").write_bytes(encode(flat(COLOURS[0]), "PNG"))
-    item = ImageDataset([record(tmp_path / "a.png")], make_preprocessing("imagenet", N), max_pixels=10**6,
-                        max_file_bytes=10)[0]
+    item = ImageDataset(
+        [record(tmp_path / "a.png")], make_preprocessing("imagenet", N), max_pixels=10**6, max_file_bytes=10
+    )[0]
     assert (item.image, item.error, item.index) == (None, "too large", 0)
 
 
 def test_batch_without_good_items_has_an_empty_image_tensor():
-    items = [Item(index=3, image=None, error="empty file", width=None, height=None, format=None),
-             Item(index=4, image=None, error="truncated", width=10, height=20, format="JPEG")]
+    items = [
+        Item(index=3, image=None, error="empty file", width=None, height=None, format=None),
+        Item(index=4, image=None, error="truncated", width=10, height=20, format="JPEG"),
+    ]
     batch = collate_images(items)
     assert batch.images.shape == (0, 3, 0, 0) and len(batch.images) == 0 and batch.images.dtype == torch.uint8
     assert batch.indices == [3, 4] and batch.ok == [False, False] and batch.errors == ["empty file", "truncated"]
@@ -114,26 +119,33 @@ def run_loader(ds, workers: int, **kw) -> list[Batch]:
 def test_dataloader_with_workers_over_a_zip_gives_what_one_process_gives(tmp_path):
     records = write_zip(tmp_path)
     ds = ImageDataset(records, make_preprocessing("imagenet", N), max_pixels=10**6, max_file_bytes=10**6, threads=2)
-    single = run_loader(ds, 0)     # opens the zip (and the thread pool) here first: forked workers make their own
+    single = run_loader(ds, 0)  # opens the zip (and the thread pool) here first: forked workers make their own
     multi = run_loader(ds, 2)
     assert [b.indices for b in multi] == [b.indices for b in single] == [[0, 1, 2], [3, 4, 5], [6, 7]]
     assert sum(sum(b.ok) for b in multi) == 7
-    assert [e for b in multi for e in b.errors] == ["truncated"] + [None] * 7   # broken.jpg sorts first
+    assert [e for b in multi for e in b.errors] == ["truncated"] + [None] * 7  # broken.jpg sorts first
     for a, b in zip(single, multi):
         assert torch.equal(a.images, b.images)
         assert (a.ok, a.errors, a.widths, a.heights, a.formats) == (b.ok, b.errors, b.widths, b.heights, b.formats)
     first = Image.open(zipfile.ZipFile(records[1].path).open(records[1].member)).convert("RGB")
-    assert torch.equal(single[0].images[0], ds.preprocessing.to_uint8(first))   # member 1 is the first good one
+    assert torch.equal(single[0].images[0], ds.preprocessing.to_uint8(first))  # member 1 is the first good one
 
 
 def test_pin_memory_pins_the_images_and_keeps_everything_else(monkeypatch):
-    batch = collate_images([Item(0, torch.zeros(3, 4, 4, dtype=torch.uint8), None, 4, 4, "PNG"), Item(1, None, "truncated", 1, 1, None)])
+    batch = collate_images(
+        [Item(0, torch.zeros(3, 4, 4, dtype=torch.uint8), None, 4, 4, "PNG"), Item(1, None, "truncated", 1, 1, None)]
+    )
     pinned_marker = torch.ones(1, 3, 4, 4)
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: pinned_marker)   # CPU-only stand-in
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: pinned_marker)  # CPU-only stand-in
     out = batch.pin_memory()
     assert isinstance(out, Batch) and out.images is pinned_marker
-    assert (out.indices, out.ok, out.errors, out.widths, out.formats) == \
-        (batch.indices, batch.ok, batch.errors, batch.widths, batch.formats)
+    assert (out.indices, out.ok, out.errors, out.widths, out.formats) == (
+        batch.indices,
+        batch.ok,
+        batch.errors,
+        batch.widths,
+        batch.formats,
+    )
 
 
 @pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
@@ -167,7 +179,7 @@ def test_threads_must_be_a_positive_integer_and_the_pool_is_not_pickled(tmp_path
     ds = ImageDataset(records, make_preprocessing("imagenet", N), 10**6, 10**6, threads=2)
     ds.__getitems__([0, 2])
     assert ds._pool is not None
-    copy = pickle.loads(pickle.dumps(ds))                # what a DataLoader worker process receives
+    copy = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker process receives
     assert copy._pool is None and copy.threads == 2
     assert [i.index for i in copy.__getitems__([2, 0])] == [2, 0]
 
@@ -180,11 +192,11 @@ def test_loading_on_threads_leaves_the_callers_warning_filters_as_they_were(tmp_
     import warnings
 
     class Racing(ImageDataset):
-        def decode(self, data):                       # what decode_image does, with time for the threads to race
+        def decode(self, data):  # what decode_image does, with time for the threads to race
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 time.sleep(random.random() / 200)
-                warnings.warn("noise from PIL")
+                warnings.warn("noise from PIL", stacklevel=1)
                 return super().decode(data)
 
     records, _ = write_mixed_folder(tmp_path)

@@ -1,4 +1,5 @@
 """decode_image: every odd file gets the right RGB pixels or the right reason, and nothing but DecodeError escapes."""
+
 import io
 import struct
 import zlib
@@ -19,7 +20,7 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def pixels(im: Image.Image) -> np.ndarray:
-    return np.asarray(im).astype(np.int32)   # (H, W, 3)
+    return np.asarray(im).astype(np.int32)  # (H, W, 3)
 
 
 def random_rgb(w: int = 64, h: int = 48, seed: int = 0) -> Image.Image:
@@ -30,7 +31,7 @@ def quadrants(w: int = 64, h: int = 64) -> tuple[Image.Image, list[tuple[int, in
     """Four flat colour quadrants (JPEG keeps flat areas well): the image and its colours TL, TR, BL, BR."""
     colours = [(200, 40, 40), (30, 160, 60), (40, 60, 200), (230, 220, 90)]
     a = np.zeros((h, w, 3), np.uint8)
-    a[: h // 2, : w // 2], a[: h // 2, w // 2:], a[h // 2:, : w // 2], a[h // 2:, w // 2:] = colours
+    a[: h // 2, : w // 2], a[: h // 2, w // 2 :], a[h // 2 :, : w // 2], a[h // 2 :, w // 2 :] = colours
     return Image.fromarray(a), colours
 
 
@@ -43,6 +44,7 @@ def reason(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Files that cannot be used
 
+
 def test_zero_bytes_is_empty_file():
     assert reason(b"") == "empty file"
 
@@ -53,14 +55,14 @@ def test_random_bytes_are_not_an_image():
     assert reason(b"this is a text file, not a cat\n" * 20) == "not an image"
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP"])   # GIF, BMP: only PIL's message says "truncated"
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP"])  # GIF, BMP: only PIL's message says "truncated"
 @pytest.mark.parametrize("keep", [0.5, 0.9])
 def test_truncated_file_is_truncated(fmt, keep):
     data = encode(random_rgb(), fmt)
-    assert decode_image(data, MAX_PIXELS).image.size == (64, 48)   # whole, it decodes
+    assert decode_image(data, MAX_PIXELS).image.size == (64, 48)  # whole, it decodes
     err = pytest.raises(DecodeError, decode_image, data[: int(len(data) * keep)], MAX_PIXELS).value
     assert err.reason == "truncated"
-    assert (err.width, err.height, err.format) == (64, 48, fmt)     # the header was read before the failure
+    assert (err.width, err.height, err.format) == (64, 48, fmt)  # the header was read before the failure
 
 
 def test_file_cut_inside_its_header_is_truncated():
@@ -69,7 +71,7 @@ def test_file_cut_inside_its_header_is_truncated():
 
 def test_damaged_png_data_is_corrupt():
     data = bytearray(encode(random_rgb(), "PNG"))
-    data[data.find(b"IDAT") + 20] ^= 0xFF   # the zlib stream breaks; the file still ends with IEND
+    data[data.find(b"IDAT") + 20] ^= 0xFF  # the zlib stream breaks; the file still ends with IEND
     assert reason(bytes(data)) == "corrupt"
 
 
@@ -78,18 +80,22 @@ def test_too_many_pixels_is_too_large():
     err = pytest.raises(DecodeError, decode_image, data, 64 * 48 - 1).value
     assert err.reason == "too large"
     assert (err.width, err.height) == (64, 48)
-    assert decode_image(data, 64 * 48).image.size == (64, 48)       # the limit itself is allowed
+    assert decode_image(data, 64 * 48).image.size == (64, 48)  # the limit itself is allowed
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels and holds almost no data: what a decompression bomb looks like."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.filterwarnings("error")   # no DecompressionBombWarning (or any warning) may leak out
+@pytest.mark.filterwarnings("error")  # no DecompressionBombWarning (or any warning) may leak out
 @pytest.mark.parametrize("side", [10_000, 100_000])  # over PIL's warning limit; over PIL's own hard limit
 def test_decompression_bomb_is_too_large_without_warnings(side):
     assert reason(png_header_only(side, side), max_pixels=MAX_PIXELS) == "too large"
@@ -98,9 +104,18 @@ def test_decompression_bomb_is_too_large_without_warnings(side):
 def test_no_exception_but_decode_error_escapes_for_damaged_files():
     rng = np.random.default_rng(7)
     im = random_rgb(24, 16)
-    seeds = [encode(im, "JPEG"), encode(im, "PNG"), encode(im, "GIF"), encode(im, "BMP"), encode(im, "TIFF"),
-             encode(im, "WEBP"), encode(im.convert("P"), "PNG"), encode(im.convert("I;16"), "PNG"),
-             encode(im.convert("CMYK"), "JPEG"), encode(im, "ICO")]
+    seeds = [
+        encode(im, "JPEG"),
+        encode(im, "PNG"),
+        encode(im, "GIF"),
+        encode(im, "BMP"),
+        encode(im, "TIFF"),
+        encode(im, "WEBP"),
+        encode(im.convert("P"), "PNG"),
+        encode(im.convert("I;16"), "PNG"),
+        encode(im.convert("CMYK"), "JPEG"),
+        encode(im, "ICO"),
+    ]
     outcomes = set()
     for n in range(400):
         data = bytearray(seeds[n % len(seeds)])
@@ -115,11 +130,12 @@ def test_no_exception_but_decode_error_escapes_for_damaged_files():
         else:
             assert decoded.image.mode == "RGB"
             outcomes.add("ok")
-    assert {"ok", "corrupt", "truncated"} <= outcomes   # the fuzzing did reach both good and bad paths
+    assert {"ok", "corrupt", "truncated"} <= outcomes  # the fuzzing did reach both good and bad paths
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Odd files that are fine
+
 
 def test_png_named_like_a_jpeg_is_read_by_content():
     im = random_rgb()
@@ -160,9 +176,9 @@ def test_bilevel_image_is_black_and_white():
 
 def test_rgba_is_composited_over_white():
     a = np.zeros((32, 48, 4), np.uint8)
-    a[:, :16] = (10, 200, 30, 0)      # fully transparent: its colour must not show
-    a[:, 16:32] = (0, 0, 0, 128)      # half-transparent black over white: grey 127
-    a[:, 32:] = (20, 40, 60, 255)     # opaque
+    a[:, :16] = (10, 200, 30, 0)  # fully transparent: its colour must not show
+    a[:, 16:32] = (0, 0, 0, 128)  # half-transparent black over white: grey 127
+    a[:, 32:] = (20, 40, 60, 255)  # opaque
     out = pixels(decode_image(encode(Image.fromarray(a), "PNG"), MAX_PIXELS).image)
     assert (out[:, :16] == 255).all()
     assert (np.abs(out[:, 16:32] - 255 * (1 - 128 / 255)) <= 1).all()
@@ -180,21 +196,21 @@ def test_gray_with_alpha_is_composited_over_white():
 @pytest.mark.parametrize("fmt", ["PNG", "GIF"])
 def test_palette_with_transparency_is_composited_over_white(fmt):
     im = Image.new("P", (16, 16), 1)
-    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * (254 * 3))   # index 0 red (transparent), 1 blue
+    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * (254 * 3))  # index 0 red (transparent), 1 blue
     im.paste(0, (0, 0, 8, 16))
     data = encode(im, fmt, transparency=0)
     assert Image.open(io.BytesIO(data)).mode == "P"
     out = pixels(decode_image(data, MAX_PIXELS).image)
-    assert (out[:, :8] == 255).all()                 # transparent red shows as white, not red or black
+    assert (out[:, :8] == 255).all()  # transparent red shows as white, not red or black
     assert (out[:, 8:] == (0, 0, 255)).all()
 
 
 def test_16bit_png_is_scaled_not_clipped():
-    values = np.array([[0, 257 * 10, 32896, 65535]], np.uint16).repeat(4, axis=0)   # (4, 4)
+    values = np.array([[0, 257 * 10, 32896, 65535]], np.uint16).repeat(4, axis=0)  # (4, 4)
     data = encode(Image.fromarray(values), "PNG")
-    assert Image.open(io.BytesIO(data)).mode.startswith("I")   # the high-depth path, not 8-bit
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")  # the high-depth path, not 8-bit
     out = pixels(decode_image(data, MAX_PIXELS).image)
-    assert out[0, :, 0].tolist() == [0, 10, 128, 255]          # v / 257; PIL's convert("L") would give 255s
+    assert out[0, :, 0].tolist() == [0, 10, 128, 255]  # v / 257; PIL's convert("L") would give 255s
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
 
 
@@ -231,8 +247,8 @@ def test_exif_orientation_6_rotates_and_keeps_the_stored_size():
     assert (decoded.width, decoded.height) == (64, 48)
     assert decoded.image.size == (48, 64)
     out = pixels(decoded.image)
-    assert np.abs(out[4, 48 - 5] - (255, 0, 0)).max() <= 10     # top-right: red
-    for y, x in [(4, 4), (64 - 5, 4), (64 - 5, 48 - 5)]:           # the other corners: grey
+    assert np.abs(out[4, 48 - 5] - (255, 0, 0)).max() <= 10  # top-right: red
+    for y, x in [(4, 4), (64 - 5, 4), (64 - 5, 48 - 5)]:  # the other corners: grey
         assert np.abs(out[y, x] - 128).max() <= 10, (y, x, out[y, x])
 
 
@@ -251,8 +267,9 @@ def smooth_rgb(w: int, h: int) -> Image.Image:
     return Image.fromarray(rgb.astype(np.uint8))
 
 
-@pytest.mark.parametrize("min_side, size", [(40, (60, 40)), (41, (120, 80)), (100, (240, 160)), (300, (480, 320)),
-                                            (1000, (480, 320))])
+@pytest.mark.parametrize(
+    "min_side, size", [(40, (60, 40)), (41, (120, 80)), (100, (240, 160)), (300, (480, 320)), (1000, (480, 320))]
+)
 def test_min_side_decodes_a_jpeg_at_the_smallest_dct_scale_that_covers_it(min_side, size):
     # 480 x 320: the 1/8, 1/4, 1/2 scales give a short side of 40, 80, 160; a larger need decodes it whole.
     data = encode(smooth_rgb(480, 320), "JPEG", quality=95)

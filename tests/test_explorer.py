@@ -1,5 +1,6 @@
 """The report's explorer: the dataset map against an independent PCA, the image cards against the tables, and the
 page of a 25,000-image run within its size budget."""
+
 from __future__ import annotations
 
 import html
@@ -9,36 +10,39 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.stats.embedding import compute_pca_map
-from analysis.store.synthetic import write_synthetic_run
+from analysis.store.synthetic import SyntheticRun, write_synthetic_run
 from jobs import cli, report
 from tests.browser import dump_dom, needs_chromium
-from tests.test_report_html import HOSTILE, page  # noqa: F401  (the module fixture: a real run with hostile names)
+from tests.helpers import HOSTILE
 
 
 def test_map_equals_an_independent_pca(tmp_path):
-    run = write_synthetic_run(tmp_path / "run", n_images=300, layers={"conv5_3": 24}, unit_size=64)
-    got = compute_pca_map(run, "conv5_3", batch_rows=50)                 # several batches: the streaming is tested
+    run = write_synthetic_run(tmp_path / "run", SyntheticRun(n_images=300, layers={"conv5_3": 24}, unit_size=64))
+    got = compute_pca_map(run, "conv5_3", batch_rows=50)  # several batches: the streaming is tested
     table = pd.read_parquet(run / "activations" / "conv5_3").set_index("image_id")
     assert list(got.image_ids) == list(table.index)
     x = table.to_numpy(np.float64)
     centred = x - x.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     want = centred @ vt[:2].T
-    for axis in range(2):                                                # the sign of an axis is arbitrary
+    for axis in range(2):  # the sign of an axis is arbitrary
         sign = np.sign(np.dot(want[:, axis], got.xy[:, axis]))
         np.testing.assert_allclose(got.xy[:, axis], sign * want[:, axis], rtol=1e-4, atol=1e-5 * np.abs(want).max())
-    np.testing.assert_allclose(got.explained, (s[:2] ** 2) / (s ** 2).sum(), rtol=1e-6)
+    np.testing.assert_allclose(got.explained, (s[:2] ** 2) / (s**2).sum(), rtol=1e-6)
 
 
 def _explorer_data(page_dir):
     text = (page_dir / "index.html").read_text(encoding="utf-8")
-    return json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', text,
-                                re.S).group(1))
+    return json.loads(
+        re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', text, re.S).group(1)
+    )
 
 
-def test_cards_hold_each_images_top_channels(page):  # noqa: F811
+@pytest.mark.slow
+def test_cards_hold_each_images_top_channels(page):
     data = _explorer_data(page)
     run = page.parent
     preds = pd.read_parquet(run / "predictions")
@@ -53,13 +57,14 @@ def test_cards_hold_each_images_top_channels(page):  # noqa: F811
         label = data["classes"][data["label"][i]]
         s = stats[(stats.layer == "conv5_3") & (stats.stat == "mean") & (stats["class"] == label)].set_index("channel")
         std = s["std"].to_numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):   # a dead channel (std 0) has no z, as in the page
+        with np.errstate(invalid="ignore", divide="ignore"):  # a dead channel (std 0) has no z, as in the page
             z = np.where(std > 0, (row - s["mean"].to_numpy()) / np.where(std > 0, std, 1), np.nan)
         assert by_z[0::2] == list(np.argsort(-z, kind="stable")[:3])
 
 
+@pytest.mark.slow
 @needs_chromium
-def test_a_hostile_id_opens_its_card_and_runs_nothing(page, tmp_path):  # noqa: F811
+def test_a_hostile_id_opens_its_card_and_runs_nothing(page, tmp_path):
     data = _explorer_data(page)
     image_id = next(i for i in data["ids"] if HOSTILE[0] in i)
     dom, console = dump_dom(page / "index.html", tmp_path, "#image=" + quote(image_id, safe=""))
@@ -69,11 +74,20 @@ def test_a_hostile_id_opens_its_card_and_runs_nothing(page, tmp_path):  # noqa: 
     assert "P(cat)" in card and "conv5_3: " in card and "<img" not in card.split("</h3>")[0]
 
 
+@pytest.mark.slow
 def test_a_25000_image_run_renders_within_the_size_budget(tmp_path):
-    run = write_synthetic_run(tmp_path / "run", n_images=25_000, layers={"conv4_3": 512, "conv5_3": 512},
-                              unit_size=2048)
-    assert cli.run_main(report.parse, report.main, "report", [
-        "--run", str(run), "--device", "cpu", "--no-progress", "--no-overlays"]) == 0
+    run = write_synthetic_run(
+        tmp_path / "run", SyntheticRun(n_images=25_000, layers={"conv4_3": 512, "conv5_3": 512}, unit_size=2048)
+    )
+    assert (
+        cli.run_main(
+            report.parse,
+            report.main,
+            "report",
+            ["--run", str(run), "--device", "cpu", "--no-progress", "--no-overlays"],
+        )
+        == 0
+    )
     folder = run / "report"
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix != ".parquet")
     assert size < 20 << 20, f"{size / 2**20:.1f} MB"

@@ -1,5 +1,6 @@
 """The report page driven like a user, in Debian's Chromium through Playwright: sort the channel table, open a
 channel, look an image up, hover and click a point of the map; no console error, no script from a file name."""
+
 from __future__ import annotations
 
 import json
@@ -10,25 +11,28 @@ import pandas as pd
 import pytest
 
 from tests.browser import needs_chromium, open_in_playwright, parse
-from tests.test_report_html import HOSTILE, page  # noqa: F401  (the module fixture: a real run with hostile names)
+from tests.helpers import HOSTILE
+
+pytestmark = pytest.mark.slow  # reads the report of a real run (conftest's page)
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
 
 
 @pytest.fixture
-def browser_page(page):  # noqa: F811
+def browser_page(page):
     with open_in_playwright(page / "index.html") as opened:
         yield opened
 
 
-def _data(page_dir, name):  # noqa: F811
+def _data(page_dir, name):
     text = (page_dir / "index.html").read_text(encoding="utf-8")
-    return json.loads(re.search(rf'<script type="application/json" id="{name}-data">(.*?)</script>', text,
-                                re.S).group(1))
+    return json.loads(
+        re.search(rf'<script type="application/json" id="{name}-data">(.*?)</script>', text, re.S).group(1)
+    )
 
 
 @needs_chromium
-def test_sort_select_look_up_and_hover(page, browser_page):  # noqa: F811
+def test_sort_select_look_up_and_hover(page, browser_page):
     tab, problems = browser_page
     data = _data(page, "browser")
     # Sort by the d of the second class, largest first: the first row is that channel.
@@ -36,7 +40,7 @@ def test_sort_select_look_up_and_hover(page, browser_page):  # noqa: F811
     d = np.array([np.nan if v is None else v for v in data["d"][1]])
     first = tab.locator("#cb-table tr[data-row]").first
     assert int(first.get_attribute("data-row")) == int(np.nanargmax(d))
-    tab.click("#cb-table th[data-col=d][data-k='1']")                       # again: smallest first
+    tab.click("#cb-table th[data-col=d][data-k='1']")  # again: smallest first
     assert int(tab.locator("#cb-table tr[data-row]").first.get_attribute("data-row")) == int(np.nanargmin(d))
     # Filter to a layer and a channel number, open it with the keyboard.
     tab.select_option("#cb-layer", label="conv5_3")
@@ -68,11 +72,11 @@ def test_sort_select_look_up_and_hover(page, browser_page):  # noqa: F811
 
 
 @needs_chromium
-def test_a_card_shows_the_images_overlays_and_opens_their_channels(page, browser_page):  # noqa: F811
+def test_a_card_shows_the_images_overlays_and_opens_their_channels(page, browser_page):
     tab, problems = browser_page
     e = _data(page, "explorer")
     top = pd.read_parquet(page / "top_examples.parquet")
-    i = max((int(k) for k in e["overlays"]), key=lambda k: len(e["overlays"][str(k)]))   # the most tiles
+    i = max((int(k) for k in e["overlays"]), key=lambda k: len(e["overlays"][str(k)]))  # the most tiles
     image_id = e["ids"][i]
     tab.evaluate("id => { location.hash = '#image=' + encodeURIComponent(id); }", image_id)
     tiles = tab.locator("#card .card-overlays .tile")

@@ -1,4 +1,5 @@
 """Feature maps recorded by hooks against a second way of computing them (torchvision's FX feature extractor)."""
+
 import pytest
 import torch
 from torchvision.models.feature_extraction import create_feature_extractor

@@ -1,4 +1,5 @@
 """ImageNet logits folded into dataset classes, checked against numpy on constructed logit vectors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,17 @@ CLASS_MAP = normalize_class_map("imagenet_classes", read_config_section(None, "e
 
 
 def make_loaded(head: str, classes=("cat", "dog")) -> LoadedModel:
-    return LoadedModel(model=nn.Identity(), classes=classes, head=head, weights_id="test", weights_path=None,
-                       weights_sha256=None, class_map=CLASS_MAP if head == "imagenet" else None,
-                       imagenet_categories=None, random=False)
+    return LoadedModel(
+        model=nn.Identity(),
+        classes=classes,
+        head=head,
+        weights_id="test",
+        weights_path=None,
+        weights_sha256=None,
+        class_map=CLASS_MAP if head == "imagenet" else None,
+        imagenet_categories=None,
+        random=False,
+    )
 
 
 def np_logsumexp(x: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The inspect job end to end on a test-made image (64 px, random weights): the numbers on the page against
-independent computations, the page's files and escaping, a real headless browser, and one-line failures."""
+independent computations, the page's files and escaping, a real headless browser, and a page per image."""
+
 from __future__ import annotations
 
-import hashlib
 import html.parser
 import json
 import os
@@ -19,26 +19,34 @@ from scipy import stats
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import jobs.inspect as inspect_job
-from analysis.config import ConfigError
-from analysis.model.vgg16 import CONV_INDICES, load_model
 from analysis.data.preprocessing import make_preprocessing
+from analysis.model.vgg16 import CONV_INDICES, load_model
 from analysis.store.contract import channel_column
-from jobs import cli
+from analysis.store.synthetic import SyntheticRun, write_synthetic_run
 from benchmarks.browser import CHROMIUM as CHROMIUM_PATH
-from tests.conftest import write_image
-from analysis.store.synthetic import write_synthetic_run
+from jobs import cli
+from tests.helpers import write_image
 
 HOSTILE = "cat.<img src=x onerror=alert(1)>.png"
+
 LAYERS = ("conv1_2", "conv5_3")
+
 PLANTED = 7  # the synthetic run's conv5_3 channel that separates dogs from cats
+
 CHROMIUM = Path(CHROMIUM_PATH)
 
 
 @pytest.fixture(scope="module")
 def dog_model():
     """Random weights, loaded once through the real loader, with a head that always answers dog (ImageNet 151-268)."""
-    loaded = load_model("random", classes=None, classes_file=None, class_map=(("cat", 281, 285), ("dog", 151, 268)),
-                        download=False, seed=0)
+    loaded = load_model(
+        "random",
+        classes=None,
+        classes_file=None,
+        class_map=(("cat", 281, 285), ("dog", 151, 268)),
+        download=False,
+        seed=0,
+    )
     with torch.no_grad():
         loaded.model.classifier[6].bias[151:269] += 30.0
     return loaded
@@ -48,24 +56,42 @@ def dog_model():
 def page(tmp_path_factory, dog_model):
     root = tmp_path_factory.mktemp("inspect")
     image = write_image(root / HOSTILE, size=(80, 64), seed=3)
-    run = write_synthetic_run(root / "run", n_images=40, layers={"conv1_2": 64, "conv5_3": 512},
-                              planted=("conv5_3", PLANTED, "dog"))
+    run = write_synthetic_run(
+        root / "run",
+        SyntheticRun(n_images=40, layers={"conv1_2": 64, "conv5_3": 512}, planted=("conv5_3", PLANTED, "dog")),
+    )
     mp = pytest.MonkeyPatch()
-    mp.setattr(inspect_job, "load_model", lambda *a, **k: dog_model)
+    mp.setattr(inspect_job, "load_chosen_model", lambda *a, **k: dog_model)
     try:
         code = run_inspect(image, root / "out", "--run", str(run), "--kernel", "sobel")
     finally:
         mp.undo()
     assert code == 0
     page_dir = root / "out" / "inspect" / inspect_job.make_page_name(str(image))
-    return {"dir": page_dir, "html": (page_dir / "index.html").read_text(encoding="utf-8"),
-            "numbers": json.loads((page_dir / "inspect.json").read_text()), "image": image, "run": run,
-            "model": dog_model}
+    return {
+        "dir": page_dir,
+        "html": (page_dir / "index.html").read_text(encoding="utf-8"),
+        "numbers": json.loads((page_dir / "inspect.json").read_text()),
+        "image": image,
+        "run": run,
+        "model": dog_model,
+    }
 
 
 def run_inspect(image, out, *extra) -> int:
-    argv = ["--image", str(image), "--out", str(out), "--weights", "random", "--image-size", "64",
-            "--layers", ",".join(LAYERS), *extra]
+    argv = [
+        "--image",
+        str(image),
+        "--out",
+        str(out),
+        "--weights",
+        "random",
+        "--image-size",
+        "64",
+        "--layers",
+        ",".join(LAYERS),
+        *extra,
+    ]
     return cli.run_main(inspect_job.parse, inspect_job.main, "inspect", argv)
 
 
@@ -74,8 +100,9 @@ def read_png(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+@pytest.mark.slow
 def test_conv_panel_equals_functional_conv2d(page):
-    view = read_png(page["dir"] / "view.png")                          # (64, 64, 3): the crop the demo reads
+    view = read_png(page["dir"] / "view.png")  # (64, 64, 3): the crop the demo reads
     k = page["numbers"]["kernel"]
     assert k["name"] == "sobel"
     x = torch.from_numpy(view.copy()).permute(2, 0, 1).float()[None] / 255
@@ -88,6 +115,7 @@ def test_conv_panel_equals_functional_conv2d(page):
     assert np.abs(shown - expected).max() <= 0.5 + 1e-3  # only the rounding to 0..255
 
 
+@pytest.mark.slow
 def test_probabilities_are_the_softmax_of_the_logits_shown(page):
     n = page["numbers"]
     logits, probs = np.array(n["logits"]), np.array(n["probabilities"])
@@ -98,6 +126,7 @@ def test_probabilities_are_the_softmax_of_the_logits_shown(page):
     assert len(n["imagenet_top5"]) == 5
 
 
+@pytest.mark.slow
 def test_means_and_chosen_channel_against_an_independent_computation(page):
     with Image.open(page["image"]) as im:
         x = make_preprocessing("imagenet", 64).transform(im.convert("RGB"))[None]
@@ -112,6 +141,7 @@ def test_means_and_chosen_channel_against_an_independent_computation(page):
         assert shown["shape"] == list(maps[name][0].shape)
 
 
+@pytest.mark.slow
 def test_run_section_ranks_the_planted_channel_first_and_places_the_image(page):
     conv5 = next(r for r in page["numbers"]["run"] if r["layer"] == "conv5_3")
     assert conv5["class"] == "dog" and conv5["channels"][0]["channel"] == PLANTED
@@ -136,6 +166,7 @@ class _Refs(html.parser.HTMLParser):
         self.refs += [v for k, v in attrs if k in ("src", "href") and v is not None]
 
 
+@pytest.mark.slow
 def test_page_references_only_files_it_has_and_escapes_names(page):
     parser = _Refs()
     parser.feed(page["html"])
@@ -147,13 +178,26 @@ def test_page_references_only_files_it_has_and_escapes_names(page):
     assert "Random weights" in page["html"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt install chromium)")
 def test_page_opens_in_headless_chromium_without_console_errors(page, tmp_path):
     shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2400",
-           "--enable-logging=stderr", "--v=0", (page["dir"] / "index.html").as_uri()]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,2400",
+        "--enable-logging=stderr",
+        "--v=0",
+        (page["dir"] / "index.html").as_uri(),
+    ]
     env = dict(os.environ, HOME=str(tmp_path))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]  # console.* and CSP reports
@@ -163,66 +207,10 @@ def test_page_opens_in_headless_chromium_without_console_errors(page, tmp_path):
     assert pixels.std() > 10  # text and figures, not a blank page
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing", "no such file"),
-    ("directory", "not a file"),
-    ("empty", "empty file"),
-    ("text", "not an image"),
-    ("layer", "unknown layer 'conv9_9'; valid layers: conv1_1, conv1_2"),
-    ("run", "RUN must be a finished dataset run"),
-])
-def test_bad_input_is_one_clear_line(tmp_path, capsys, case, expected):
-    image = write_image(tmp_path / "ok.png", seed=1)
-    extra = []
-    if case == "missing":
-        image = tmp_path / "nope.jpg"
-    elif case == "directory":
-        image = tmp_path
-    elif case == "empty":
-        image = tmp_path / "empty.jpg"
-        image.write_bytes(b"")
-    elif case == "text":
-        image = tmp_path / "notes.jpg"
-        image.write_text("this is not a picture\n")
-    elif case == "layer":
-        extra = ["--layers", "conv1_2,conv9_9"]
-    elif case == "run":
-        extra = ["--run", str(tmp_path)]
-    argv = ["--image", str(image), "--out", str(tmp_path / "out"), "--weights", "random", "--image-size", "64",
-            *extra]
-    assert cli.run_main(inspect_job.parse, inspect_job.main, "inspect", argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("inspect: error: ") and expected in err, err
-    assert not (tmp_path / "out").exists()
-
-
-def test_help_documents_the_flags(capsys):
-    with pytest.raises(SystemExit) as exc:
-        inspect_job.parse(["--help"])
-    assert exc.value.code == 0
-    text = capsys.readouterr().out
-    for flag in ("--image", "--out", "--weights", "--layers", "--run", "--kernel", "--set"):
-        assert flag in text
-
-
-def test_page_name_is_safe():
-    def digest(path: str) -> str:
-        return hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:8]
-
-    assert inspect_job.make_page_name("/x/cat.1.jpg") == f"cat.1.jpg-{digest('/x/cat.1.jpg')}"
-    assert inspect_job.make_page_name(HOSTILE) == f"cat._img_src_x_onerror_alert_1__.png-{digest(HOSTILE)}"
-    assert inspect_job.make_page_name("../..") == f"image-{digest('../..')}"
-    # Names that sanitize alike never share a page: bytes that are not UTF-8, NFC/NFD twins, other punctuation.
-    twins = [b"dog.\xff.jpg", b"dog.\xfe.jpg", "caf\u00e9.jpg".encode(), "cafe\u0301.jpg".encode(), b"a?b.jpg",
-             b"a*b.jpg"]
-    made = [inspect_job.make_page_name(os.fsdecode(t)) for t in twins]
-    assert len(set(made)) == len(made)
-    assert len(inspect_job.make_page_name("x" * 250 + "?.jpg").encode()) <= 255
-
-
+@pytest.mark.slow
 def test_two_images_of_one_name_in_two_folders_get_a_page_each(tmp_path, dog_model, monkeypatch, caplog):
     """PetImages has 2.jpg in Cat/ and in Dog/: the second page must not replace the first."""
-    monkeypatch.setattr(inspect_job, "load_model", lambda *a, **k: dog_model)
+    monkeypatch.setattr(inspect_job, "load_chosen_model", lambda *a, **k: dog_model)
     cat, dog = (write_image(tmp_path / "PetImages" / f / "2.jpg", seed=k) for k, f in enumerate(("Cat", "Dog")))
     pages = []
     for image in (cat, dog):
@@ -230,22 +218,8 @@ def test_two_images_of_one_name_in_two_folders_get_a_page_each(tmp_path, dog_mod
         with caplog.at_level("INFO", logger="cnn_blackbox"):
             assert run_inspect(image, tmp_path / "out") == 0
         pages.append(tmp_path / "out" / "inspect" / inspect_job.make_page_name(str(image)) / "index.html")
-        assert any(str(pages[-1].resolve()) in r.getMessage() for r in caplog.records)   # says where
+        assert any(str(pages[-1].resolve()) in r.getMessage() for r in caplog.records)  # says where
     assert pages[0] != pages[1] and all(p.is_file() for p in pages)
     assert sorted(p.name for p in (tmp_path / "out" / "inspect").iterdir()) == sorted(p.parent.name for p in pages)
     numbers = [json.loads((p.parent / "inspect.json").read_text()) for p in pages]
-    assert numbers[0] != numbers[1]                                                   # each page its own image
-
-
-def test_config_defaults_come_from_the_yaml_and_are_checked(tmp_path):
-    cfg = inspect_job.parse(["--image", "x.jpg"])
-    assert cfg.layers == ("conv1_2", "conv3_3", "conv5_3") and cfg.kernel == "random" and cfg.out is None
-    assert dict((c, (lo, hi)) for c, lo, hi in cfg.imagenet_classes) == {"cat": (281, 285), "dog": (151, 268)}
-    cfg = inspect_job.parse(["--image", "x.jpg", "--layers", "conv5_3,conv1_1", "--set", "alpha=0.25"])
-    assert cfg.layers == ("conv1_1", "conv5_3") and cfg.alpha == 0.25  # network order
-    with pytest.raises(ConfigError, match=r"alpha: 1.5 is not allowed; a number between 0 and 1"):
-        inspect_job.parse(["--image", "x.jpg", "--set", "alpha=1.5"])
-    own = tmp_path / "c.yaml"
-    own.write_text("extract:\n  max_file_bytes: 10\ninspect:\n  grid_channels: 16\n")
-    cfg = inspect_job.parse(["--image", "x.jpg", "--config", str(own)])
-    assert cfg.max_file_bytes == 10 and cfg.grid_channels == 16  # shared keys follow the extract section
+    assert numbers[0] != numbers[1]  # each page its own image

@@ -1,5 +1,6 @@
 """Overlays line up with the pixels: a bright patch in a known corner, a VGG16 whose channel 0 passes brightness
 through every layer, and the overlay's hottest point must land in that corner of the tile."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.model.vgg16 import LoadedModel, make_vgg16
 from analysis.data.preprocessing import make_preprocessing
+from analysis.model.vgg16 import LoadedModel, make_vgg16
 from analysis.stats.recompute import RunModel, check_means, compute_shown_maps
+from analysis.store.run import RunImages
 from reports.run import gallery
 
 
@@ -43,12 +45,20 @@ def model():
 
 @pytest.fixture
 def run_model(tmp_path, model):
-    loaded = LoadedModel(model=model, classes=("cat", "dog"), head="imagenet", weights_id="test",
-                         weights_path=None, weights_sha256=None, class_map=(("cat", 281, 285), ("dog", 151, 268)),
-                         imagenet_categories=None, random=False)
+    loaded = LoadedModel(
+        model=model,
+        classes=("cat", "dog"),
+        head="imagenet",
+        weights_id="test",
+        weights_path=None,
+        weights_sha256=None,
+        class_map=(("cat", 281, 285), ("dog", 151, 268)),
+        imagenet_categories=None,
+        random=False,
+    )
     data = tmp_path / "data"
     data.mkdir()
-    return RunModel(loaded, make_preprocessing("imagenet", 64), str(data), 10 ** 8, 10 ** 8, ())
+    return RunModel(loaded, make_preprocessing("imagenet", 64), RunImages(str(data), 10**8, 10**8), ())
 
 
 def hottest(tile: np.ndarray) -> tuple[int, int]:
@@ -62,9 +72,9 @@ def test_overlay_peak_lands_on_the_bright_corner(run_model, corner):
     # 120 x 90: the short side is resized to 73 (64 * 256/224) and the crop keeps the middle 64 x 64, which is
     # x in [~17, ~103) of the original; the patch sits inside the crop, in its `corner` quarter.
     box = (20, 2, 45, 27) if corner == "top-left" else (75, 62, 100, 88)
-    data = run_model.data
+    data = run_model.images.data
     write_patch_image(f"{data}/cat.1.png", (120, 90), box)
-    write_patch_image(f"{data}/dog.2.png", (120, 90), box, level=120)   # the same place, dimmer
+    write_patch_image(f"{data}/dog.2.png", (120, 90), box, level=120)  # the same place, dimmer
     needs = {"cat.1.png": {"conv5_3": {0}, "conv4_3": {0}}, "dog.2.png": {"conv5_3": {0}}}
     shown = compute_shown_maps(run_model, needs, torch.device("cpu"), "fp32", batch_size=4, thumbnail=96)
     assert [s.error for s in shown] == [None, None]
@@ -88,8 +98,8 @@ def test_overlay_peak_lands_on_the_bright_corner(run_model, corner):
 
 
 def test_missing_and_unreadable_images_get_a_reason(run_model):
-    (open(f"{run_model.data}/cat.3.jpg", "wb")).write(b"not an image")
-    write_patch_image(f"{run_model.data}/cat.4.png", (64, 64), (0, 0, 10, 10))
+    (open(f"{run_model.images.data}/cat.3.jpg", "wb")).write(b"not an image")
+    write_patch_image(f"{run_model.images.data}/cat.4.png", (64, 64), (0, 0, 10, 10))
     needs = {"cat.3.jpg": {"conv5_3": {0}}, "gone.jpg": {"conv5_3": {0}}, "cat.4.png": {"conv5_3": {0}}}
     shown = compute_shown_maps(run_model, needs, torch.device("cpu"), "fp32", batch_size=2, thumbnail=32)
     assert [s.image_id for s in shown] == ["cat.3.jpg", "gone.jpg", "cat.4.png"]

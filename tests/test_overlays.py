@@ -1,4 +1,5 @@
 """Overlays: upsampling keeps the map's peak where it was, colours follow the given scale, blending is exact."""
+
 import matplotlib
 import numpy as np
 import pytest
@@ -21,8 +22,9 @@ def test_upsampled_peak_lands_on_the_maps_peak(peak):
 
 def test_upsample_matches_torch_and_non_square():
     fmap = np.random.default_rng(0).random((4, 6)).astype(np.float32)
-    expected = F.interpolate(torch.from_numpy(fmap)[None, None], size=(20, 30), mode="bilinear",
-                             align_corners=False)[0, 0].numpy()
+    expected = F.interpolate(torch.from_numpy(fmap)[None, None], size=(20, 30), mode="bilinear", align_corners=False)[
+        0, 0
+    ].numpy()
     np.testing.assert_array_equal(upsample_map(fmap, (20, 30)), expected)
     with pytest.raises(ValueError, match="2-D"):
         upsample_map(np.zeros((1, 4, 4)), (8, 8))

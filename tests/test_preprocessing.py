@@ -1,5 +1,6 @@
 """Preprocessing against independent references: torchvision's own VGG16 transform, and a numpy rendering of the
 classification-pytorch recipe."""
+
 import json
 
 import numpy as np
@@ -9,8 +10,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.models import VGG16_Weights
 
-from analysis.data import preprocessing as pp
 from analysis.config import PREPROCESS_NAMES
+from analysis.data import preprocessing as pp
 from analysis.data.preprocessing import make_preprocessing
 
 
@@ -33,7 +34,7 @@ def test_imagenet_at_224_is_torchvision_vgg16_transform_exactly(w, h):
 
 def test_imagenet_resize_scales_with_the_crop():
     p = make_preprocessing("imagenet", 64)
-    assert (p.resize, p.crop) == (73, 64)                         # round(256 / 224 * 64)
+    assert (p.resize, p.crop) == (73, 64)  # round(256 / 224 * 64)
     assert make_preprocessing("imagenet", 224).resize == 256
     reference = VGG16_Weights.IMAGENET1K_V1.transforms()
     assert list(p.mean) == list(reference.mean) and list(p.std) == list(reference.std)
@@ -58,10 +59,10 @@ def classification_pytorch_recipe(img: Image.Image, n: int) -> np.ndarray:
         resized = img.resize((n, int(n * h / w)), Image.BILINEAR)
     else:
         resized = img.resize((int(n * w / h), n), Image.BILINEAR)
-    a = np.array(resized, np.float32)                             # (H, W, 3)
+    a = np.array(resized, np.float32)  # (H, W, 3)
     top = int(round((a.shape[0] - n) / 2.0))
     left = int(round((a.shape[1] - n) / 2.0))
-    a = a[top:top + n, left:left + n]
+    a = a[top : top + n, left : left + n]
     a /= 127.5
     a -= 1.0
     return a.transpose(2, 0, 1)
@@ -83,10 +84,10 @@ def test_view_is_what_the_tensor_shows(name):
     p = make_preprocessing(name, 64)
     view = p.view(img)
     assert view.mode == "RGB" and view.size == (64, 64)
-    x = p.transform(img)                                          # (3, 64, 64)
+    x = p.transform(img)  # (3, 64, 64)
     mean = torch.tensor(p.mean).view(3, 1, 1)
     std = torch.tensor(p.std).view(3, 1, 1)
-    unnormalized = (x * std + mean) * 255                         # back to 0..255
+    unnormalized = (x * std + mean) * 255  # back to 0..255
     assert torch.allclose(unnormalized, torch.from_numpy(np.array(view)).permute(2, 0, 1).float(), atol=1e-3)
 
 
@@ -97,9 +98,9 @@ def test_imagenet_view_at_224_is_resize_256_center_crop_224():
 
 
 def test_very_thin_image_resamples_only_the_kept_window():
-    img = random_rgb(4, 400)                                      # resized 73 x 7300: far more than the crop
+    img = random_rgb(4, 400)  # resized 73 x 7300: far more than the crop
     p = make_preprocessing("imagenet", 64)
-    assert 73 * 7300 > pp._MAX_RESIZED_CROPS * 64 * 64            # so the windowed path is the one under test
+    assert 73 * 7300 > pp._MAX_RESIZED_CROPS * 64 * 64  # so the windowed path is the one under test
     full = np.asarray(TF.center_crop(TF.resize(img, [73]), [64])).astype(int)
     got = np.asarray(p.view(img)).astype(int)
     assert got.shape == (64, 64, 3)
@@ -131,15 +132,18 @@ def test_batch_normalize_on_uint8_is_torchvision_per_image_bit_for_bit(name):
     """The job carries uint8 to the device and normalizes a whole channels_last batch there: every value of every
     channel must come out as torchvision's per-image convert_image_dtype + normalize gives it."""
     p = make_preprocessing(name, 16)
-    values = torch.arange(256, dtype=torch.uint8).view(16, 16)              # every uint8 value, in each channel
-    images = torch.stack([values.roll(k, dims=0).expand(3, 16, 16) for k in range(4)])   # (4, 3, 16, 16)
-    expected = torch.stack([TF.normalize(TF.convert_image_dtype(im, torch.float), list(p.mean), list(p.std))
-                            for im in images])
+    values = torch.arange(256, dtype=torch.uint8).view(16, 16)  # every uint8 value, in each channel
+    images = torch.stack([values.roll(k, dims=0).expand(3, 16, 16) for k in range(4)])  # (4, 3, 16, 16)
+    expected = torch.stack(
+        [TF.normalize(TF.convert_image_dtype(im, torch.float), list(p.mean), list(p.std)) for im in images]
+    )
     got = p.normalize(images.contiguous(memory_format=torch.channels_last))
     assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(got, expected)
-    assert torch.equal(p.transform(random_rgb(20, 20)), TF.normalize(
-        TF.convert_image_dtype(p.to_uint8(random_rgb(20, 20)), torch.float), list(p.mean), list(p.std)))
+    assert torch.equal(
+        p.transform(random_rgb(20, 20)),
+        TF.normalize(TF.convert_image_dtype(p.to_uint8(random_rgb(20, 20)), torch.float), list(p.mean), list(p.std)),
+    )
 
 
 def test_normalize_refuses_float_input():

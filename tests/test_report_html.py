@@ -1,10 +1,12 @@
 """The report end to end on a tiny real run (random weights, 64 px, hostile file names), and its page:
 escaped, self-contained, every reference present, rendered by a real headless chromium without console errors."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from html import unescape
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -13,45 +15,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis.store import contract
 from analysis.config import make_config, read_config_section
-from jobs.config import ExtractConfig, ReportConfig
+from analysis.store import contract
 from jobs import extract, report
+from jobs.config import ExtractConfig, ReportConfig
 from tests.browser import dump_dom, needs_chromium, parse, render_in_chromium
-from tests.conftest import write_image
+from tests.helpers import HOSTILE, write_image
 
-HOSTILE = ("cat.<img src=x onerror=alert(1)>.jpg", 'dog." onmouseover="alert(2)" x=".jpg', "cat.'-alert(3)-'.jpg")
-
-
-def run_extract_and_report(data: Path, out: Path, **report_values) -> Path:
-    extract.main(make_config(ExtractConfig, {
-        **read_config_section(None, "extract"), "data": str(data), "out": str(out), "weights": "random",
-        "image_size": 64, "layers": ["conv4_3", "conv5_3"], "device": "cpu", "precision": "fp32", "batch_size": 4,
-        "workers": 0, "download": False, "progress": False}))
-    report.main(make_config(ReportConfig, {
-        **read_config_section(None, "report"), "qa": read_config_section(None, "report_qa"), "run": str(out),
-        "device": "cpu", "top_channels": 2,
-        "top_images": 5, "mistakes": 4, "thumbnail": 64, "progress": False, **report_values}))
-    return out / contract.REPORT_DIR
-
-
-@pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Path:
-    """Class folders (labels from the folder), including the hostile names and one broken file."""
-    data = tmp_path_factory.mktemp("data")
-    for i in range(5):
-        write_image(data / "Cat" / f"{i}.jpg", size=(80, 64), seed=i)
-        write_image(data / "Dog" / f"{i}.jpg", size=(64, 80), seed=100 + i)
-    for i, name in enumerate(HOSTILE):
-        write_image(data / ("Cat" if name.startswith("cat") else "Dog") / name, size=(72, 72), seed=200 + i)
-    (data / "Dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    return run_extract_and_report(data, tmp_path_factory.mktemp("run") / "out")
+pytestmark = pytest.mark.slow  # the report end to end
 
 
 def test_tables_and_tiles_written(page):
     stats = pd.read_parquet(page / contract.CHANNEL_STATS)
     assert tuple(stats.columns) == contract.CHANNEL_STATS_COLUMNS
-    assert len(stats) == 2 * 2 * 2 * 512   # (conv4_3 + conv5_3) x (mean, max) x classes x 512 channels
+    assert len(stats) == 2 * 2 * 2 * 512  # (conv4_3 + conv5_3) x (mean, max) x classes x 512 channels
     top = pd.read_parquet(page / contract.TOP_EXAMPLES)
     assert tuple(top.columns) == contract.TOP_EXAMPLES_COLUMNS
     shown = top[top[contract.SCOPE] != contract.SCOPE_MISTAKE]
@@ -66,13 +43,13 @@ def test_tables_and_tiles_written(page):
 def test_hostile_names_are_escaped_everywhere(page):
     text, c = parse(page / contract.INDEX_HTML)
     for name in HOSTILE:
-        assert name not in text                                     # never raw
-        assert any(name in t for t in c.text)                        # but shown, as text
+        assert name not in text  # never raw
+        assert any(name in t for t in c.text)  # but shown, as text
         assert any(name in (a.get("title") or "") for _, a in c.tags)  # and as an attribute value, intact
     for tag, attrs in c.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x")
-    assert [t for t, _ in c.tags].count("script") == 6   # 3 data blobs, filter, browser, map: no other
+    assert [t for t, _ in c.tags].count("script") == 6  # 3 data blobs, filter, browser, map: no other
     data = json.loads(c.scripts[0])
     assert all(any(i.endswith("/" + name) for i in data["ids"]) for name in HOSTILE)
 
@@ -83,8 +60,8 @@ def test_page_is_self_contained_and_references_exist(page):
     refs = [a[k] for _, a in c.tags for k in ("src", "href") if a.get(k)]
     assert refs
     for ref in refs:
-        if ref.startswith("#image="):   # a card of the map: the image is on the page (the dataset checks' link)
-            assert any(unquote(ref[len("#image="):]) in t for t in c.text), ref
+        if ref.startswith("#image="):  # a card of the map: the image is on the page (the dataset checks' link)
+            assert any(unquote(ref[len("#image=") :]) in t for t in c.text), ref
             continue
         if ref.startswith("#"):
             assert f'id="{ref[1:]}"' in text or f"id='{ref[1:]}'" in text, ref
@@ -96,7 +73,7 @@ def test_page_is_self_contained_and_references_exist(page):
 def test_chromium_renders_page_without_console_errors(page, tmp_path):
     console, pixels = render_in_chromium(page / contract.INDEX_HTML, tmp_path)
     assert console == [], console
-    assert pixels.std() > 10 and (pixels < 200).mean() > 0.02   # not blank: text, figures and tiles drew
+    assert pixels.std() > 10 and (pixels < 200).mean() > 0.02  # not blank: text, figures and tiles drew
 
 
 @needs_chromium
@@ -109,12 +86,24 @@ def test_chromium_probe_catches_an_unescaped_name(tmp_path):
 
 
 def test_unlabeled_run_ranks_by_prediction_and_says_so(tmp_path):
-    from analysis.store.synthetic import write_synthetic_run
-    run = write_synthetic_run(tmp_path / "run", n_images=60, layers={"conv5_3": 8}, labeled=False,
-                              planted=("conv5_3", 2, "dog"))
-    report.main(make_config(ReportConfig, {**read_config_section(None, "report"),
-                                           "qa": read_config_section(None, "report_qa"), "run": str(run),
-                                           "layers": ["conv5_3"], "overlays": False, "progress": False}))
+    from analysis.store.synthetic import SyntheticRun, write_synthetic_run
+
+    run = write_synthetic_run(
+        tmp_path / "run", SyntheticRun(n_images=60, layers={"conv5_3": 8}, labeled=False, planted=("conv5_3", 2, "dog"))
+    )
+    report.main(
+        make_config(
+            ReportConfig,
+            {
+                **read_config_section(None, "report"),
+                "dataset_issues": read_config_section(None, "report_qa"),
+                "run": str(run),
+                "layers": ["conv5_3"],
+                "overlays": False,
+                "progress": False,
+            },
+        )
+    )
     html = (run / contract.REPORT_DIR / contract.INDEX_HTML).read_text(encoding="utf-8")
     assert "grouped by predicted class" in html and "no labels" in html
     stats = pd.read_parquet(run / contract.REPORT_DIR / contract.CHANNEL_STATS)
@@ -127,16 +116,41 @@ def test_changed_image_is_reported_as_a_mismatch(tmp_path):
         write_image(data / f"cat.{i}.jpg", size=(64, 64), seed=i)
         write_image(data / f"dog.{i}.jpg", size=(64, 64), seed=50 + i)
     out = tmp_path / "run"
-    extract.main(make_config(ExtractConfig, {
-        **read_config_section(None, "extract"), "data": str(data), "out": str(out), "weights": "random",
-        "image_size": 64, "layers": ["conv5_3"], "device": "cpu", "precision": "fp32", "workers": 0,
-        "download": False, "progress": False}))
+    extract.main(
+        make_config(
+            ExtractConfig,
+            {
+                **read_config_section(None, "extract"),
+                "data": str(data),
+                "out": str(out),
+                "weights": "random",
+                "image_size": 64,
+                "layers": ["conv5_3"],
+                "device": "cpu",
+                "precision": "fp32",
+                "workers": 0,
+                "download": False,
+                "progress": False,
+            },
+        )
+    )
     for i in range(3):  # the dataset changes after the run
         write_image(data / f"cat.{i}.jpg", size=(64, 64), seed=900 + i)
-    report.main(make_config(ReportConfig, {
-        **read_config_section(None, "report"), "qa": read_config_section(None, "report_qa"), "run": str(out),
-        "layers": ["conv5_3"], "device": "cpu",
-        "top_channels": 2, "top_images": 3, "progress": False}))
+    report.main(
+        make_config(
+            ReportConfig,
+            {
+                **read_config_section(None, "report"),
+                "dataset_issues": read_config_section(None, "report_qa"),
+                "run": str(out),
+                "layers": ["conv5_3"],
+                "device": "cpu",
+                "top_channels": 2,
+                "top_images": 3,
+                "progress": False,
+            },
+        )
+    )
     _, c = parse(out / contract.REPORT_DIR / contract.INDEX_HTML)
     text = " ".join(c.text)
     assert re.search(r"[1-9]\d* of \d+ recomputed channel means differ from the recorded ones", text)
@@ -146,10 +160,10 @@ def test_changed_image_is_reported_as_a_mismatch(tmp_path):
 def test_escaping_helpers_for_each_context():
     from reports import escape
 
-    assert escape.text('a"b\'c<d>&') == "a&quot;b&#x27;c&lt;d&gt;&amp;"
+    assert escape.text("a\"b'c<d>&") == "a&quot;b&#x27;c&lt;d&gt;&amp;"
     assert escape.url("tiles/conv5_3-c1-00001.jpg") == "tiles/conv5_3-c1-00001.jpg"
     assert escape.url('../a b/"x".parquet') == "../a%20b/%22x%22.parquet"
-    assert escape.url(os.fsdecode(b"../caf\xe9/x")) == "../caf%E9/x"      # the real bytes of the folder's name
+    assert escape.url(os.fsdecode(b"../caf\xe9/x")) == "../caf%E9/x"  # the real bytes of the folder's name
     for bad in ("javascript:alert(1)", "http://example.com/x.png", "/etc/passwd", "data:text/html,x"):
         with pytest.raises(ValueError):
             escape.url(bad)
@@ -159,22 +173,33 @@ def test_escaping_helpers_for_each_context():
 
 
 def test_identical_galleries_are_shown_once_and_every_gallery_has_its_colour_bar(page):
-    from reports.run.page import Overlays, _scopes
+    from reports.run.inputs import Overlays
+    from reports.run.tiles import TileIndex, _scopes
 
     top = pd.read_parquet(page / contract.TOP_EXAMPLES)
     shown = top[top[contract.SCOPE] != contract.SCOPE_MISTAKE]
     blocks = 0
     for (_, _, _), ch in shown.groupby([contract.LAYER, contract.CLASS, contract.CHANNEL]):
-        scopes = _scopes(ch, "cat", Overlays({}, {}, {}, [], 0, None), [])
-        ids = {s: list(ch[ch[contract.SCOPE] == s].sort_values(contract.IMAGE_RANK)[contract.IMAGE_ID])
-               for s in (contract.SCOPE_ALL, contract.SCOPE_CLASS)}
+        scopes = _scopes(ch, "cat", Overlays.empty(None), TileIndex())
+        ids = {
+            s: list(ch[ch[contract.SCOPE] == s].sort_values(contract.IMAGE_RANK)[contract.IMAGE_ID])
+            for s in (contract.SCOPE_ALL, contract.SCOPE_CLASS)
+        }
         assert len(scopes) == (1 if ids[contract.SCOPE_ALL] == ids[contract.SCOPE_CLASS] else 2)
         assert [t["image_id"] for t in scopes[0]["tiles"]] == ids[contract.SCOPE_ALL]
         blocks += 1
     text, c = parse(page / contract.INDEX_HTML)
     bars = [a for tag, a in c.tags if tag == "span" and a.get("class") == "cbar"]
     assert len(bars) == blocks and all("linear-gradient" in a["style"] for a in bars)
-    assert "(viridis)" in text                       # the default colormap, named beside its bar
+    assert "(viridis)" in text  # the default colormap, named beside its bar
+
+
+def test_every_tile_number_names_its_image(page):
+    text = (page / contract.INDEX_HTML).read_text(encoding="utf-8")
+    ids = json.loads(re.search(r'id="report-data">(.*?)</script>', text, re.S).group(1))["ids"]
+    tiles = re.findall(r'<div class="tile" data-i="(\d+)">.*?([^<>]*)<br>value', text, re.S)
+    assert sorted(int(i) for i, _ in tiles) == list(range(len(ids)))  # each number once, none missing
+    assert all(ids[int(i)] == unescape(name).strip() for i, name in tiles)
 
 
 def _browser_data(page: Path) -> dict:
@@ -190,14 +215,18 @@ def test_channel_browser_data_covers_every_channel_with_independent_histograms(p
     stats = pd.read_parquet(page / contract.CHANNEL_STATS)
     preds = pd.read_parquet(run / "predictions").set_index("image_id")
     for layer, channel in (("conv4_3", 7), ("conv5_3", 300)):
-        i = next(j for j in range(len(data["channel"]))
-                 if data["layers"][data["layer"][j]] == layer and data["channel"][j] == channel)
+        i = next(
+            j
+            for j in range(len(data["channel"]))
+            if data["layers"][data["layer"][j]] == layer and data["channel"][j] == channel
+        )
         acts = pd.read_parquet(run / "activations" / layer).set_index("image_id")[f"c{channel}"]
         top = float(acts.max())
         assert data["top"][i] == pytest.approx(top, rel=1e-4)
         for k, cls in enumerate(data["classes"]):
-            row = stats[(stats.layer == layer) & (stats.stat == "mean") & (stats.channel == channel)
-                        & (stats["class"] == cls)].iloc[0]
+            row = stats[
+                (stats.layer == layer) & (stats.stat == "mean") & (stats.channel == channel) & (stats["class"] == cls)
+            ].iloc[0]
             assert data["auc"][k][i] == pytest.approx(row.auc, abs=1e-4)
             values = acts[acts.index.isin(preds.index[(preds.label == cls) & (preds.status == "ok")])].to_numpy()
             want, _ = np.histogram(values, bins=16, range=(0, top))

@@ -1,5 +1,6 @@
-"""The GPU choices of jobs/runtime.py and jobs/cluster.py, on a CPU machine: torch.cuda's answers are faked, and
+"""The GPU choices of jobs/runtime.py, on a CPU machine: torch.cuda's answers are faked, and
 torch.cuda.set_device's own argument check (pure Python) is what judges the device string."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch.cuda._utils import _get_device_index
 
-from jobs import cluster, runtime
+from jobs import runtime
 
 
 @pytest.fixture
@@ -25,23 +26,27 @@ def gpus(monkeypatch):
         for key in ("LOCAL_RANK", "LOCAL_WORLD_SIZE"):
             monkeypatch.delenv(key, raising=False)
         return chosen
+
     return make
 
 
 def test_auto_on_a_gpu_machine_is_cuda_with_its_index(gpus):
     chosen = gpus(1)
-    assert cluster.pick_device("auto") == torch.device("cuda:0")   # a bare `cuda` makes set_device raise
-    assert cluster.pick_device("cuda") == torch.device("cuda:0")
+    assert runtime.pick_device("auto") == torch.device("cuda:0")  # a bare `cuda` makes set_device raise
+    assert runtime.pick_device("cuda") == torch.device("cuda:0")
     assert chosen == [0, 0]
     with pytest.raises(ValueError, match="specified index"):
-        _get_device_index(torch.device("cuda"))   # the check above is the real one
+        _get_device_index(torch.device("cuda"))  # the check above is the real one
 
 
-@pytest.mark.parametrize("world, n_gpus, name, expected", [
-    ("2", 2, "auto", ["cuda:0", "cuda:1"]),     # one GPU per process
-    ("2", 1, "cuda", ["cuda:0", "cuda:0"]),     # asked to share one GPU
-    ("2", 1, "auto", ["cpu", "cpu"]),           # not enough GPUs: auto falls back to the CPU
-])
+@pytest.mark.parametrize(
+    "world, n_gpus, name, expected",
+    [
+        ("2", 2, "auto", ["cuda:0", "cuda:1"]),  # one GPU per process
+        ("2", 1, "cuda", ["cuda:0", "cuda:0"]),  # asked to share one GPU
+        ("2", 1, "auto", ["cpu", "cpu"]),  # not enough GPUs: auto falls back to the CPU
+    ],
+)
 def test_torchrun_local_rank_picks_its_gpu(gpus, monkeypatch, world, n_gpus, name, expected):
     chosen = gpus(n_gpus)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
@@ -49,7 +54,7 @@ def test_torchrun_local_rank_picks_its_gpu(gpus, monkeypatch, world, n_gpus, nam
     for rank in range(int(world)):
         monkeypatch.setenv("LOCAL_RANK", str(rank))
         monkeypatch.setenv("LOCAL_WORLD_SIZE", world)
-        got.append(str(cluster.pick_device(name)))
+        got.append(str(runtime.pick_device(name)))
     assert got == expected
     assert chosen == [int(d.split(":")[1]) for d in expected if d != "cpu"]
 
@@ -66,12 +71,12 @@ def test_gpu_workers_share_the_cores_between_local_processes(monkeypatch):
     monkeypatch.setattr(runtime, "count_cores", lambda: 16)
     gpu, cpu = torch.device("cuda:0"), torch.device("cpu")
     assert runtime.pick_workers("auto", gpu) == 8
-    assert runtime.pick_workers("auto", gpu, processes=2) == 7    # 8 cores each, one left to the main process
+    assert runtime.pick_workers("auto", gpu, processes=2) == 7  # 8 cores each, one left to the main process
     assert runtime.pick_workers("auto", gpu, processes=16) == 1
-    assert runtime.pick_workers("auto", cpu, processes=4) == 0    # 4 cores each: no room beside the forward
-    assert runtime.pick_workers(3, gpu, processes=2) == 3         # a number is taken as given
+    assert runtime.pick_workers("auto", cpu, processes=4) == 0  # 4 cores each: no room beside the forward
+    assert runtime.pick_workers(3, gpu, processes=2) == 3  # a number is taken as given
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert cluster.pick_workers("auto", gpu) == 7
+    assert runtime.pick_workers("auto", gpu) == 7  # processes: torchrun's LOCAL_WORLD_SIZE
 
 
 def test_fp32_on_cuda_turns_tf32_off_and_nothing_else_does(monkeypatch):

@@ -1,22 +1,30 @@
 """Units: part k of every table holds exactly files k*U .. (k+1)*U-1, whatever the batch boundaries."""
+
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.store import contract, tables
-from analysis.store import manifest
-from analysis.store.writer import UnitWriter
+from analysis.store import contract, layout, manifest, tables
+from analysis.store.layout import Attribution, ValueLayout
+from analysis.store.writer import UnitSchemas, UnitWriter
 
 LAYERS = {"conv1_1": 3, "conv5_3": 2}
+
+
+def make_writer(out, classes, layers, unit_size, meta, attribution=None, **options) -> UnitWriter:
+    values = ValueLayout(layers, attribution)
+    return UnitWriter(out, values, UnitSchemas.make(classes, False, values, meta), unit_size, **options)
 
 
 def _batches(n_files, batch, bad_every, rng):
     ids = [f"img{i:03d}.jpg" for i in range(n_files)]
     for s in range(0, n_files, batch):
-        chunk = ids[s:s + batch]
+        chunk = ids[s : s + batch]
         ok = [(s + j) % bad_every != 0 for j in range(len(chunk))]
         rows = {f.name: [None] * len(chunk) for f in contract.prediction_schema(["cat", "dog"], False)}
         rows[contract.IMAGE_ID] = chunk
@@ -28,7 +36,7 @@ def _batches(n_files, batch, bad_every, rng):
 @pytest.mark.parametrize("n_files, batch, unit", [(23, 4, 5), (10, 10, 10), (7, 3, 100), (12, 5, 1)])
 def test_units_split_at_file_boundaries_and_keep_every_value(tmp_path, n_files, batch, unit):
     rng = np.random.default_rng(0)
-    w = UnitWriter(tmp_path, ["cat", "dog"], False, LAYERS, unit, {"x": 1})
+    w = make_writer(tmp_path, ["cat", "dog"], LAYERS, unit, {"x": 1})
     sent_ok_ids, sent = [], []
     for rows, ok, acts in _batches(n_files, batch, 3, rng):
         w.add(rows, ok, acts)
@@ -57,7 +65,7 @@ def test_units_split_at_file_boundaries_and_keep_every_value(tmp_path, n_files, 
 
 
 def test_wrong_activation_width_is_refused(tmp_path):
-    w = UnitWriter(tmp_path, ["cat"], False, LAYERS, 4, {})
+    w = make_writer(tmp_path, ["cat"], LAYERS, 4, {})
     rows = {f.name: [None] for f in contract.prediction_schema(["cat"], False)}
     rows[contract.IMAGE_ID] = ["a"]
     with pytest.raises(ValueError, match="expected 10"):
@@ -68,7 +76,7 @@ def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
     from analysis.store.tables import write_bytes_atomic
 
     write_bytes_atomic(b"x", tmp_path / "a" / "f.json")
-    w = UnitWriter(tmp_path, ["cat"], False, {"conv1_1": 1}, 1, {})
+    w = make_writer(tmp_path, ["cat"], {"conv1_1": 1}, 1, {})
     rows = {f.name: [None] for f in contract.prediction_schema(["cat"], False)}
     rows[contract.IMAGE_ID], rows[contract.STATUS] = ["a"], ["ok"]
     w.add(rows, [True], np.zeros((1, 2), np.float32))
@@ -80,30 +88,74 @@ def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
 def test_a_shards_units_keep_their_global_numbers_and_commit_a_manifest_last(tmp_path):
     rng = np.random.default_rng(1)
     # shard 1 of 3 over 23 files in units of 5: units 1 (files 5..9) and 4 (files 20..22), in batches inside units
-    w = UnitWriter(tmp_path, ["cat", "dog"], False, LAYERS, 5, {"x": 1}, units=[(1, 5), (4, 3)],
-                   stamp={"identity_sha256": "abc", "shard": "1/3"})
+    w = make_writer(
+        tmp_path,
+        ["cat", "dog"],
+        LAYERS,
+        5,
+        {"x": 1},
+        units=[(1, 5), (4, 3)],
+        stamp={"identity_sha256": "abc", "shard": "1/3"},
+    )
     batches = list(_batches(23, 1, 3, rng))
     for i in list(range(5, 10)) + list(range(20, 23)):
         rows, ok, acts = batches[i]
         w.add(rows, ok, acts)
         assert w.at_unit_boundary == (i in (9, 22))
     w.close()
-    assert [p.name for p in tables.list_parts(tmp_path / contract.PREDICTIONS)] == ["part-00001.parquet",
-                                                                                   "part-00004.parquet"]
+    assert [p.name for p in tables.list_parts(tmp_path / contract.PREDICTIONS)] == [
+        "part-00001.parquet",
+        "part-00004.parquet",
+    ]
     units = manifest.read_unit_manifests(tmp_path, "abc")
     assert sorted(units) == [1, 4]
     u = units[1]
     assert (u["first_id"], u["last_id"], u["shard"]) == ("img005.jpg", "img009.jpg", "1/3")
-    assert u["counts"]["files"] == 5 and u["counts"]["ok"] == 3 and u["counts"]["error"] == 2   # 6 and 9 are bad
-    assert sorted(u["parts"]) == sorted(["predictions/part-00001.parquet"]
-                                        + [f"{d}/{layer}/part-00001.parquet" for d in ("activations", "activations_max")
-                                           for layer in LAYERS])
+    assert u["counts"]["files"] == 5 and u["counts"]["ok"] == 3 and u["counts"]["error"] == 2  # 6 and 9 are bad
+    assert sorted(u["parts"]) == sorted(
+        ["predictions/part-00001.parquet"]
+        + [f"{d}/{layer}/part-00001.parquet" for d in ("activations", "activations_max") for layer in LAYERS]
+    )
     assert manifest.read_unit_manifests(tmp_path, "another run") == {}
 
 
 def test_a_planned_unit_left_unfilled_is_an_error_at_close(tmp_path):
-    w = UnitWriter(tmp_path, ["cat", "dog"], False, LAYERS, 5, {}, units=[(0, 5)])
+    w = make_writer(tmp_path, ["cat", "dog"], LAYERS, 5, {}, units=[(0, 5)])
     rows, ok, acts = next(_batches(3, 3, 100, np.random.default_rng(0)))
     w.add(rows, ok, acts)
     with pytest.raises(ValueError, match="unit 0 was planned with 5 files"):
         w.close()
+
+
+def test_the_layout_places_means_maxima_then_contributions_by_class_then_layer(tmp_path):
+    """One ValueLayout: the writer's slices are where the forward puts each block, and each block's table carries its
+    layer (and class) in its metadata."""
+    attribution = Attribution(("conv4_3", "conv5_3"), ("cat", "dog"), {"conv4_3": 2, "conv5_3": 1}, "m")
+    values = ValueLayout(LAYERS, attribution)
+    assert [(b.kind, b.layer, b.cls, b.start, b.stop) for b in values.blocks] == [
+        ("mean", "conv1_1", None, 0, 3),
+        ("mean", "conv5_3", None, 3, 5),
+        ("max", "conv1_1", None, 5, 8),
+        ("max", "conv5_3", None, 8, 10),
+        ("contribution", "conv4_3", "cat", 10, 12),
+        ("contribution", "conv5_3", "cat", 12, 13),
+        ("contribution", "conv4_3", "dog", 13, 15),
+        ("contribution", "conv5_3", "dog", 15, 16),
+    ]
+    assert values.width == 16
+    assert Attribution.from_dict(attribution.to_dict()) == attribution and Attribution.from_dict(None) is None
+    assert ValueLayout.from_meta({"layers": LAYERS, "attribution": attribution.to_dict()}) == values
+    w = make_writer(tmp_path, ["cat", "dog"], LAYERS, 1, {"x": 1}, attribution)
+    rows = {f.name: [None] for f in contract.prediction_schema(["cat", "dog"], False)}
+    rows[contract.IMAGE_ID], rows[contract.STATUS] = ["a"], ["ok"]
+    w.add(rows, [True], np.arange(16, dtype=np.float32)[None])
+    assert pd.read_parquet(contract.attribution_dir(tmp_path, "dog", "conv4_3")).iloc[0].tolist() == ["a", 13, 14]
+    assert pd.read_parquet(contract.activation_dir(tmp_path, "conv5_3", "max")).iloc[0].tolist() == ["a", 8, 9]
+    meta = json.loads(
+        pq.read_schema(contract.attribution_dir(tmp_path, "dog", "conv4_3") / contract.part_name(0)).metadata[
+            contract.METADATA_KEY
+        ]
+    )
+    assert meta == {"x": 1, "layer": "conv4_3", "class": "dog"}
+    parts = json.loads(manifest.unit_manifest_path(tmp_path, 0).read_text())["parts"]
+    assert sorted(parts) == sorted(layout.list_unit_parts(values, 0))  # what finalize asks of every unit

@@ -4,6 +4,7 @@ A file that cannot be read or decoded is never replaced by another image (timm's
 attaches a result to the wrong file): it travels through the batch as an error, in its place, so that every file
 found gets exactly one row.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,14 +27,14 @@ from analysis.data.sources import ImageRecord, SourceError, read_bytes
 
 @dataclass
 class Item:
-    index: int                   # position in the dataset's records
-    image: torch.Tensor | None   # (3, N, N) uint8 (Preprocessing.normalize finishes it on the device); None: failed
-    error: str | None            # the reason when it failed, else None
-    width: int | None            # as stored; also set for a failure when the header could be read
+    index: int  # position in the dataset's records
+    image: torch.Tensor | None  # (3, N, N) uint8 (Preprocessing.normalize finishes it on the device); None: failed
+    error: str | None  # the reason when it failed, else None
+    width: int | None  # as stored; also set for a failure when the header could be read
     height: int | None
     format: str | None
-    sha256: str | None = None    # of the file's bytes, as read for decoding; None when they could not be read
-    phash: int | None = None     # of the whole decoded image (contract.PHASH); None when it failed
+    sha256: str | None = None  # of the file's bytes, as read for decoding; None when they could not be read
+    phash: int | None = None  # of the whole decoded image (contract.PHASH); None when it failed
 
 
 class ImageDataset(Dataset):
@@ -46,8 +47,15 @@ class ImageDataset(Dataset):
     2 threads (`python -m benchmarks.bench_input`). Inside a DataLoader worker process a batch is loaded on one thread:
     the workers are the parallelism there."""
 
-    def __init__(self, records: Sequence[ImageRecord], preprocessing: Preprocessing, max_pixels: int,
-                 max_file_bytes: int, root: str | None = None, threads: int = 1):
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        preprocessing: Preprocessing,
+        max_pixels: int,
+        max_file_bytes: int,
+        root: str | None = None,
+        threads: int = 1,
+    ):
         """root: DATA; every file read must lie inside it (analysis.data.sources.read_bytes)."""
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads {threads!r} is not allowed; a positive integer")
@@ -57,19 +65,19 @@ class ImageDataset(Dataset):
         self.max_pixels = max_pixels
         self.max_file_bytes = max_file_bytes
         self.threads = threads
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None   # (pid that made it, pool): never inherited
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool): never inherited
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pool": None}   # threads do not cross into a worker process
+        return {**self.__dict__, "_pool": None}  # threads do not cross into a worker process
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         """The items of one batch, in order, on this process's threads (one inside a DataLoader worker)."""
         if self.threads == 1 or len(indices) < 2 or get_worker_info() is not None:
             return [self[i] for i in indices]
-        if self._pool is None or self._pool[0] != os.getpid():   # a forked copy has the object, not the threads
+        if self._pool is None or self._pool[0] != os.getpid():  # a forked copy has the object, not the threads
             self._pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="decode"))
         # decode_image silences PIL's warnings with warnings.catch_warnings, which saves and restores the
         # process's one list of filters: two threads doing it at once can leave "ignore" behind for good. Inside
@@ -83,14 +91,23 @@ class ImageDataset(Dataset):
             data = self.read(i)
         except SourceError as e:
             return Item(index=i, image=None, error=e.reason, width=None, height=None, format=None)
-        digest = self.digest(data)   # the bytes just read: no second read of the file
+        digest = self.digest(data)  # the bytes just read: no second read of the file
         try:
             decoded = self.decode(data)
         except DecodeError as e:
-            return Item(index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format,
-                        sha256=digest)
-        return Item(index=i, image=self.preprocess(decoded.image), error=None, width=decoded.width,
-                    height=decoded.height, format=decoded.format, sha256=digest, phash=self.fingerprint(decoded.image))
+            return Item(
+                index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format, sha256=digest
+            )
+        return Item(
+            index=i,
+            image=self.preprocess(decoded.image),
+            error=None,
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.format,
+            sha256=digest,
+            phash=self.fingerprint(decoded.image),
+        )
 
     # The steps of one item, one method each, so that benchmarks.profile_extract times the job's own code.
     def read(self, i: int) -> bytes:
@@ -103,23 +120,23 @@ class ImageDataset(Dataset):
         return decode_image(data, self.max_pixels)
 
     def fingerprint(self, image: Image.Image) -> int:
-        return compute_phash(image)   # the whole decoded image, before the crop
+        return compute_phash(image)  # the whole decoded image, before the crop
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self.preprocessing.to_uint8(image)   # (3, N, N) uint8
+        return self.preprocessing.to_uint8(image)  # (3, N, N) uint8
 
 
 @dataclass
 class Batch:
-    indices: list[int]           # dataset index of every item, good or bad, in order
-    images: torch.Tensor         # (B_ok, 3, N, N) uint8: the good items in order; (0, 3, 0, 0) when none is good
+    indices: list[int]  # dataset index of every item, good or bad, in order
+    images: torch.Tensor  # (B_ok, 3, N, N) uint8: the good items in order; (0, 3, 0, 0) when none is good
     ok: list[bool]
     errors: list[str | None]
     widths: list[int | None]
     heights: list[int | None]
     formats: list[str | None]
-    sha256s: list[str | None]    # of each item's bytes; None where they could not be read
-    phashes: list[int | None]    # of each decoded image (contract.PHASH); None where it failed
+    sha256s: list[str | None]  # of each item's bytes; None where they could not be read
+    phashes: list[int | None]  # of each decoded image (contract.PHASH); None where it failed
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True) in its pinning thread."""

@@ -4,6 +4,7 @@ Anything the bytes can do wrong ends as a `DecodeError` whose `reason` is the sh
 no other exception leaves `decode_image` for any input. The whole image is decoded here (not lazily later), so a
 truncated file fails here, with its own reason, and never in the middle of preprocessing.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,19 +19,56 @@ from PIL import Image, ImageOps
 
 # Raster formats we let PIL try, in its own names. An allow-list rather than all of PIL's plugins: EPS would run
 # Ghostscript on untrusted bytes, and the scientific formats (FITS, GRIB, ...) are not photographs.
-FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "JPEG2000", "PPM", "TGA", "ICO", "PCX",
-           "QOI", "SGI", "PSD")
+FORMATS = (
+    "JPEG",
+    "PNG",
+    "GIF",
+    "BMP",
+    "DIB",
+    "TIFF",
+    "WEBP",
+    "AVIF",
+    "JPEG2000",
+    "PPM",
+    "TGA",
+    "ICO",
+    "PCX",
+    "QOI",
+    "SGI",
+    "PSD",
+)
 
 # What PIL and its plugins raise on bad bytes (read from PIL's source and a fuzz run): decoder errors are OSError,
 # header parsers use SyntaxError/struct.error/ValueError/IndexError/KeyError/TypeError, a few plugins raise
 # EOFError, RuntimeError or NotImplementedError (unsupported variants), zlib.error leaks from compressed chunks.
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, struct.error, EOFError,
-               zlib.error, ArithmeticError, RuntimeError, Image.DecompressionBombError)
+_PIL_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    struct.error,
+    EOFError,
+    zlib.error,
+    ArithmeticError,
+    RuntimeError,
+    Image.DecompressionBombError,
+)
 
 # Signatures of formats a real photo comes in: a file that starts like one but will not open is broken, not "not an
 # image".
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"BM",
-               b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")
+_SIGNATURES = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",
+    b"MM\x00*",
+    b"BM",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+    b"\xff\x4f\xff\x51",
+)
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -51,10 +89,10 @@ class DecodeError(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
-    image: Image.Image    # mode RGB, EXIF orientation applied
-    width: int            # as stored, before EXIF rotation
+    image: Image.Image  # mode RGB, EXIF orientation applied
+    width: int  # as stored, before EXIF rotation
     height: int
-    format: str | None    # PIL's name: "JPEG", "PNG", "MPO", ...
+    format: str | None  # PIL's name: "JPEG", "PNG", "MPO", ...
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Decoded:
@@ -81,9 +119,9 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
         try:
             _check_size(width, height, max_pixels, fmt)
             drafted = min_side is not None and fmt == "JPEG" and _draft(im, min_side)
-            im.load()                                # the whole first frame: truncation shows here
+            im.load()  # the whole first frame: truncation shows here
             if not drafted:
-                width, height = im.size              # a few formats (ICO, ICNS) pick their size while loading
+                width, height = im.size  # a few formats (ICO, ICNS) pick their size while loading
                 _check_size(width, height, max_pixels, fmt)
             oriented = _apply_exif_orientation(im)
             rgb = _to_rgb(oriented)
@@ -144,11 +182,11 @@ def _looks_truncated(data: bytes, e: BaseException) -> bool:
     if isinstance(e, EOFError) or "truncated" in str(e).lower():
         return True
     if _is_webp(data) or data[:4] == b"RIFF":
-        return len(data) < 8 + int.from_bytes(data[4:8], "little")   # RIFF states the size of what follows
+        return len(data) < 8 + int.from_bytes(data[4:8], "little")  # RIFF states the size of what follows
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return b"IEND" not in data[-12:]
     if data.startswith(b"\xff\xd8\xff"):
-        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")       # no end-of-image marker
+        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")  # no end-of-image marker
     return False
 
 
@@ -167,10 +205,13 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         return im
     if mode == "F" or mode == "I" or mode.startswith("I;"):
         return Image.fromarray(_high_depth_to_8bit(im)).convert("RGB")
-    has_alpha = (mode in _ALPHA_MODES or "transparency" in im.info
-                 or (mode == "P" and im.palette is not None and im.palette.mode == "RGBA"))
+    has_alpha = (
+        mode in _ALPHA_MODES
+        or "transparency" in im.info
+        or (mode == "P" and im.palette is not None and im.palette.mode == "RGBA")
+    )
     if not has_alpha:
-        return im.convert("RGB")   # 1, L, P, CMYK (PIL's conversion, no ICC profile), YCbCr, LAB, HSV, RGBX
+        return im.convert("RGB")  # 1, L, P, CMYK (PIL's conversion, no ICC profile), YCbCr, LAB, HSV, RGBX
     rgba = im.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
@@ -189,7 +230,7 @@ def _high_depth_to_8bit(im: Image.Image) -> np.ndarray:
         values = np.asarray(im.convert("I"), dtype=np.float64)
         full_scale: float | None = 65535.0
     else:
-        values = np.asarray(im, dtype=np.float64)   # (H, W)
+        values = np.asarray(im, dtype=np.float64)  # (H, W)
         full_scale = None
     finite = np.isfinite(values)
     lo = float(values[finite].min()) if finite.any() else 0.0

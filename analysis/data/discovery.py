@@ -8,6 +8,7 @@ Meaning wins over spelling: given the model's classes, a folder whose name spell
 plural: Cat/, cats/, DOGS/) is a class folder whatever its files are called (Oxford-IIIT's cats/Abyssinian_14.jpg is
 a cat, not an 'abyssinian'); a Kaggle-style name prefix labels an image only in a folder that names no class.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,32 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from analysis.data.filetree import (IMAGE_EXTENSIONS, ZIP_ERRORS, Folder, Skips, count_images, read_folder_tree,
-                               read_zip_tree, skip_reason)
+from analysis.data.filetree import (
+    IMAGE_EXTENSIONS,
+    ZIP_ERRORS,
+    Folder,
+    Skips,
+    count_images,
+    read_folder_tree,
+    read_zip_tree,
+    skip_reason,
+)
 from analysis.data.names import make_id_part
 from analysis.data.sources import ImageRecord
 
-__all__ = ["IMAGE_EXTENSIONS", "PLURAL_ENDINGS", "SPLIT_NAMES", "DataError", "DataTree", "Discovery", "find_images",
-           "read_data_tree"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PLURAL_ENDINGS",
+    "SPLIT_NAMES",
+    "DataError",
+    "DataTree",
+    "Discovery",
+    "find_images",
+    "read_data_tree",
+]
 
 SPLIT_NAMES = frozenset({"train", "test", "test1", "val", "valid", "validation", "dev"})
-PLURAL_ENDINGS = ("s", "es")   # a folder named a class plus one of these names that class (Keras's cats/, dogs/)
+PLURAL_ENDINGS = ("s", "es")  # a folder named a class plus one of these names that class (Keras's cats/, dogs/)
 # Kaggle-style names: the label is the prefix of letters before the first '.', '_' or '-', whatever follows it up to
 # the extension (cat.0.jpg, dog_12.png, cat.fluffy.jpg, cat.ñandú 9027.jpg). cat.jpg alone names no label.
 _LABELED_NAME = re.compile(r"^([^\W\d_]+)[._-].+\.[^.]+$", re.DOTALL)
@@ -36,10 +53,10 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Discovery:
-    root: str                                   # absolute DATA path
-    layout: str                                 # for the log: "parent: test1=unlabeled, train=kaggle-flat"
-    records: tuple[ImageRecord, ...]            # sorted by image_id
-    skipped: dict[str, int]                     # reason -> files found but not analyzed
+    root: str  # absolute DATA path
+    layout: str  # for the log: "parent: test1=unlabeled, train=kaggle-flat"
+    records: tuple[ImageRecord, ...]  # sorted by image_id
+    skipped: dict[str, int]  # reason -> files found but not analyzed
     skipped_examples: tuple[tuple[str, str], ...]  # (path relative to DATA, reason), the first few
 
     @property
@@ -51,14 +68,16 @@ class Discovery:
 class DataTree:
     """DATA's files as read (names only), before any layout is decided: read once, early, and laid out later, when
     the model's classes are known."""
-    shown: str                                  # DATA as the user gave it
-    root: str                                   # absolute DATA path
+
+    shown: str  # DATA as the user gave it
+    root: str  # absolute DATA path
     top: Folder
     skips: Skips
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Deciding layouts and making records.
+
 
 def _kids(folder: Folder) -> list[Folder]:
     return [f for _, f in sorted(folder.folders.items()) if f.total]
@@ -103,7 +122,7 @@ def _holds_dataset(folder: Folder, names: frozenset[str]) -> bool:
         # cats_and_dogs_small/train/cats/cat.0.jpg) names one, and must stay a class.
         labels = _name_labels(folder.images)
         return labels is not None and len(set(labels) - {None}) >= 2
-    return not folder.images   # class folders or a parent of its own; images beside subfolders: one class
+    return not folder.images  # class folders or a parent of its own; images beside subfolders: one class
 
 
 def _add(out: list[ImageRecord], folder: Folder, split: str | None, labels) -> None:
@@ -165,16 +184,18 @@ def _emit(folder: Folder, split: str | None, out: list[ImageRecord], skips: Skip
                 _add_class(out, k, split, _label(k))
         if named:
             classes = [_label(k) for k in kids if k not in named]
-            return (f"{zip_of}kaggle-flat{loose} with subfolders labelled from file names too "
-                    f"({', '.join(make_id_part(k.name) for k in named)})"
-                    + (f" and class folders ({', '.join(classes)})" if classes else ""))
+            return (
+                f"{zip_of}kaggle-flat{loose} with subfolders labelled from file names too "
+                f"({', '.join(make_id_part(k.name) for k in named)})"
+                + (f" and class folders ({', '.join(classes)})" if classes else "")
+            )
         return f"{zip_of}class-folders ({', '.join(_label(k) for k in kids)}){loose}"
     parts = []
     by_name = {k.name: k for k in kids}
     class_names = {c.name.lower() for k in kids if _kind(k, names) == "classes" for c in _kids(k)}
     for k in kids:
         if _kind(k, names) == "wrapper" and _kids(k)[0].name.lower() in class_names:
-            k.kind = "classes"   # a split holding one class folder, beside splits holding several
+            k.kind = "classes"  # a split holding one class folder, beside splits holding several
     for k in kids:
         stem = k.name[:-4] if k.is_zip else k.name
         shown = make_id_part(stem)
@@ -200,20 +221,28 @@ def read_data_tree(data: str | os.PathLike) -> DataTree:
         except OSError as e:
             raise DataError(f"DATA {shown!r} cannot be read ({e.strerror or e})") from None
     elif skip_reason(os.path.basename(root)) is None:
-        raise DataError(f"DATA {shown!r} is one image file; DATA must be a folder or a .zip of images "
-                        f"(to look at one image, use make inspect IMAGE={shown})")
+        raise DataError(
+            f"DATA {shown!r} is one image file; DATA must be a folder or a .zip of images "
+            f"(to look at one image, use make inspect IMAGE={shown})"
+        )
     else:
         try:
             top = read_zip_tree(os.path.basename(root), os.path.realpath(root), "", skips)
         except ZIP_ERRORS as e:
-            raise DataError(f"DATA {shown!r} is neither a folder nor a readable .zip archive "
-                            f"({type(e).__name__}: {e})") from None
+            raise DataError(
+                f"DATA {shown!r} is neither a folder nor a readable .zip archive ({type(e).__name__}: {e})"
+            ) from None
     if count_images(top) == 0:
         # Kaggle's own download is a zip of train.zip and test1.zip: say what to do rather than only what failed.
-        hint = "; it holds zip archives inside a zip: unzip it once and pass the folder" \
-            if skips.counts["zip inside a zip (not read)"] else ""
-        raise DataError(f"Found 0 images in {shown!r} ({sum(skips.counts.values())} other files skipped). "
-                        f"Supported image extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}{hint}")
+        hint = (
+            "; it holds zip archives inside a zip: unzip it once and pass the folder"
+            if skips.counts["zip inside a zip (not read)"]
+            else ""
+        )
+        raise DataError(
+            f"Found 0 images in {shown!r} ({sum(skips.counts.values())} other files skipped). "
+            f"Supported image extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}{hint}"
+        )
     return DataTree(shown, root, top, skips)
 
 
@@ -228,7 +257,7 @@ def find_images(data: str | os.PathLike | DataTree, classes: Sequence[str] | Non
     raises DataError. `classes`: the model's classes, whose folders are class folders whatever their files are
     called (without them, a folder of Kaggle-style names is labelled by the names)."""
     tree = data if isinstance(data, DataTree) else read_data_tree(data)
-    _forget_kinds(tree.top)   # a tree laid out before, without the classes or with others
+    _forget_kinds(tree.top)  # a tree laid out before, without the classes or with others
     skips = Skips()
     skips.counts.update(tree.skips.counts)
     skips.examples.extend(tree.skips.examples)

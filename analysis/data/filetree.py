@@ -4,6 +4,7 @@ Only names are looked at: no image is opened, a zip's central directory is the o
 stat'ed beyond what os.scandir already knows, so 25,000 files take a fraction of a second and a million stay
 practical. Deciding what the folders mean (splits, classes) is discovery's job.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 
 from analysis.data.names import make_id_part
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp",
-                              ".tif", ".tiff", ".ppm", ".pgm", ".pbm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
 ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError)
 _SYSTEM_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", "__macosx"})
 _UNSAFE_MEMBER = re.compile(r"^([/\\]|[A-Za-z]:)|(^|[/\\])\.{0,2}([/\\]|$)")  # absolute, drive, '', '.', '..'
@@ -24,17 +26,17 @@ _MAX_EXAMPLES = 20
 
 @dataclass(eq=False)
 class Folder:
-    name: str                 # as the file system gives it (surrogate-escaped); a zip keeps its '.zip'
-    rel: str                  # image_id prefix: path from DATA with '/', ending in '/' (or "" for DATA), each name
-                              # through analysis.data.names.make_id_part
-    path: str                 # the folder's absolute path; inside a zip, the zip's path
-    member: str | None        # member-name prefix inside a zip; None on disk
+    name: str  # as the file system gives it (surrogate-escaped); a zip keeps its '.zip'
+    rel: str  # image_id prefix: path from DATA with '/', ending in '/' (or "" for DATA), each name
+    # through analysis.data.names.make_id_part
+    path: str  # the folder's absolute path; inside a zip, the zip's path
+    member: str | None  # member-name prefix inside a zip; None on disk
     is_zip: bool = False
-    images: list[str] = field(default_factory=list)   # names as the file system or the zip gives them
+    images: list[str] = field(default_factory=list)  # names as the file system or the zip gives them
     folders: dict[str, "Folder"] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)  # image name -> real path, for symlinks inside DATA
-    total: int = 0            # images in the whole subtree
-    kind: str | None = None   # the layout, memoized by discovery: parents ask about their children first
+    total: int = 0  # images in the whole subtree
+    kind: str | None = None  # the layout, memoized by discovery: parents ask about their children first
 
 
 class Skips:
@@ -80,7 +82,7 @@ def read_zip_tree(name: str, path: str, rel: str, skips: Skips) -> Folder:
         parts = m.split("/")
         if _UNSAFE_MEMBER.search(m):
             reason = "unsafe zip member path"
-        elif m in seen:   # a zip may repeat a name; ids must stay unique and read_bytes would get the last one
+        elif m in seen:  # a zip may repeat a name; ids must stay unique and read_bytes would get the last one
             reason = "duplicate zip member"
         elif (info.external_attr >> 16) & 0o170000 == 0o120000:
             reason = "symlink in zip"
@@ -100,7 +102,7 @@ def read_zip_tree(name: str, path: str, rel: str, skips: Skips) -> Folder:
         for i, p in enumerate(parts[:-1]):
             child = node.folders.get(p)
             if child is None:
-                prefix = "/".join(parts[:i + 1]) + "/"
+                prefix = "/".join(parts[: i + 1]) + "/"
                 child = node.folders[p] = Folder(p, rel + make_id_part(prefix), path, prefix)
             node = child
         node.images.append(parts[-1])
@@ -140,7 +142,7 @@ class _Walker:
         self.seen.add(real)
         try:
             with os.scandir(folder.path) as it:
-                entries = sorted(it, key=lambda e: e.name)   # scandir order is the filesystem's: not deterministic
+                entries = sorted(it, key=lambda e: e.name)  # scandir order is the filesystem's: not deterministic
         except OSError:
             if not folder.rel:
                 raise

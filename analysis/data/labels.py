@@ -2,6 +2,7 @@
 
 Both run after discovery, on its records; the CSV last, so that what the user wrote wins.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ from typing import Iterable, Sequence
 
 from analysis.data.discovery import PLURAL_ENDINGS, DataError, Discovery
 
-SHOWN = 10   # ids named in a message; the rest are counted
+SHOWN = 10  # ids named in a message; the rest are counted
 
 
 def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
@@ -24,8 +25,10 @@ def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
             reader = csv.reader(f)
             header = [h.strip().lower() for h in next(reader, [])]
             if "image_id" not in header or "label" not in header:
-                raise DataError(f"labels file {name!r}: the first line must be a header with columns "
-                                f"image_id,label; got {','.join(header)!r}")
+                raise DataError(
+                    f"labels file {name!r}: the first line must be a header with columns "
+                    f"image_id,label; got {','.join(header)!r}"
+                )
             i, j = header.index("image_id"), header.index("label")
             for row in reader:
                 if not any(c.strip() for c in row):
@@ -35,8 +38,10 @@ def read_labels_csv(path: str | os.PathLike) -> dict[str, str]:
                 if not image_id or not label:
                     raise DataError(f"labels file {name!r} line {reader.line_num}: empty image_id or label")
                 if labels.setdefault(image_id, label) != label:
-                    raise DataError(f"labels file {name!r} line {reader.line_num}: {image_id!r} has two labels, "
-                                    f"{labels[image_id]!r} and {label!r}")
+                    raise DataError(
+                        f"labels file {name!r} line {reader.line_num}: {image_id!r} has two labels, "
+                        f"{labels[image_id]!r} and {label!r}"
+                    )
     except FileNotFoundError:
         raise DataError(f"labels file {name!r} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -73,11 +78,13 @@ def match_class_names(discovery: Discovery, classes: Sequence[str]) -> tuple[Dis
     """
     found = sorted({r.label for r in discovery.records if r.label is not None})
     known = set(classes)
-    candidates = {lab: [c for c in classes if any(lab == c + e for e in PLURAL_ENDINGS)]
-                  for lab in found if lab not in known}
+    candidates = {
+        lab: [c for c in classes if any(lab == c + e for e in PLURAL_ENDINGS)] for lab in found if lab not in known
+    }
     targets = [c[0] for c in candidates.values() if len(c) == 1]
-    mapping = {lab: c[0] for lab, c in candidates.items()
-               if len(c) == 1 and targets.count(c[0]) == 1 and c[0] not in found}
+    mapping = {
+        lab: c[0] for lab, c in candidates.items() if len(c) == 1 and targets.count(c[0]) == 1 and c[0] not in found
+    }
     if not mapping:
         return discovery, {}
     records = tuple(replace(r, label=mapping[r.label]) if r.label in mapping else r for r in discovery.records)
@@ -96,10 +103,12 @@ def describe_plural_twins(discovery: Discovery, classes: Sequence[str]) -> list[
         for plural in (c + e for e in PLURAL_ENDINGS):
             if c in counts and plural in counts and plural not in classes:
                 n = counts[plural]
-                lines.append(f"{_where(discovery, c)} and {_where(discovery, plural)} both name the class {c!r}: "
-                             f"kept as two labels, and {plural!r} is not a class of the model, so `correct` is null "
-                             f"for its {n} image{'s' * (n != 1)}; move them into one folder (or rename one) and "
-                             f"rerun, or pass --labels FILE.csv")
+                lines.append(
+                    f"{_where(discovery, c)} and {_where(discovery, plural)} both name the class {c!r}: "
+                    f"kept as two labels, and {plural!r} is not a class of the model, so `correct` is null "
+                    f"for its {n} image{'s' * (n != 1)}; move them into one folder (or rename one) and "
+                    f"rerun, or pass --labels FILE.csv"
+                )
     return lines
 
 
@@ -111,7 +120,7 @@ def _where(discovery: Discovery, label: str) -> str:
             parts = r.image_id.split("/")[:-1]
             hit = next((i for i, part in enumerate(parts) if part.lower() == label), None)
             if hit is not None:
-                folders.add("/".join(parts[:hit + 1]) + "/")
+                folders.add("/".join(parts[: hit + 1]) + "/")
     if not folders:
         return f"the images labelled {label!r} by their file names"
     return f"folder{'s' * (len(folders) > 1)} {', '.join(sorted(folders))}"

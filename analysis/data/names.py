@@ -9,6 +9,7 @@ newline or a `<` included, stays as it is: escaping for a page or a log is the p
     "dog.9032.\\udcff\\udcfe.jpg"  (bytes dog.9032.\\xff\\xfe.jpg)  ->  "dog.9032.\\xff\\xfe.jpg"
     "back\\\\slash.jpg"                                        ->  "back\\\\\\\\slash.jpg"
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ def read_id_bytes(image_id: str) -> bytes:
     out = bytearray()
     pos = 0
     for m in _ESCAPED.finditer(image_id):
-        out += image_id[pos:m.start()].encode("utf-8")
+        out += image_id[pos : m.start()].encode("utf-8")
         token = m.group(1)
         out += b"\\" if token == "\\" else bytes([int(token[1:], 16)])
         pos = m.end()

@@ -11,14 +11,15 @@ It hashes the whole decoded image (EXIF orientation applied, made RGB), not the 
 photo cropped differently by the preprocessing are still the same photo. Cost: a gray copy and one resampling
 of the full image, about a tenth of decoding it (benchmarks/bench_input.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import scipy.fft
 from PIL import Image
 
-HASH_SIZE = 8                        # 8 x 8 coefficients: 64 bits
-SAMPLE_SIZE = HASH_SIZE * 4          # imagehash's highfreq_factor 4: the DCT runs on 32 x 32
+HASH_SIZE = 8  # 8 x 8 coefficients: 64 bits
+SAMPLE_SIZE = HASH_SIZE * 4  # imagehash's highfreq_factor 4: the DCT runs on 32 x 32
 BITS = HASH_SIZE * HASH_SIZE
 
 
@@ -26,10 +27,10 @@ def compute_phash(image: Image.Image) -> int:
     """The pHash of `image` as a signed 64-bit integer: the unsigned 64-bit value, minus 2**64 when its top bit
     is set (Parquet and numpy have int64, not an unsigned column everyone reads)."""
     gray = image.convert("L").resize((SAMPLE_SIZE, SAMPLE_SIZE), Image.Resampling.LANCZOS)
-    pixels = np.asarray(gray, dtype=np.float64)                                   # (32, 32)
-    low = scipy.fft.dct(scipy.fft.dct(pixels, axis=0), axis=1)[:HASH_SIZE, :HASH_SIZE]   # (8, 8)
-    bits = (low > np.median(low)).reshape(-1)                                     # (64,) row-major
-    return int(np.packbits(bits).view(">i8")[0])                                  # big-endian: first bit on top
+    pixels = np.asarray(gray, dtype=np.float64)  # (32, 32)
+    low = scipy.fft.dct(scipy.fft.dct(pixels, axis=0), axis=1)[:HASH_SIZE, :HASH_SIZE]  # (8, 8)
+    bits = (low > np.median(low)).reshape(-1)  # (64,) row-major
+    return int(np.packbits(bits).view(">i8")[0])  # big-endian: first bit on top
 
 
 def to_unsigned(value: int) -> int:

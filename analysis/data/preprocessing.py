@@ -6,6 +6,7 @@ its resize scales with the crop (256/224 x N), and at N = 224 the output is that
 classic cat/dog VGG16 follows: short side to N with PIL bilinear, center crop N, RGB x / 127.5 - 1. Feeding a
 checkpoint the other recipe's input gives plausible but wrong activations, so the choice is recorded (`describe`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,12 +26,12 @@ _MAX_RESIZED_CROPS = 64
 @dataclass(frozen=True)
 class Preprocessing:
     name: str
-    resize: int                          # the short side is resized to this ...
-    crop: int                            # ... then the center crop x crop is taken
-    mean: tuple[float, float, float]     # on the [0, 1] scale: out = (x / 255 - mean) / std
+    resize: int  # the short side is resized to this ...
+    crop: int  # ... then the center crop x crop is taken
+    mean: tuple[float, float, float]  # on the [0, 1] scale: out = (x / 255 - mean) / std
     std: tuple[float, float, float]
-    interpolation: str                   # torchvision InterpolationMode value, e.g. "bilinear"
-    antialias: bool = True               # PIL always antialiases; kept to describe the torchvision transform fully
+    interpolation: str  # torchvision InterpolationMode value, e.g. "bilinear"
+    antialias: bool = True  # PIL always antialiases; kept to describe the torchvision transform fully
 
     def view(self, image: Image.Image) -> Image.Image:
         """The image as the network sees it: resized and center-cropped, (crop x crop) RGB, not normalized."""
@@ -44,7 +45,7 @@ class Preprocessing:
         # The same window of the same resize, computed alone: PIL resamples `box` of the source with the filter
         # positions the full resize would use. PIL takes the box in single precision, so some values differ from
         # the full resize by one level (of 255); only images thinner than about 1:50 come this way.
-        top = int(round((new_h - self.crop) / 2.0))    # torchvision's center_crop offsets
+        top = int(round((new_h - self.crop) / 2.0))  # torchvision's center_crop offsets
         left = int(round((new_w - self.crop) / 2.0))
         sx, sy = w / new_w, h / new_h
         box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
@@ -81,7 +82,7 @@ class Preprocessing:
             "interpolation": self.interpolation,
             "antialias": self.antialias,
             "steps": f"resize short side to {self.resize} ({self.interpolation}), center crop {self.crop}, "
-                     "RGB (x / 255 - mean) / std",
+            "RGB (x / 255 - mean) / std",
             "source": _SOURCES.get(self.name),
         }
 
@@ -98,7 +99,7 @@ def make_preprocessing(name: str, image_size: int) -> Preprocessing:
 def _make_imagenet(image_size: int) -> Preprocessing:
     from torchvision.models import VGG16_Weights
 
-    reference = VGG16_Weights.IMAGENET1K_V1.transforms()   # torchvision's ImageClassification preset
+    reference = VGG16_Weights.IMAGENET1K_V1.transforms()  # torchvision's ImageClassification preset
     (crop,), (resize,) = reference.crop_size, reference.resize_size
     return Preprocessing(
         name="imagenet",
@@ -113,8 +114,15 @@ def _make_imagenet(image_size: int) -> Preprocessing:
 
 def _make_classification_pytorch(image_size: int) -> Preprocessing:
     # x / 127.5 - 1 written as a normalization: mean 0.5, std 0.5 on the [0, 1] scale.
-    return Preprocessing(name="classification-pytorch", resize=image_size, crop=image_size,
-                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", antialias=True)
+    return Preprocessing(
+        name="classification-pytorch",
+        resize=image_size,
+        crop=image_size,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        interpolation="bilinear",
+        antialias=True,
+    )
 
 
 _BUILDERS: dict[str, Callable[[int], Preprocessing]] = {
@@ -125,13 +133,14 @@ _BUILDERS: dict[str, Callable[[int], Preprocessing]] = {
 _SOURCES = {
     "imagenet": "torchvision VGG16_Weights.IMAGENET1K_V1.transforms(), resize scaled with the crop",
     "classification-pytorch": "bubbliiiing/classification-pytorch letterbox_image=False: resize, center crop, "
-                              "x / 127.5 - 1",
+    "x / 127.5 - 1",
 }
 
 
 @functools.lru_cache(maxsize=16)
-def _normalization_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _normalization_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(255, mean, std) as (C, 1, 1)-broadcastable float32 tensors on `device`, made once: on a GPU each new
     tensor would be a blocking copy in every batch. Read only: normalize never writes into them."""
     as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)

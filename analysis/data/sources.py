@@ -1,4 +1,5 @@
 """Where an image's bytes are, and reading them: a plain file or a member of a zip archive read in place."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ImageRecord:
-    image_id: str            # path relative to DATA with '/' (zip: member path, under the zip's name in a parent)
-    split: str | None        # which part of a parent folder (train, test1, ...), else None
-    label: str | None        # class name, lower-cased; None when unlabeled
-    path: str                # absolute path of the file, or of the zip archive when `member` is set
+    image_id: str  # path relative to DATA with '/' (zip: member path, under the zip's name in a parent)
+    split: str | None  # which part of a parent folder (train, test1, ...), else None
+    label: str | None  # class name, lower-cased; None when unlabeled
+    path: str  # absolute path of the file, or of the zip archive when `member` is set
     member: str | None = None  # member name inside the zip archive
 
 
@@ -34,8 +35,16 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 # What zipfile and its decompressors raise on a damaged or rewritten archive (RuntimeError: an encrypted member).
-_ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError,
-                      ValueError, zlib.error, lzma.LZMAError)
+_ZIP_MEMBER_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 # One open ZipFile per (process, thread, archive): DataLoader workers are separate processes and must not share
 # handles, and the threads that decode a batch (ImageDataset.__getitems__) must not share one ZipFile either: its
@@ -51,7 +60,7 @@ def _open_zip(path: str, root: str | None) -> zipfile.ZipFile:
         try:
             zf = _ZIPS[key] = zipfile.ZipFile(f)
         except BaseException:
-            f.close()   # a damaged archive is tried again for each member: no descriptor may stay behind
+            f.close()  # a damaged archive is tried again for each member: no descriptor may stay behind
             raise
     return zf
 
@@ -92,7 +101,7 @@ def _open_checked(path: str, root: str | None):
         raise SourceError(_os_reason(e)) from None
     try:
         return os.fdopen(fd, "rb")
-    except OSError as e:   # a folder now: io refuses it, and leaves the descriptor it was given open
+    except OSError as e:  # a folder now: io refuses it, and leaves the descriptor it was given open
         with contextlib.suppress(OSError):
             os.close(fd)
         raise SourceError(_os_reason(e)) from None
@@ -106,7 +115,7 @@ def _open_beneath(root: str, parts: list[str]) -> int:
         for part in parts[:-1]:
             try:
                 next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=dir_fd)
-            except NotADirectoryError:   # Linux's answer for a link there too: say which it is
+            except NotADirectoryError:  # Linux's answer for a link there too: say which it is
                 if stat.S_ISLNK(os.lstat(part, dir_fd=dir_fd).st_mode):
                     raise OSError(errno.ELOOP, "a folder was replaced by a symlink") from None
                 raise
@@ -121,7 +130,7 @@ def _read_file(path: str, max_bytes: int, root: str | None) -> bytes:
     f = _open_checked(path, root)
     try:
         with f:
-            st = os.fstat(f.fileno())   # of what was opened: no window between a stat and the open
+            st = os.fstat(f.fileno())  # of what was opened: no window between a stat and the open
             if not stat.S_ISREG(st.st_mode):
                 raise SourceError("not a regular file")
             if st.st_size > max_bytes:
@@ -145,8 +154,9 @@ def _read_member(path: str, member: str, max_bytes: int, root: str | None) -> by
     except KeyError:
         raise SourceError("vanished (not in the zip any more)") from None
     except OSError as e:
-        raise SourceError(_os_reason(e) if isinstance(e, FileNotFoundError) else
-                          f"unreadable zip ({e.strerror or type(e).__name__})") from None
+        raise SourceError(
+            _os_reason(e) if isinstance(e, FileNotFoundError) else f"unreadable zip ({e.strerror or type(e).__name__})"
+        ) from None
     except _ZIP_MEMBER_ERRORS as e:
         # An archive rewritten or damaged after discovery: each member says so, in its own row.
         raise SourceError(f"unreadable zip member ({type(e).__name__})") from None

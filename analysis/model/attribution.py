@@ -9,6 +9,7 @@ hooks as usual), the rest with one, so the backward goes from the logits down to
 gets a gradient. One backward per class. With every bias zero the network is positively homogeneous and, for
 each layer, the contributions sum to the logit (Euler): the tests check exactly that.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,7 +19,7 @@ from torch import nn
 
 from analysis.model.vgg16 import CONV_INDICES, relu_modules
 
-GRADCAM_LAYER = "conv5_3"   # the last conv layer, as in Selvaraju et al.: the most semantic maps still in space
+GRADCAM_LAYER = "conv5_3"  # the last conv layer, as in Selvaraju et al.: the most semantic maps still in space
 METHOD = "gradient x activation summed over space: contrib[k, c] = sum_hw A_c * d logit_k / d A_c (A after ReLU)"
 
 
@@ -40,7 +41,7 @@ class Attributor:
             raise ValueError("an Attributor needs at least one layer")
         relus = relu_modules(model)
         self.channels = {name: model.features[CONV_INDICES[name]].out_channels for name in self.layers}
-        self._split = CONV_INDICES[self.layers[0]] + 2      # features[:split] ends with the lowest layer's ReLU
+        self._split = CONV_INDICES[self.layers[0]] + 2  # features[:split] ends with the lowest layer's ReLU
         self._modules = {name: relus[name] for name in self.layers[1:]}
         self._handles: list = []
         self._maps: dict[str, torch.Tensor] = {}
@@ -59,17 +60,18 @@ class Attributor:
     def _keep(self, name: str):
         def hook(module, inputs, output):
             if torch.is_grad_enabled():
-                self._maps[name] = output   # the tensor itself: the backward needs it in the graph
+                self._maps[name] = output  # the tensor itself: the backward needs it in the graph
+
         return hook
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
         with torch.no_grad():
-            low = m.features[:self._split](x)                 # (B, C, H, W) post-ReLU of the lowest layer
+            low = m.features[: self._split](x)  # (B, C, H, W) post-ReLU of the lowest layer
         with torch.enable_grad():
             low = low.detach().requires_grad_(True)
             self._maps = {self.layers[0]: low}
-            y = m.features[self._split:](low)
+            y = m.features[self._split :](low)
             y = torch.flatten(m.avgpool(y), 1)
             return m.classifier(y)
 
@@ -87,12 +89,14 @@ class Attributor:
             for name, a, g in zip(self.layers, maps, grads):
                 a, g = a.detach().float(), g.float()
                 if contributions:
-                    contrib[name].append((a * g).sum(dim=(2, 3)))                                  # (B, C)
+                    contrib[name].append((a * g).sum(dim=(2, 3)))  # (B, C)
                 if gradcams:
                     cams[name].append(torch.relu((a * g.mean(dim=(2, 3), keepdim=True)).sum(dim=1)))  # (B, h, w)
         self._maps = {}
-        return ({name: torch.stack(v, dim=1) for name, v in contrib.items()} if contributions else None,
-                {name: torch.stack(v, dim=1) for name, v in cams.items()} if gradcams else None)
+        return (
+            {name: torch.stack(v, dim=1) for name, v in contrib.items()} if contributions else None,
+            {name: torch.stack(v, dim=1) for name, v in cams.items()} if gradcams else None,
+        )
 
     def take_contributions(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """{layer: (B, K, C) float32} gradient x activation of each class logit, summed over space."""

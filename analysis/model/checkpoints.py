@@ -2,6 +2,7 @@
 sha256 a torchvision file name promises, and the class names a checkpoint carries. Every failure raises
 `WeightsError` with one line for the user; torch's own advice to load with weights_only=False never reaches it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,6 @@ class WeightsError(RuntimeError):
     """Weights that cannot be used; the message is one line meant for the user."""
 
 
-
 def check_promised_sha256(file_name: str, sha256: str) -> bool | None:
     """Whether `sha256` starts with the prefix a torchvision file name promises (<name>-<sha256 prefix>.pth);
     None when the name promises none. torchvision checks it on download only, never on a file already cached."""
@@ -39,8 +39,10 @@ def promised_prefix(file_name: str) -> str | None:
 
 def read_checkpoint(path: Path, where: str) -> tuple[dict[str, torch.Tensor], tuple[str, ...] | None]:
     if not path.is_file():
-        raise WeightsError(f"{where}: no such file; use imagenet, random or the path of a checkpoint "
-                           f"(.pt, .pth, .bin via torch.load, or .safetensors)")
+        raise WeightsError(
+            f"{where}: no such file; use imagenet, random or the path of a checkpoint "
+            f"(.pt, .pth, .bin via torch.load, or .safetensors)"
+        )
     if path.stat().st_size == 0:
         raise WeightsError(f"{where} is an empty file")
     if path.suffix.lower() == ".safetensors":
@@ -62,12 +64,16 @@ def read_checkpoint(path: Path, where: str) -> tuple[dict[str, torch.Tensor], tu
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # Never torch's advice (load with weights_only=False, or allowlist the global): either runs the file's code.
-        raise WeightsError(f"{where} is not a plain state dict: torch.load(weights_only=True) refuses it "
-                           f"({why(e)}); re-save the weights alone where the model was trained: "
-                           f"torch.save(model.state_dict(), path), or as .safetensors") from None
-    except (KeyError, IndexError):   # the unpickler reading bytes that are no pickle at all
-        raise WeightsError(f"{where} cannot be read as a PyTorch checkpoint (its bytes are not torch.save's format); "
-                           f"use a file written by torch.save(model.state_dict(), path), or .safetensors") from None
+        raise WeightsError(
+            f"{where} is not a plain state dict: torch.load(weights_only=True) refuses it "
+            f"({why(e)}); re-save the weights alone where the model was trained: "
+            f"torch.save(model.state_dict(), path), or as .safetensors"
+        ) from None
+    except (KeyError, IndexError):  # the unpickler reading bytes that are no pickle at all
+        raise WeightsError(
+            f"{where} cannot be read as a PyTorch checkpoint (its bytes are not torch.save's format); "
+            f"use a file written by torch.save(model.state_dict(), path), or .safetensors"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise WeightsError(f"{where} cannot be read as a PyTorch checkpoint ({why(e)})") from None
     return unwrap(obj, where)
@@ -82,10 +88,12 @@ def unwrap(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], tuple[str, ..
     state = nested if nested is not None else {k: v for k, v in obj.items() if k not in _CLASS_KEYS}
     others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if others:
-        raise WeightsError(f"{where} is not a state dict (parameter name -> tensor): {len(others)} non-tensor "
-                           f"entries ({', '.join(map(str, others[:_SHOWN]))})")
+        raise WeightsError(
+            f"{where} is not a state dict (parameter name -> tensor): {len(others)} non-tensor "
+            f"entries ({', '.join(map(str, others[:_SHOWN]))})"
+        )
     # nn.DataParallel prefixes every key with "module." (classification-pytorch saves such checkpoints)
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     classes = None if raw_classes is None else check_names(raw_classes, f"{where} 'classes'")
     return state, classes
 
@@ -93,13 +101,14 @@ def unwrap(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], tuple[str, ..
 def check_names(names: Any, where: str) -> tuple[str, ...]:
     """Every class list enters here (checkpoint, --classes, classes file, imagenet_classes): stripped and lower-cased,
     as labels are (folder names, Kaggle prefixes, CSV labels), so that Cat/ and --classes Cat match."""
-    if (not isinstance(names, (list, tuple)) or not names
-            or not all(isinstance(s, str) and s.strip() for s in names)):
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(s, str) and s.strip() for s in names):
         raise WeightsError(f"{where}: {names!r} is not a list of class names")
     lowered = tuple(s.strip().lower() for s in names)
     if len(set(lowered)) != len(lowered):
-        raise WeightsError(f"{where}: class names repeat once lower-cased ({', '.join(s.strip() for s in names)}); "
-                           "class names match labels whatever their case, so each must differ in more than case")
+        raise WeightsError(
+            f"{where}: class names repeat once lower-cased ({', '.join(s.strip() for s in names)}); "
+            "class names match labels whatever their case, so each must differ in more than case"
+        )
     return lowered
 
 

@@ -4,6 +4,7 @@ The dataset pass keeps only per-channel reductions (analysis/model/activations.p
 Hooks sit on the ReLU after each chosen conv, so a map is what the next layer reads. VGG16's ReLUs are
 inplace=True, so the hook copies its output: the tensor it sees is a buffer that belongs to the forward pass.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ An ImageNet head has 1000 logits; a dataset class is a set of ImageNet classes (
 the logit of a set is the logsumexp of its members: softmax over the folded logits then gives each class the total
 probability of its members, renormalised over the classes of the analysis.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,13 @@ def compute_class_logits(raw: torch.Tensor, loaded: LoadedModel) -> torch.Tensor
         raise ValueError(f"head {loaded.head!r} is not known; expected 'imagenet' or 'classes'")
     if raw.shape[1] != 1000:
         raise ValueError(f"an ImageNet head needs 1000 logits, got {raw.shape[1]}")
-    return torch.stack([torch.logsumexp(raw[:, first:last + 1], dim=1)  # inclusive range -> (B,)
-                        for _, first, last in loaded.class_map], dim=1)  # (B, K)
+    return torch.stack(
+        [
+            torch.logsumexp(raw[:, first : last + 1], dim=1)  # inclusive range -> (B,)
+            for _, first, last in loaded.class_map
+        ],
+        dim=1,
+    )  # (B, K)
 
 
 def compute_probabilities(class_logits: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The forward's autocast context for a precision name: one definition for the extract pass and the report's
 re-run of shown images, so both compute in the same precision."""
+
 from __future__ import annotations
 
 import contextlib

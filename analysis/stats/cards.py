@@ -3,6 +3,7 @@ for its class (z = (value - class mean) / class standard deviation, from the cha
 
 One streamed pass over each layer's table; memory is one record batch.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,24 +13,25 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.stats.selectivity import Groups
+from analysis.stats.groups import Groups
 from analysis.store import contract, tables
 
 
-def compute_top_channels(run: str | os.PathLike, layer: str, stats: pd.DataFrame, groups: Groups, k: int = 3,
-                         batch_rows: int = 8192) -> dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
+def compute_top_channels(
+    run: str | os.PathLike, layer: str, stats: pd.DataFrame, groups: Groups, k: int = 3, batch_rows: int = 8192
+) -> dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
     """{image_id: ([(channel, value)] top k by value, [(channel, z)] top k by z)}; z is empty for an image in no
     class (unlabeled and predicted outside the classes)."""
     s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
     means = s.pivot(index=contract.CLASS, columns=contract.CHANNEL, values=contract.MEAN).reindex(groups.classes)
     stds = s.pivot(index=contract.CLASS, columns=contract.CHANNEL, values=contract.STD).reindex(groups.classes)
-    mu, sd = means.to_numpy(np.float64), stds.to_numpy(np.float64)            # (K, C)
+    mu, sd = means.to_numpy(np.float64), stds.to_numpy(np.float64)  # (K, C)
     sd = np.where(np.isfinite(sd) & (sd > 0), sd, np.nan)
     out = {}
     for ids, x in tables.iter_channel_batches(contract.activation_dir(Path(run), layer, "mean"), batch_rows):
         codes = groups.codes_of(ids)
         by_value = _top(x, k)
-        z = np.where(codes[:, None] >= 0, (x - mu[codes]) / sd[codes], np.nan)   # (n, C)
+        z = np.where(codes[:, None] >= 0, (x - mu[codes]) / sd[codes], np.nan)  # (n, C)
         by_z = _top(np.nan_to_num(z, nan=-np.inf), k)
         for r, image_id in enumerate(ids):
             zs = [(int(c), float(z[r, c])) for c in by_z[r] if np.isfinite(z[r, c])] if codes[r] >= 0 else []
@@ -51,5 +53,7 @@ def top_channel_table(tops: dict, ids: Sequence[str]) -> list:
     rows = []
     for image_id in ids:
         by_value, by_z = tops.get(image_id, ([], []))
-        rows.append([[x for c, v in by_value for x in (c, round(v, 4))], [x for c, z in by_z for x in (c, round(z, 2))]])
+        rows.append(
+            [[x for c, v in by_value for x in (c, round(v, 4))], [x for c, z in by_z for x in (c, round(z, 2))]]
+        )
     return rows

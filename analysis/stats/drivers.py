@@ -2,8 +2,9 @@
 from the extract's attribution tables), over the images of the class and over the images predicted as it.
 
 Selectivity (AUC, d) says which channels differ between classes; this says which ones the classifier leans on.
-The tables are streamed in record batches into mergeable per-class moments, so memory stays one batch wide.
+The tables are streamed in record batches into running per-class moments, so memory stays one batch wide.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,18 +15,17 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from analysis.stats.selectivity import Groups, Moments
+from analysis.stats.groups import Groups
+from analysis.stats.moments import Moments
 from analysis.store import contract, tables
 
-COLUMNS = (contract.CONTRIB_MEAN, contract.CONTRIB_STD, contract.RANK_CONTRIBUTION, contract.CONTRIB_MEAN_PRED,
-           contract.RANK_CONTRIBUTION_PRED)
-
-
-def make_pred_groups(predictions: pd.DataFrame, classes) -> Groups:
-    """Ok images grouped by the class the model predicted."""
-    ok = predictions[(predictions[contract.STATUS] == contract.STATUS_OK) & predictions[contract.PRED].isin(classes)]
-    codes = pd.Categorical(ok[contract.PRED], categories=list(classes)).codes.astype(np.int64)
-    return Groups(tuple(classes), contract.GROUP_PRED, pd.Series(codes, index=pd.Index(ok[contract.IMAGE_ID])))
+COLUMNS = (
+    contract.CONTRIB_MEAN,
+    contract.CONTRIB_STD,
+    contract.RANK_CONTRIBUTION,
+    contract.CONTRIB_MEAN_PRED,
+    contract.RANK_CONTRIBUTION_PRED,
+)
 
 
 def _rank(values: np.ndarray) -> np.ndarray:
@@ -36,8 +36,13 @@ def _rank(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), np.nan, ranks)
 
 
-def compute_drivers(run: str | os.PathLike, attribution: Mapping[str, Any] | None, groups: Groups,
-                    pred_groups: Groups, batch_rows: int = 8192) -> pd.DataFrame:
+def compute_drivers(
+    run: str | os.PathLike,
+    attribution: Mapping[str, Any] | None,
+    groups: Groups,
+    pred_groups: Groups,
+    batch_rows: int = 8192,
+) -> pd.DataFrame:
     """One row per (attributed layer, class, channel): contrib_mean, contrib_std (ddof 1) and rank_contribution
     over the images of the class (as `groups` has them), contrib_mean_pred and rank_contribution_pred over the
     images predicted as it. Empty when the run has no attribution tables."""
@@ -50,16 +55,26 @@ def compute_drivers(run: str | os.PathLike, attribution: Mapping[str, Any] | Non
             folder = contract.attribution_dir(Path(run), cls, layer)
             c = int(attribution["channels"][layer])
             own, pred = Moments.empty(len(groups.classes), c), Moments.empty(len(groups.classes), c)
-            for ids, values in tables.iter_channel_batches(folder, batch_rows):     # values (n, C)
+            for ids, values in tables.iter_channel_batches(folder, batch_rows):  # values (n, C)
                 own.add(values.T, groups.codes_of(ids))
                 pred.add(values.T, pred_groups.codes_of(ids))
             mean = np.where(own.n[k] > 0, own.mean[k], np.nan)
             std = np.sqrt(np.maximum(own.m2[k], 0) / (own.n[k] - 1)) if own.n[k] > 1 else np.full(c, np.nan)
             mean_pred = np.where(pred.n[k] > 0, pred.mean[k], np.nan)
-            rows.append(pd.DataFrame({
-                contract.LAYER: layer, contract.CLASS: cls, contract.CHANNEL: np.arange(c, dtype=np.int32),
-                contract.CONTRIB_MEAN: mean, contract.CONTRIB_STD: std, contract.RANK_CONTRIBUTION: _rank(mean),
-                contract.CONTRIB_MEAN_PRED: mean_pred, contract.RANK_CONTRIBUTION_PRED: _rank(mean_pred)}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        contract.LAYER: layer,
+                        contract.CLASS: cls,
+                        contract.CHANNEL: np.arange(c, dtype=np.int32),
+                        contract.CONTRIB_MEAN: mean,
+                        contract.CONTRIB_STD: std,
+                        contract.RANK_CONTRIBUTION: _rank(mean),
+                        contract.CONTRIB_MEAN_PRED: mean_pred,
+                        contract.RANK_CONTRIBUTION_PRED: _rank(mean_pred),
+                    }
+                )
+            )
     if not rows:
         return pd.DataFrame(columns=[contract.LAYER, contract.CLASS, contract.CHANNEL, *COLUMNS])
     return pd.concat(rows, ignore_index=True)
@@ -82,8 +97,9 @@ def read_contributions(run: str | os.PathLike, cls: str, layer: str, image_ids) 
     return table.to_pandas().set_index(contract.IMAGE_ID)
 
 
-def compute_mistake_drivers(run: str | os.PathLike, attribution: Mapping[str, Any] | None, mistakes: pd.DataFrame,
-                            n: int = 3) -> dict[tuple[str, str], list[tuple[int, float]]]:
+def compute_mistake_drivers(
+    run: str | os.PathLike, attribution: Mapping[str, Any] | None, mistakes: pd.DataFrame, n: int = 3
+) -> dict[tuple[str, str], list[tuple[int, float]]]:
     """{(image_id, layer): [(channel, contribution)] }: the `n` channels that contributed most to the wrong class
     each mistake was given, for every attributed layer the mistakes are shown at."""
     out: dict[tuple[str, str], list[tuple[int, float]]] = {}

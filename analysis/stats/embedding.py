@@ -4,6 +4,7 @@ Two streamed passes over the table, so memory is one record batch plus a C x C m
 and their outer products (float64), the second projects every image onto the top two eigenvectors of the
 covariance. Each axis's sign is fixed (its largest loading positive) so that the same run always draws the same map.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,9 +19,9 @@ from analysis.store import contract, tables
 @dataclasses.dataclass(frozen=True)
 class Map:
     layer: str
-    image_ids: np.ndarray        # (N,) object, table order
-    xy: np.ndarray               # (N, 2) float32, the images on the first two principal components
-    explained: tuple[float, float]   # the share of the total variance each axis explains
+    image_ids: np.ndarray  # (N,) object, table order
+    xy: np.ndarray  # (N, 2) float32, the images on the first two principal components
+    explained: tuple[float, float]  # the share of the total variance each axis explains
 
 
 def compute_pca_map(run: str | os.PathLike, layer: str = "conv5_3", batch_rows: int = 8192) -> Map:
@@ -38,9 +39,9 @@ def compute_pca_map(run: str | os.PathLike, layer: str = "conv5_3", batch_rows: 
         return Map(layer, ids, np.zeros((n, 2), np.float32), (0.0, 0.0))
     mean = total / n
     cov = (outer - n * np.outer(mean, mean)) / (n - 1)
-    values, vectors = np.linalg.eigh(cov)                       # ascending
+    values, vectors = np.linalg.eigh(cov)  # ascending
     order = np.argsort(values)[::-1][:2]
-    axes = vectors[:, order]                                    # (C, 2)
+    axes = vectors[:, order]  # (C, 2)
     axes *= np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])  # the largest loading of each axis positive
     share = np.clip(values[order], 0, None) / max(float(np.clip(values, 0, None).sum()), 1e-300)
     ids, xy = [], []

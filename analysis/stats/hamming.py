@@ -7,6 +7,7 @@ hashes, 312 million pairs, in about a second (benchmarks/bench_checks.py); 200,0
 (multi-index hashing, BK-trees) because a radius of 10 of 64 bits splits into 11 chunks of 5-6 bits, whose buckets
 are too full to prune much.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,11 +15,12 @@ import numpy as np
 BITS = 64
 
 
-def compute_hamming_pairs(hashes: np.ndarray, radius: int, memory_bytes: int
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def compute_hamming_pairs(
+    hashes: np.ndarray, radius: int, memory_bytes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N,) int64 hashes -> (a, b, distance): every pair a < b whose hashes differ in at most `radius` bits, as
     (P,) int64, int64 and uint8 arrays ordered by a, then b."""
-    h = np.ascontiguousarray(hashes, dtype=np.int64).view(np.uint64)       # (N,): popcount of the bits, not |v|
+    h = np.ascontiguousarray(hashes, dtype=np.int64).view(np.uint64)  # (N,): popcount of the bits, not |v|
     n = len(h)
     rows = int(max(1, min(n, memory_bytes // (10 * max(n, 1)))))
     xor = np.empty((rows, n), np.uint64)
@@ -27,17 +29,16 @@ def compute_hamming_pairs(hashes: np.ndarray, radius: int, memory_bytes: int
     found_a, found_b, found_d = [], [], []
     for lo in range(0, n, rows):
         b, width = min(rows, n - lo), n - lo
-        x, c, m = xor[:b, :width], count[:b, :width], near[:b, :width]      # (b, N - lo) views
-        np.bitwise_xor(h[lo:lo + b, None], h[None, lo:], out=x)
+        x, c, m = xor[:b, :width], count[:b, :width], near[:b, :width]  # (b, N - lo) views
+        np.bitwise_xor(h[lo : lo + b, None], h[None, lo:], out=x)
         np.bitwise_count(x, out=c)
         np.less_equal(c, radius, out=m)
         r, col = np.nonzero(m)
-        later = col > r                                                     # each pair once, never itself
+        later = col > r  # each pair once, never itself
         r, col = r[later], col[later]
         found_a.append(r + lo)
         found_b.append(col + lo)
         found_d.append(c[r, col])
     if not found_a:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    return (np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64),
-            np.concatenate(found_d))
+    return (np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64), np.concatenate(found_d))

@@ -3,6 +3,7 @@
 Each channel gets BINS equal bins from 0 to its largest mean over the run (channel means are post-ReLU, so never
 negative). Channels are read in blocks sized by `memory_bytes`, like the statistics, so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,14 +12,16 @@ from typing import Mapping
 
 import numpy as np
 
-from analysis.stats.selectivity import Groups, read_channel_block, read_image_ids
+from analysis.stats.groups import Groups
 from analysis.store import contract
+from analysis.store.blocks import read_channel_block, read_image_ids
 
 BINS = 16
 
 
-def compute_histograms(run: str | os.PathLike, layers: Mapping[str, int], groups: Groups,
-                       memory_bytes: int) -> dict[str, dict[str, np.ndarray]]:
+def compute_histograms(
+    run: str | os.PathLike, layers: Mapping[str, int], groups: Groups, memory_bytes: int
+) -> dict[str, dict[str, np.ndarray]]:
     """{layer: {"top": (C,) float32 largest mean, "counts": (C, K, BINS) int32}}; images in no class are left out."""
     out = {}
     k = len(groups.classes)
@@ -31,7 +34,7 @@ def compute_histograms(run: str | os.PathLike, layers: Mapping[str, int], groups
         step = max(1, memory_bytes // (8 * max(1, len(ids))))
         for start in range(0, c, step):
             chans = np.arange(start, min(c, start + step))
-            block = read_channel_block(table, chans.tolist(), len(ids))       # (B, N)
+            block = read_channel_block(table, chans.tolist(), len(ids))  # (B, N)
             if not len(ids):
                 continue
             top[chans] = block.max(axis=1)

@@ -1,32 +1,31 @@
 """Feature maps of the images a report shows: the run's model re-run on those images only, each once.
 
-The run's resolved config (OUT/config.yaml) rebuilds the same weights and preprocessing. On the way, each
-recomputed channel mean is compared with the one extract recorded: a mismatch means the dataset, the weights or
-the preprocessing changed since the run, and the page says so.
+The run's resolved config (OUT/config.yaml, read by analysis/store/run.py) rebuilds the same weights and
+preprocessing and says where its images are. On the way, each recomputed channel mean is compared with the one
+extract recorded: a mismatch means the dataset, the weights or the preprocessing changed since the run, and the page
+says so.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
-import yaml
 
-from analysis.store import contract
-from analysis.config import normalize_class_map, normalize_classes
 from analysis.data.decoding import DecodeError, decode_image
-from analysis.data.discovery import DataError, find_images
+from analysis.data.discovery import DataError
+from analysis.data.preprocessing import Preprocessing
+from analysis.data.sources import SourceError
 from analysis.model.attribution import GRADCAM_LAYER, Attributor
+from analysis.model.choice import load_chosen_model
 from analysis.model.featuremaps import FeatureMapRecorder
 from analysis.model.heads import compute_class_logits
 from analysis.model.precision import autocast
-from analysis.model.vgg16 import LoadedModel, WeightsError, load_model
-from analysis.data.preprocessing import Preprocessing, make_preprocessing
-from analysis.data.sources import SourceError, read_bytes
+from analysis.model.vgg16 import LoadedModel, WeightsError
+from analysis.store.run import GONE, FinishedRun, RunImages, RunSourceError
 
 log = logging.getLogger(__name__)
 TOLERANCE = {"fp32": (1e-3, 1e-4), "bf16": (5e-2, 2e-2), "fp16": (2e-2, 1e-2)}  # (rtol, atol) by the run's precision
@@ -40,104 +39,104 @@ class RecomputeError(RuntimeError):
 class RunModel:
     loaded: LoadedModel
     preprocessing: Preprocessing
-    data: str
-    max_image_pixels: int
-    max_file_bytes: int
-    notes: tuple[str, ...]       # differences from the run worth a line on the page
+    images: RunImages  # the run's images, found again when first read
+    notes: tuple[str, ...]  # differences from the run worth a line on the page
 
 
 @dataclasses.dataclass
 class ShownImage:
     image_id: str
-    view: np.ndarray | None                      # (T, T, 3) uint8 thumbnail of the crop the network saw
-    maps: dict[str, dict[int, np.ndarray]]       # layer -> channel -> (h, w) float32 map after ReLU
+    view: np.ndarray | None  # (T, T, 3) uint8 thumbnail of the crop the network saw
+    maps: dict[str, dict[int, np.ndarray]]  # layer -> channel -> (h, w) float32 map after ReLU
     error: str | None = None
     # class -> (h, w) Grad-CAM at GRADCAM_LAYER
     gradcams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def read_run_config(run: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run) / contract.CONFIG_YAML
-    try:
-        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {})["extract"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
-        raise RecomputeError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
-
-
-def load_run_model(run: str | os.PathLike, meta: Mapping[str, Any]) -> RunModel:
+def load_run_model(run: FinishedRun) -> RunModel:
     """The run's model and preprocessing, never downloading; RecomputeError when they cannot be rebuilt."""
-    cfg = read_run_config(run)
     try:
-        loaded = load_model(cfg["weights"], classes=normalize_classes("classes", cfg.get("classes")),
-                            classes_file=cfg.get("classes_file"),
-                            class_map=normalize_class_map("imagenet_classes", cfg["imagenet_classes"]),
-                            download=False, seed=int(cfg.get("seed", 0)), progress=False)
-        preprocessing = make_preprocessing(cfg["preprocess"], int(cfg["image_size"]))
-    except (WeightsError, KeyError, ValueError) as e:
+        source = run.source
+    except RunSourceError as e:
+        raise RecomputeError(str(e)) from None
+    try:
+        loaded = load_chosen_model(source, download=False, progress=False)
+    except (WeightsError, ValueError) as e:
         raise RecomputeError(f"the run's model cannot be rebuilt: {e}") from None
+    preprocessing, meta = source.preprocessing, run.meta
     notes = []
     run_weights = meta.get("weights") or {}
     if run_weights.get("sha256") and run_weights.get("sha256") != loaded.weights_sha256:
-        notes.append(f"the weights file now differs from the run's (sha256 {str(loaded.weights_sha256)[:12]} "
-                     f"here, {str(run_weights.get('sha256'))[:12]} in the run)")
+        notes.append(
+            f"the weights file now differs from the run's (sha256 {str(loaded.weights_sha256)[:12]} "
+            f"here, {str(run_weights.get('sha256'))[:12]} in the run)"
+        )
     ran = {k: v for k, v in (meta.get("preprocess") or {}).items() if k in ("name", "resize", "crop")}
     now = {k: v for k, v in preprocessing.describe().items() if k in ran}
     if ran != now:
         notes.append(f"preprocessing differs from the run's: {now} here, {ran} in the run")
-    return RunModel(loaded, preprocessing, str(cfg.get("data") or ""), int(cfg["max_image_pixels"]),
-                    int(cfg["max_file_bytes"]), tuple(notes))
+    return RunModel(loaded, preprocessing, run.images, tuple(notes))
 
 
-def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[int]]], device: torch.device,
-                       precision: str, batch_size: int, thumbnail: int,
-                       gradcam: Mapping[str, Iterable[str]] | None = None) -> list[ShownImage]:
+def compute_shown_maps(
+    rm: RunModel,
+    needs: Mapping[str, Mapping[str, Iterable[int]]],
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    thumbnail: int,
+    gradcam: Mapping[str, Iterable[str]] | None = None,
+) -> list[ShownImage]:
     """needs: {image_id: {layer: channels}} -> one ShownImage per image (an error instead when it cannot be read).
     gradcam: {image_id: classes} whose Grad-CAM at GRADCAM_LAYER each image also gets (pred; true on a mistake).
 
     Each image is decoded and run once, in batches; only the channels asked for are kept.
     """
     try:
-        found = find_images(rm.data)
-        records = {r.image_id: r for r in found.records}
+        rm.images.find()
     except DataError as e:
         raise RecomputeError(f"the run's DATA cannot be read any more: {e}") from None
-    root = os.path.realpath(found.root)
     layers = sorted({layer for want in needs.values() for layer in want})
-    model = rm.loaded.model.to(device).eval().requires_grad_(False)   # Grad-CAM needs no parameter gradient
+    model = rm.loaded.model.to(device).eval().requires_grad_(False)  # Grad-CAM needs no parameter gradient
     shown: list[ShownImage] = []
     pending: list[tuple[ShownImage, torch.Tensor]] = []
 
     def flush() -> None:
         if not pending:
             return
-        x = torch.stack([t for _, t in pending]).to(device)                  # (B, 3, N, N)
+        x = torch.stack([t for _, t in pending]).to(device)  # (B, 3, N, N)
         cams = None
         with torch.no_grad(), FeatureMapRecorder(model, layers) as rec, Attributor(model, [GRADCAM_LAYER]) as att:
             with autocast(device, precision):
                 raw = att.forward(x) if gradcam else model(x)
-            maps = rec.take()                                                # layer -> (B, C, h, w)
+            maps = rec.take()  # layer -> (B, C, h, w)
             if gradcam:
                 with torch.enable_grad():
                     logits = compute_class_logits(raw.float(), rm.loaded)
                 cams = att.take_gradcams(logits)[GRADCAM_LAYER].cpu().numpy()  # (B, K, h, w)
         classes = list(rm.loaded.classes)
         for b, (item, _) in enumerate(pending):
-            item.maps = {layer: {c: maps[layer][b, c].numpy().copy() for c in needs[item.image_id].get(layer, ())}
-                         for layer in layers}
+            item.maps = {
+                layer: {c: maps[layer][b, c].numpy().copy() for c in needs[item.image_id].get(layer, ())}
+                for layer in layers
+            }
             if cams is not None:
-                item.gradcams = {cls: cams[b, classes.index(cls)].copy()
-                                 for cls in (gradcam or {}).get(item.image_id, ()) if cls in classes}
+                item.gradcams = {
+                    cls: cams[b, classes.index(cls)].copy()
+                    for cls in (gradcam or {}).get(item.image_id, ())
+                    if cls in classes
+                }
         pending.clear()
 
     for image_id in needs:
-        record = records.get(image_id)
-        if record is None:
-            shown.append(ShownImage(image_id, None, {}, "not found in DATA any more"))
-            continue
         try:
-            pil = decode_image(read_bytes(record, rm.max_file_bytes, root), rm.max_image_pixels).image
+            data = rm.images.read_bytes(image_id)
+            pil = None if data is None else decode_image(data, rm.images.max_image_pixels).image
         except (SourceError, DecodeError) as e:
             shown.append(ShownImage(image_id, None, {}, f"cannot be read now ({e.reason})"))
+            continue
+        if pil is None:
+            shown.append(ShownImage(image_id, None, {}, GONE))
             continue
         view = rm.preprocessing.view(pil).resize((thumbnail, thumbnail), resample=2)  # 2: bilinear
         item = ShownImage(image_id, np.asarray(view, dtype=np.uint8).copy(), {})
@@ -149,8 +148,9 @@ def compute_shown_maps(rm: RunModel, needs: Mapping[str, Mapping[str, Iterable[i
     return shown
 
 
-def check_means(shown: Iterable[ShownImage], recorded: Mapping[tuple[str, str, int], float],
-                precision: str) -> list[dict[str, Any]]:
+def check_means(
+    shown: Iterable[ShownImage], recorded: Mapping[tuple[str, str, int], float], precision: str
+) -> list[dict[str, Any]]:
     """Recomputed channel means against the recorded ones ({(image_id, layer, channel): value}); the mismatches."""
     rtol, atol = TOLERANCE.get(precision, TOLERANCE["fp32"])
     out = []
@@ -162,6 +162,7 @@ def check_means(shown: Iterable[ShownImage], recorded: Mapping[tuple[str, str, i
                     continue
                 got = float(fmap.mean(dtype=np.float64))
                 if not abs(got - want) <= atol + rtol * abs(want):
-                    out.append({"image_id": item.image_id, "layer": layer, "channel": c, "recorded": want,
-                                "recomputed": got})
+                    out.append(
+                        {"image_id": item.image_id, "layer": layer, "channel": c, "recorded": want, "recomputed": got}
+                    )
     return out

@@ -4,6 +4,7 @@ Labels are data about the images, not about the network's outputs: a labels CSV 
 run's labels in the predictions frame once, before any statistic is computed, so every later stage (statistics,
 rankings, galleries, accuracy, dataset checks) sees the same labels and nothing is extracted again.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -15,8 +16,9 @@ from analysis.data.labels import SHOWN, describe_ids
 from analysis.store import contract
 
 
-def relabel_predictions(predictions: pd.DataFrame, labels: Mapping[str, str],
-                        classes: Sequence[str]) -> tuple[pd.DataFrame, int]:
+def relabel_predictions(
+    predictions: pd.DataFrame, labels: Mapping[str, str], classes: Sequence[str]
+) -> tuple[pd.DataFrame, int]:
     """`predictions` with `labels` ({image id: label}) as its labels (images not named keep theirs), and `correct`
     recomputed for every row: null unless the image is ok and its label is a class. A label that spells a class in
     another case is that class. Also returns how many images' labels changed."""
@@ -51,8 +53,10 @@ def describe_outside_classes(counts: Mapping[str, int], classes: Sequence[str]) 
     shown = ", ".join(f"{label!r} ({n})" for label, n in list(counts.items())[:SHOWN])
     more = f" and {len(counts) - SHOWN} more labels" if len(counts) > SHOWN else ""
     n = sum(counts.values())
-    return (f"{n} image{'s' if n != 1 else ''} carr{'y' if n != 1 else 'ies'} labels outside the classes "
-            f"{', '.join(classes)}: {shown}{more}. They are kept, in no class, with a null `correct`.")
+    return (
+        f"{n} image{'s' if n != 1 else ''} carr{'y' if n != 1 else 'ies'} labels outside the classes "
+        f"{', '.join(classes)}: {shown}{more}. They are kept, in no class, with a null `correct`."
+    )
 
 
 def describe_unmatched(csv: str, unmatched: Sequence[str]) -> str | None:
@@ -60,5 +64,7 @@ def describe_unmatched(csv: str, unmatched: Sequence[str]) -> str | None:
     if not unmatched:
         return None
     n = len(unmatched)
-    return (f"labels file {csv!r}: {n} {'ids match' if n != 1 else 'id matches'} no image of the "
-            f"run: {describe_ids(unmatched)}; an id is the image's path under DATA as predictions/ writes it")
+    return (
+        f"labels file {csv!r}: {n} {'ids match' if n != 1 else 'id matches'} no image of the "
+        f"run: {describe_ids(unmatched)}; an id is the image's path under DATA as predictions/ writes it"
+    )

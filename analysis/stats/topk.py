@@ -4,6 +4,7 @@ Memory stays bounded: one pass over a layer reads only the channels that will be
 k values per channel and scope (dissect's runningstats top-k is the model). Order is total and documented:
 higher value first, then the earlier row of the table, so the result equals a full sort of the whole table.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,13 +14,23 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.stats.groups import Groups
+from analysis.stats.selectivity import sortable_bits
 from analysis.store import contract, tables
-from analysis.stats.selectivity import Groups, read_image_ids, sortable_bits
+from analysis.store.blocks import read_image_ids
 
 _LOW32 = np.uint64(0xFFFFFFFF)
-_ROW_COLUMNS = [contract.LAYER, contract.CLASS, contract.SCOPE, contract.CHANNEL, contract.CHANNEL_RANK,
-                contract.IMAGE_RANK, contract.IMAGE_ID, contract.VALUE,
-                contract.PUSH]
+_ROW_COLUMNS = [
+    contract.LAYER,
+    contract.CLASS,
+    contract.SCOPE,
+    contract.CHANNEL,
+    contract.CHANNEL_RANK,
+    contract.IMAGE_RANK,
+    contract.IMAGE_ID,
+    contract.VALUE,
+    contract.PUSH,
+]
 
 
 def _first_k(values: np.ndarray, k: int) -> np.ndarray:
@@ -38,28 +49,23 @@ def _first_k(values: np.ndarray, k: int) -> np.ndarray:
 
 
 class TopK:
-    """Running top-k of each of C columns over rows streamed in table order; mergeable."""
+    """Running top-k of each of C columns over rows streamed in table order."""
 
     def __init__(self, k: int, n_columns: int):
         self.k = k
-        self.values = np.zeros((n_columns, 0), np.float32)     # (C, <=k), best first
-        self.positions = np.zeros((n_columns, 0), np.int64)    # (C, <=k), rows of the table
+        self.values = np.zeros((n_columns, 0), np.float32)  # (C, <=k), best first
+        self.positions = np.zeros((n_columns, 0), np.int64)  # (C, <=k), rows of the table
 
     def add(self, values: np.ndarray, positions: np.ndarray) -> None:
         """values (C, n) of the rows at `positions` (n,), increasing and after every row added before."""
         if not len(positions):
             return
         if self.positions.size and positions[0] <= self.positions.max():
-            raise ValueError("TopK.add: rows must come in table order; use merge() for another stream")
-        self._keep(np.concatenate([self.values, values], axis=1),
-                   np.concatenate([self.positions, np.broadcast_to(positions, values.shape)], axis=1))
-
-    def merge(self, other: "TopK") -> None:
-        """Fold in another stream's state (any rows): candidates ordered by position keep ties exact."""
-        pos = np.concatenate([self.positions, other.positions], axis=1)
-        order = np.argsort(pos, axis=1, kind="stable")
-        self._keep(np.take_along_axis(np.concatenate([self.values, other.values], axis=1), order, 1),
-                   np.take_along_axis(pos, order, 1))
+            raise ValueError("TopK.add: rows must come in table order")
+        self._keep(
+            np.concatenate([self.values, values], axis=1),
+            np.concatenate([self.positions, np.broadcast_to(positions, values.shape)], axis=1),
+        )
 
     def _keep(self, values: np.ndarray, positions: np.ndarray) -> None:
         # candidates are in position order among equal values (state first, then later rows), so index = tie-break
@@ -70,21 +76,27 @@ class TopK:
 
 @dataclasses.dataclass
 class LayerScan:
-    image_ids: np.ndarray        # (N,) image ids in table order
-    channels: list[int]          # the columns scanned
-    top_all: TopK                # over every image
-    top_class: list[TopK]        # within each class
-    gathered: np.ndarray         # (G, len(channels)) values of the images asked for (nan when not in the table)
+    image_ids: np.ndarray  # (N,) image ids in table order
+    channels: list[int]  # the columns scanned
+    top_all: TopK  # over every image
+    top_class: list[TopK]  # within each class
+    gathered: np.ndarray  # (G, len(channels)) values of the images asked for (nan when not in the table)
 
 
-def scan_layer(table_dir: str | os.PathLike, channels: Sequence[int], groups: Groups, k: int,
-               gather: Sequence[str] = (), batch_size: int = 65536) -> LayerScan:
+def scan_layer(
+    table_dir: str | os.PathLike,
+    channels: Sequence[int],
+    groups: Groups,
+    k: int,
+    gather: Sequence[str] = (),
+    batch_size: int = 65536,
+) -> LayerScan:
     """One pass over one layer's table: top-k of `channels` over all images and within each class, and the
     values of the `gather` images (e.g. the mistakes)."""
     channels = list(channels)
     ids = read_image_ids(table_dir)
     codes = groups.codes_of(ids)
-    where = pd.Index(ids).get_indexer(pd.Index(list(gather)))            # (G,) row of each gathered image or -1
+    where = pd.Index(ids).get_indexer(pd.Index(list(gather)))  # (G,) row of each gathered image or -1
     gathered = np.full((len(where), len(channels)), np.nan, np.float32)
     top_all = TopK(k, len(channels))
     top_class = [TopK(k, len(channels)) for _ in groups.classes]
@@ -95,7 +107,7 @@ def scan_layer(table_dir: str | os.PathLike, channels: Sequence[int], groups: Gr
         pos = np.arange(offset, offset + n)
         top_all.add(values, pos)
         for c, top in enumerate(top_class):
-            inside = codes[offset:offset + n] == c
+            inside = codes[offset : offset + n] == c
             top.add(values[:, inside], pos[inside])
         hit = np.flatnonzero((where >= offset) & (where < offset + n))
         gathered[hit] = values[:, where[hit] - offset].T
@@ -105,21 +117,29 @@ def scan_layer(table_dir: str | os.PathLike, channels: Sequence[int], groups: Gr
 
 def select_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> dict[str, list[int]]:
     """{class: its m most selective channels of `layer` (channel means), most selective first}."""
-    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)
-              & (stats[contract.RANK_SELECTIVITY] <= m)]
-    return {cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_SELECTIVITY)[contract.CHANNEL]
-            .astype(int).tolist() for cls in classes}
+    s = stats[
+        (stats[contract.LAYER] == layer)
+        & (stats[contract.STAT] == contract.STAT_MEAN)
+        & (stats[contract.RANK_SELECTIVITY] <= m)
+    ]
+    return {
+        cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_SELECTIVITY)[contract.CHANNEL].astype(int).tolist()
+        for cls in classes
+    }
 
 
-def make_top_examples(layer: str, scan: LayerScan, selected: Mapping[str, Sequence[int]],
-                      classes: Sequence[str]) -> pd.DataFrame:
+def make_top_examples(
+    layer: str, scan: LayerScan, selected: Mapping[str, Sequence[int]], classes: Sequence[str]
+) -> pd.DataFrame:
     """Rows of top_examples for one layer: per class, its selected channels, top images over all and within."""
     col = {c: j for j, c in enumerate(scan.channels)}
     rows = []
     for cls, channels in selected.items():
         for rank, channel in enumerate(channels, start=1):
-            for scope, top in ((contract.SCOPE_ALL, scan.top_all), (contract.SCOPE_CLASS,
-                                                                    scan.top_class[classes.index(cls)])):
+            for scope, top in (
+                (contract.SCOPE_ALL, scan.top_all),
+                (contract.SCOPE_CLASS, scan.top_class[classes.index(cls)]),
+            ):
                 j = col[channel]
                 for i, (value, pos) in enumerate(zip(top.values[j], top.positions[j]), start=1):
                     rows.append((layer, cls, scope, channel, rank, i, scan.image_ids[pos], float(value), np.nan))
@@ -131,13 +151,18 @@ def find_mistakes(predictions: pd.DataFrame, groups: Groups, n: int) -> pd.DataF
     if groups.by != contract.GROUP_LABEL or n == 0:
         return predictions.iloc[:0]
     p = predictions
-    wrong = p[(p[contract.STATUS] == contract.STATUS_OK) & p[contract.LABEL].isin(groups.classes)
-              & p[contract.PRED].notna() & (p[contract.PRED] != p[contract.LABEL])]
+    wrong = p[
+        (p[contract.STATUS] == contract.STATUS_OK)
+        & p[contract.LABEL].isin(groups.classes)
+        & p[contract.PRED].notna()
+        & (p[contract.PRED] != p[contract.LABEL])
+    ]
     return wrong.sort_values([contract.CONFIDENCE, contract.IMAGE_ID], ascending=[False, True]).head(n)
 
 
-def make_mistake_examples(layer: str, mistakes: pd.DataFrame, scan: LayerScan, selected: Mapping[str, Sequence[int]],
-                          stats: pd.DataFrame) -> pd.DataFrame:
+def make_mistake_examples(
+    layer: str, mistakes: pd.DataFrame, scan: LayerScan, selected: Mapping[str, Sequence[int]], stats: pd.DataFrame
+) -> pd.DataFrame:
     """Per mistake, the channel among the wrong class's selected ones that pushed hardest toward it:
     the largest (value - mean of the true class) / its std."""
     s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
@@ -155,8 +180,19 @@ def make_mistake_examples(layer: str, mistakes: pd.DataFrame, scan: LayerScan, s
             z = (values - ref[contract.MEAN].to_numpy()) / ref[contract.STD].to_numpy()
         z = np.where(np.isfinite(z), z, -np.inf)
         best = int(np.argmax(z))
-        rows.append((layer, pred, contract.SCOPE_MISTAKE, chans[best], best + 1, i + 1, m[contract.IMAGE_ID],
-                     float(values[best]), float(z[best]) if np.isfinite(z[best]) else np.nan))
+        rows.append(
+            (
+                layer,
+                pred,
+                contract.SCOPE_MISTAKE,
+                chans[best],
+                best + 1,
+                i + 1,
+                m[contract.IMAGE_ID],
+                float(values[best]),
+                float(z[best]) if np.isfinite(z[best]) else np.nan,
+            )
+        )
     return pd.DataFrame(rows, columns=_ROW_COLUMNS)
 
 
@@ -166,15 +202,30 @@ def attach_predictions(examples: pd.DataFrame, predictions: pd.DataFrame) -> pd.
     return examples.merge(predictions[cols], on=contract.IMAGE_ID, how="left")
 
 
-def compute_top_examples(run: str | os.PathLike, layers: Sequence[str], stats: pd.DataFrame, groups: Groups,
-                         predictions: pd.DataFrame, mistakes: pd.DataFrame, m: int, k: int) -> pd.DataFrame:
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """How much the galleries show."""
+
+    channels: int  # the most selective channels of each class and layer
+    images: int  # top images of each channel, over all images and within the class
+
+
+def compute_top_examples(
+    run: str | os.PathLike,
+    layers: Sequence[str],
+    stats: pd.DataFrame,
+    groups: Groups,
+    predictions: pd.DataFrame,
+    mistakes: pd.DataFrame,
+    shown: Shown,
+) -> pd.DataFrame:
     """The top_examples table: per layer one pass over its channel means for the galleries and the mistakes."""
     frames = []
     gather = mistakes[contract.IMAGE_ID].tolist()
     for layer in layers:
-        selected = select_channels(stats, layer, groups.classes, m)
+        selected = select_channels(stats, layer, groups.classes, shown.channels)
         channels = sorted({c for chans in selected.values() for c in chans})
-        scan = scan_layer(contract.activation_dir(run, layer), channels, groups, k, gather=gather)
+        scan = scan_layer(contract.activation_dir(run, layer), channels, groups, shown.images, gather=gather)
         frames.append(make_top_examples(layer, scan, selected, groups.classes))
         frames.append(make_mistake_examples(layer, mistakes, scan, selected, stats))
     frames = [f for f in frames if len(f)]

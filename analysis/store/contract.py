@@ -4,6 +4,7 @@ Every column name of every table is defined here and only here (reading and writ
 Each extract table is a directory of part files, so `pd.read_parquet(dir)` reads it whole; part k of every table
 covers the same unit of the sorted file list.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,14 @@ import pyarrow as pa
 from analysis.data.names import make_display
 
 PREDICTIONS = "predictions"
-ACTIVATIONS = "activations"          # channel means, one directory per layer
+ACTIVATIONS = "activations"  # channel means, one directory per layer
 ACTIVATIONS_MAX = "activations_max"  # channel maxima, one directory per layer
-ATTRIBUTIONS = "attributions"        # channel contributions to a class logit: attributions/<class>/<layer>/
+ATTRIBUTIONS = "attributions"  # channel contributions to a class logit: attributions/<class>/<layer>/
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 METADATA_KEY = b"cnn_blackbox"
-FORMAT_VERSION = 3   # 2: predictions has sha256; 3: and phash (an older run is not resumed into it, and the
-                     # report's dataset checks refuse it, saying how to re-extract)
+FORMAT_VERSION = 3  # 2: predictions has sha256; 3: and phash (an older run is not resumed into it, and the
+# report's dataset checks refuse it, saying how to re-extract)
 
 # predictions columns
 IMAGE_ID = "image_id"
@@ -35,7 +36,7 @@ ERROR = "error"
 WIDTH = "width"
 HEIGHT = "height"
 FORMAT = "format"
-SHA256 = "sha256"                  # hex digest of the file's bytes (null when they could not be read)
+SHA256 = "sha256"  # hex digest of the file's bytes (null when they could not be read)
 # pHash of the whole decoded image (EXIF orientation applied, RGB; before the resize and crop): imagehash's
 # phash(hash_size=8) - gray, 32 x 32 LANCZOS, 2-D DCT-II, top-left 8 x 8 coefficients, bit = coefficient > their
 # median, packed row-major with the first coefficient as the most significant bit - stored as int64: the unsigned
@@ -107,8 +108,10 @@ def prediction_schema(classes: Sequence[str], imagenet: bool) -> pa.Schema:
 
 
 def activation_schema(channels: int) -> pa.Schema:
-    return pa.schema([pa.field(IMAGE_ID, pa.string(), nullable=False)]
-                     + [pa.field(c, pa.float32(), nullable=False) for c in channel_columns(channels)])
+    return pa.schema(
+        [pa.field(IMAGE_ID, pa.string(), nullable=False)]
+        + [pa.field(c, pa.float32(), nullable=False) for c in channel_columns(channels)]
+    )
 
 
 def with_metadata(schema: pa.Schema, meta: Mapping[str, Any]) -> pa.Schema:
@@ -157,23 +160,23 @@ INDEX_HTML = "index.html"
 
 # channel_stats: one row per (layer, stat, channel, class)
 LAYER = "layer"
-STAT = "stat"                      # "mean" (channel mean, the article's feature value) or "max" (channel maximum)
+STAT = "stat"  # "mean" (channel mean, the article's feature value) or "max" (channel maximum)
 CHANNEL = "channel"
 CLASS = "class"
-GROUP_BY = "group_by"              # "label", or "pred" on an unlabeled run
-N = "n"                            # images of the class
+GROUP_BY = "group_by"  # "label", or "pred" on an unlabeled run
+N = "n"  # images of the class
 MEAN = "mean"
-STD = "std"                        # sample standard deviation (ddof=1)
-REST_MEAN = "rest_mean"            # the same over the images of every other class
+STD = "std"  # sample standard deviation (ddof=1)
+REST_MEAN = "rest_mean"  # the same over the images of every other class
 REST_STD = "rest_std"
-COHENS_D = "cohens_d"              # (mean - rest_mean) / pooled sd
-AUC = "auc"                        # P(class image > other image), ties count one half: Mann-Whitney U / (n1 n0)
+COHENS_D = "cohens_d"  # (mean - rest_mean) / pooled sd
+AUC = "auc"  # P(class image > other image), ties count one half: Mann-Whitney U / (n1 n0)
 RANK_SELECTIVITY = "rank_selectivity"  # 1 = most selective for the class (by auc, then cohens_d)
-RANK_MEAN = "rank_mean"            # 1 = highest mean on the class (the article's ranking)
-CONTRIB_MEAN = "contrib_mean"      # mean contribution of the channel to the class logit over the class's images
-CONTRIB_STD = "contrib_std"        # its sample standard deviation
-RANK_CONTRIBUTION = "rank_contribution"   # 1 = the class's strongest driver (largest contrib_mean)
-CONTRIB_MEAN_PRED = "contrib_mean_pred"   # the same over the images predicted as the class
+RANK_MEAN = "rank_mean"  # 1 = highest mean on the class (the article's ranking)
+CONTRIB_MEAN = "contrib_mean"  # mean contribution of the channel to the class logit over the class's images
+CONTRIB_STD = "contrib_std"  # its sample standard deviation
+RANK_CONTRIBUTION = "rank_contribution"  # 1 = the class's strongest driver (largest contrib_mean)
+CONTRIB_MEAN_PRED = "contrib_mean_pred"  # the same over the images predicted as the class
 RANK_CONTRIBUTION_PRED = "rank_contribution_pred"
 STAT_MEAN = "mean"
 STAT_MAX = "max"
@@ -181,24 +184,55 @@ GROUP_LABEL = "label"
 GROUP_PRED = "pred"
 
 # top_examples: one row per shown (layer, class, scope, channel, image)
-SCOPE = "scope"                    # "all" images, within the "class", or a confident "mistake"
+SCOPE = "scope"  # "all" images, within the "class", or a confident "mistake"
 SCOPE_ALL = "all"
 SCOPE_CLASS = "class"
 SCOPE_MISTAKE = "mistake"
-CHANNEL_RANK = "channel_rank"      # the channel's rank_selectivity for the class
-IMAGE_RANK = "image_rank"          # 1 = highest value (mistakes: most confident)
-VALUE = "value"                    # the channel mean recorded by extract
-PUSH = "push"                      # mistakes: (value - mean of the true class) / its std, for the channel picked
+CHANNEL_RANK = "channel_rank"  # the channel's rank_selectivity for the class
+IMAGE_RANK = "image_rank"  # 1 = highest value (mistakes: most confident)
+VALUE = "value"  # the channel mean recorded by extract
+PUSH = "push"  # mistakes: (value - mean of the true class) / its std, for the channel picked
 
 _S, _I32, _F64, _F32 = pa.string(), pa.int32(), pa.float64(), pa.float32()
-CHANNEL_STATS_SCHEMA = pa.schema([
-    (LAYER, _S), (STAT, _S), (CHANNEL, _I32), (CLASS, _S), (GROUP_BY, _S), (N, pa.int64()), (MEAN, _F64), (STD, _F64),
-    (REST_MEAN, _F64), (REST_STD, _F64), (COHENS_D, _F64), (AUC, _F64), (RANK_SELECTIVITY, _I32), (RANK_MEAN, _I32),
-    (CONTRIB_MEAN, _F64), (CONTRIB_STD, _F64), (RANK_CONTRIBUTION, _I32), (CONTRIB_MEAN_PRED, _F64),
-    (RANK_CONTRIBUTION_PRED, _I32)])
-TOP_EXAMPLES_SCHEMA = pa.schema([
-    (LAYER, _S), (CLASS, _S), (SCOPE, _S), (CHANNEL, _I32), (CHANNEL_RANK, _I32), (IMAGE_RANK, _I32),
-    (IMAGE_ID, _S), (VALUE, _F32), (PUSH, _F64), (LABEL, _S), (PRED, _S), (CONFIDENCE, _F32)])
+CHANNEL_STATS_SCHEMA = pa.schema(
+    [
+        (LAYER, _S),
+        (STAT, _S),
+        (CHANNEL, _I32),
+        (CLASS, _S),
+        (GROUP_BY, _S),
+        (N, pa.int64()),
+        (MEAN, _F64),
+        (STD, _F64),
+        (REST_MEAN, _F64),
+        (REST_STD, _F64),
+        (COHENS_D, _F64),
+        (AUC, _F64),
+        (RANK_SELECTIVITY, _I32),
+        (RANK_MEAN, _I32),
+        (CONTRIB_MEAN, _F64),
+        (CONTRIB_STD, _F64),
+        (RANK_CONTRIBUTION, _I32),
+        (CONTRIB_MEAN_PRED, _F64),
+        (RANK_CONTRIBUTION_PRED, _I32),
+    ]
+)
+TOP_EXAMPLES_SCHEMA = pa.schema(
+    [
+        (LAYER, _S),
+        (CLASS, _S),
+        (SCOPE, _S),
+        (CHANNEL, _I32),
+        (CHANNEL_RANK, _I32),
+        (IMAGE_RANK, _I32),
+        (IMAGE_ID, _S),
+        (VALUE, _F32),
+        (PUSH, _F64),
+        (LABEL, _S),
+        (PRED, _S),
+        (CONFIDENCE, _F32),
+    ]
+)
 CHANNEL_STATS_COLUMNS = tuple(CHANNEL_STATS_SCHEMA.names)
 TOP_EXAMPLES_COLUMNS = tuple(TOP_EXAMPLES_SCHEMA.names)
 
@@ -206,26 +240,41 @@ TOP_EXAMPLES_COLUMNS = tuple(TOP_EXAMPLES_SCHEMA.names)
 DATASET_ISSUES = "dataset_issues.parquet"
 ISSUE = "issue"
 ISSUE_EXACT_DUPLICATE = "exact_duplicate"  # byte-identical files (the same sha256)
-ISSUE_NEAR_DUPLICATE = "near_duplicate"    # pHashes within the Hamming radius (from the pixels, not the network)
-ISSUE_SIMILAR_SCENE = "similar_scene"      # mutual nearest neighbours by the network, much nearer than the next
-ISSUE_LABEL = "label"                      # the label disagrees with the model and the image's neighbours
-ISSUE_OUTLIER = "outlier"                  # far from its nearest neighbours, whatever their class
+ISSUE_NEAR_DUPLICATE = "near_duplicate"  # pHashes within the Hamming radius (from the pixels, not the network)
+ISSUE_SIMILAR_SCENE = "similar_scene"  # mutual nearest neighbours by the network, much nearer than the next
+ISSUE_LABEL = "label"  # the label disagrees with the model and the image's neighbours
+ISSUE_OUTLIER = "outlier"  # far from its nearest neighbours, whatever their class
 ISSUES = (ISSUE_EXACT_DUPLICATE, ISSUE_NEAR_DUPLICATE, ISSUE_SIMILAR_SCENE, ISSUE_LABEL, ISSUE_OUTLIER)
-ISSUE_RANK = "rank"                # 1 = shown first within the issue: a duplicate whose labels differ, then by score
-SCORE = "score"                    # higher = surer: 1 (exact), 1 - hamming / 64 (near), 1 - distance_ratio
-                                   # (similar_scene), 1 - label_score, 1 - outlier_score
-GROUP = "group"                    # exact_duplicate: the group of identical files (1 = shown first)
-PAIR = "pair"                      # near_duplicate, similar_scene: the pair (1 = shown first); two rows each
-PARTNER = "partner"                # near_duplicate, similar_scene: the pair's other image
-LABELS_DIFFER = "labels_differ"    # duplicates: the group's or pair's labels are not all the same
-COSINE = "cosine"                  # similar_scene: cosine similarity of the centred means, in the full space
-HAMMING = "hamming"                # near_duplicate: bits in which the two pHashes differ (0-64)
+ISSUE_RANK = "rank"  # 1 = shown first within the issue: a duplicate whose labels differ, then by score
+SCORE = "score"  # higher = surer: 1 (exact), 1 - hamming / 64 (near), 1 - distance_ratio
+# (similar_scene), 1 - label_score, 1 - outlier_score
+GROUP = "group"  # exact_duplicate: the group of identical files (1 = shown first)
+PAIR = "pair"  # near_duplicate, similar_scene: the pair (1 = shown first); two rows each
+PARTNER = "partner"  # near_duplicate, similar_scene: the pair's other image
+LABELS_DIFFER = "labels_differ"  # duplicates: the group's or pair's labels are not all the same
+COSINE = "cosine"  # similar_scene: cosine similarity of the centred means, in the full space
+HAMMING = "hamming"  # near_duplicate: bits in which the two pHashes differ (0-64)
 DISTANCE_RATIO = "distance_ratio"  # similar_scene: the pair's distance / the nearer of the two images' distances
-                                   # to their second neighbour (small: much nearer each other than to the rest)
-LABEL_SCORE = "label_score"        # cleanlab's label quality (self-confidence) in [0, 1]; low = likely wrong
-OUTLIER_SCORE = "outlier_score"    # cleanlab's OutOfDistribution score in [0, 1]; low = atypical
-DATASET_ISSUES_SCHEMA = pa.schema([
-    (IMAGE_ID, _S), (ISSUE, _S), (ISSUE_RANK, _I32), (SCORE, _F64), (GROUP, pa.int64()), (PAIR, pa.int64()),
-    (PARTNER, _S), (LABELS_DIFFER, pa.bool_()), (LABEL, _S), (PRED, _S), (HAMMING, pa.int16()), (COSINE, _F64),
-    (DISTANCE_RATIO, _F64), (LABEL_SCORE, _F64), (OUTLIER_SCORE, _F64)])
+# to their second neighbour (small: much nearer each other than to the rest)
+LABEL_SCORE = "label_score"  # cleanlab's label quality (self-confidence) in [0, 1]; low = likely wrong
+OUTLIER_SCORE = "outlier_score"  # cleanlab's OutOfDistribution score in [0, 1]; low = atypical
+DATASET_ISSUES_SCHEMA = pa.schema(
+    [
+        (IMAGE_ID, _S),
+        (ISSUE, _S),
+        (ISSUE_RANK, _I32),
+        (SCORE, _F64),
+        (GROUP, pa.int64()),
+        (PAIR, pa.int64()),
+        (PARTNER, _S),
+        (LABELS_DIFFER, pa.bool_()),
+        (LABEL, _S),
+        (PRED, _S),
+        (HAMMING, pa.int16()),
+        (COSINE, _F64),
+        (DISTANCE_RATIO, _F64),
+        (LABEL_SCORE, _F64),
+        (OUTLIER_SCORE, _F64),
+    ]
+)
 DATASET_ISSUES_COLUMNS = tuple(DATASET_ISSUES_SCHEMA.names)

@@ -7,6 +7,7 @@ its manifest not yet), `after-unit:K` (unit K committed), `before-finalize` (eve
 CNN_BLACKBOX_CRASH_SIGNAL=SIGTERM sends that signal instead of SIGKILL (a preemption at that point).
 Unset (always, outside the tests) it costs one dictionary lookup.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,12 +8,19 @@ are looked for), finalize (which parts every unit must have) and the completenes
     OUT/report/                                        the report stage's tables and page (its default --out)
 
 Anything else in OUT (a file the user put there) is no run's and is left alone.
+
+A unit's values, (B_ok, width) float32 per batch, have one column layout (`ValueLayout`): the means of every layer in
+order, the maxima of every layer in order, then the contributions by class then layer. The forward concatenates in
+that order, the writer slices by it, and resume and finalize list a unit's tables from it.
 """
+
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from analysis.store import contract
 
@@ -31,20 +38,105 @@ def find_run_entries(out: str | os.PathLike) -> list[str]:
     return [name for name in RUN_ENTRIES if os.path.lexists(out / name)]
 
 
-def unit_dirs(out: str | os.PathLike, layers: Iterable[str], attribution: Mapping[str, Any] | None = None
-              ) -> list[Path]:
-    """Every folder a unit writes a part into, its manifest's folder last (attribution: the run metadata's
-    {"layers": ..., "classes": ...}, or None when the run attributes nothing)."""
+CONTRIBUTION = "contribution"  # the kind of a block of contributions (the others: contract.STAT_MEAN, STAT_MAX)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What the contribution tables hold: each class's logit attributed to the channels of each layer. run.json and
+    manifest.json carry it as a dict (`to_dict`); the run's identity takes its layers and classes."""
+
+    layers: tuple[str, ...]  # in network order
+    classes: tuple[str, ...]  # the head's classes, in logit order
+    channels: Mapping[str, int]  # layer -> channels
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layers),
+            "classes": list(self.classes),
+            "channels": dict(self.channels),
+            "method": self.method,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> Attribution | None:
+        """The run metadata's "attribution"; None (or nothing) for a run that attributes nothing."""
+        if not doc:
+            return None
+        return cls(tuple(doc["layers"]), tuple(doc["classes"]), dict(doc["channels"]), doc["method"])
+
+
+@dataclass(frozen=True)
+class ValueBlock:
+    """The columns of one table in a unit's values: a layer's channel means or maxima, or its channels'
+    contributions to one class."""
+
+    kind: str  # contract.STAT_MEAN, contract.STAT_MAX or CONTRIBUTION
+    layer: str
+    cls: str | None  # the class of a block of contributions, else None
+    start: int
+    stop: int
+
+    @property
+    def columns(self) -> slice:
+        return slice(self.start, self.stop)
+
+    def folder(self, out: str | os.PathLike) -> Path:
+        """OUT/activations/<layer>, OUT/activations_max/<layer> or OUT/attributions/<class>/<layer>."""
+        if self.kind == CONTRIBUTION:
+            return contract.attribution_dir(out, self.cls, self.layer)
+        return contract.activation_dir(out, self.layer, self.kind)
+
+
+@dataclass(frozen=True)
+class ValueLayout:
+    """The column layout of a unit's values, defined once: the means of every layer in order, the maxima of every
+    layer in order, then the contributions by class then layer (`blocks`, in column order)."""
+
+    channels: Mapping[str, int]  # layer -> channels, in network order
+    attribution: Attribution | None = None
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> ValueLayout:
+        """The layout of a run from its metadata (manifest.json's "meta", run.json)."""
+        return cls(dict(meta["layers"]), Attribution.from_dict(meta.get("attribution")))
+
+    @cached_property
+    def blocks(self) -> tuple[ValueBlock, ...]:
+        keys = [
+            (stat, layer, None, c)
+            for stat in (contract.STAT_MEAN, contract.STAT_MAX)
+            for layer, c in self.channels.items()
+        ]
+        a = self.attribution
+        if a is not None:
+            keys += [(CONTRIBUTION, layer, cls, a.channels[layer]) for cls in a.classes for layer in a.layers]
+        blocks, start = [], 0
+        for kind, layer, cls, c in keys:
+            blocks.append(ValueBlock(kind, layer, cls, start, start + c))
+            start += c
+        return tuple(blocks)
+
+    @property
+    def width(self) -> int:
+        return self.blocks[-1].stop if self.blocks else 0
+
+    def tables(self) -> list[ValueBlock]:
+        """The blocks in the order a unit writes its tables: each layer's means then maxima, then the
+        contributions (by class then layer)."""
+        by_key = {(b.kind, b.layer): b for b in self.blocks if b.kind != CONTRIBUTION}
+        return [
+            by_key[(stat, layer)] for layer in self.channels for stat in (contract.STAT_MEAN, contract.STAT_MAX)
+        ] + [b for b in self.blocks if b.kind == CONTRIBUTION]
+
+
+def unit_dirs(out: str | os.PathLike, values: ValueLayout) -> list[Path]:
+    """Every folder a unit writes a part into, the predictions' first and its manifest's last."""
     out = Path(out)
-    dirs = [out / contract.PREDICTIONS]
-    for layer in layers:
-        dirs += [contract.activation_dir(out, layer, "mean"), contract.activation_dir(out, layer, "max")]
-    for cls in (attribution or {}).get("classes", ()):
-        dirs += [contract.attribution_dir(out, cls, layer) for layer in attribution["layers"]]
-    return dirs + [out / UNITS]
+    return [out / contract.PREDICTIONS] + [block.folder(out) for block in values.tables()] + [out / UNITS]
 
 
-def list_unit_parts(layers: Iterable[str], attribution: Mapping[str, Any] | None, unit: int) -> list[str]:
+def list_unit_parts(values: ValueLayout, unit: int) -> list[str]:
     """The Parquet parts unit `unit` must have, as its manifest names them (paths relative to OUT)."""
-    return [(folder / contract.part_name(unit)).as_posix()
-            for folder in unit_dirs(Path(""), layers, attribution)[:-1]]
+    return [(folder / contract.part_name(unit)).as_posix() for folder in unit_dirs(Path(""), values)[:-1]]

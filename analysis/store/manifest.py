@@ -11,6 +11,7 @@ is ever mistaken for this one's. Every file is written atomically (temp file, fs
 are created with a hard link, which fails when the name exists, so two shards that finish together cannot both
 write them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,12 +23,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from analysis.config import ConfigError
 from analysis.store import contract, layout, tables
 from analysis.store.layout import MANIFEST_JSON, UNITS  # noqa: F401  (names of OUT's files: analysis/store/layout.py)
-from analysis.config import ConfigError
 
-IDENTITY_KEYS = ("dataset", "labels", "weights", "classes", "class_map", "layers", "attribution", "preprocess",
-                 "precision", "unit_size", "limits", "format_version")
+IDENTITY_KEYS = (
+    "dataset",
+    "labels",
+    "weights",
+    "classes",
+    "class_map",
+    "layers",
+    "attribution",
+    "preprocess",
+    "precision",
+    "unit_size",
+    "limits",
+    "format_version",
+)
 
 
 class IncompleteRunError(ConfigError):
@@ -41,6 +54,7 @@ def now() -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Identity: everything that changes a row. Not the device, batch size, workers or shard count: a run resumed with
 # other ones holds the same rows (the batch size can move float32 values by rounding, nothing more).
+
 
 def compute_ids_digest(image_ids: Iterable[str]) -> str:
     """sha256 of the image ids, one a line, in order."""
@@ -68,8 +82,10 @@ def make_identity(meta: Mapping[str, Any], records: Sequence, max_image_pixels: 
     }
     # Only when on: a run begun before attribution existed is the same run as one with attribution_layers: none.
     if meta.get("attribution"):
-        identity["attribution"] = {"layers": list(meta["attribution"]["layers"]),
-                                   "classes": list(meta["attribution"]["classes"])}
+        identity["attribution"] = {
+            "layers": list(meta["attribution"]["layers"]),
+            "classes": list(meta["attribution"]["classes"]),
+        }
     return identity
 
 
@@ -90,12 +106,16 @@ def _short(value: Any) -> str:
 
 def describe_differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
     """`key: <there> there, <here> here` for every identity key that differs."""
-    return [f"{k}: {_short(there.get(k))} there, {_short(here.get(k))} here"
-            for k in IDENTITY_KEYS if there.get(k) != here.get(k)]
+    return [
+        f"{k}: {_short(there.get(k))} there, {_short(here.get(k))} here"
+        for k in IDENTITY_KEYS
+        if there.get(k) != here.get(k)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Files.
+
 
 def write_json_exclusive(obj: Any, path: str | os.PathLike) -> bool:
     """Create `path` whole (temp file, fsync, hard link) unless it exists; False when it already did."""
@@ -163,13 +183,12 @@ def read_unit_manifests(out: str | os.PathLike, identity_sha256: str) -> dict[in
     return units
 
 
-def plan_resume(out: str | os.PathLike, units: Sequence, identity_sha256: str, layers: Iterable[str],
-                attribution: Mapping[str, Any] | None = None) -> list:
+def plan_resume(out: str | os.PathLike, units: Sequence, identity_sha256: str, values: layout.ValueLayout) -> list:
     """The units of `units` (analysis.store.shards.Unit) still to do: those without a committed manifest. Removes the
-    temp files a kill left in the middle of writing one of them."""
+    temp files a kill left in the middle of writing one of them (in the tables of `values`)."""
     done = read_unit_manifests(out, identity_sha256)
     todo = [u for u in units if u.number not in done]
-    remove_stale_temps(layout.unit_dirs(out, layers, attribution), (u.number for u in todo))
+    remove_stale_temps(layout.unit_dirs(out, values), (u.number for u in todo))
     return todo
 
 
@@ -193,13 +212,20 @@ def remove_stale_temps(folders: Iterable[Path], units: Iterable[int]) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Units: counts, and what is missing.
 
+
 def count_rows(rows: Mapping[str, Sequence[Any]], n: int) -> dict[str, Any]:
     """A unit's counts from its first n prediction rows: summed over units by finalize."""
     status, error, correct = (rows[c][:n] for c in (contract.STATUS, contract.ERROR, contract.CORRECT))
     ok = sum(s == contract.STATUS_OK for s in status)
     labeled = sum(c is not None for c in correct)
-    return {"files": n, "ok": ok, "error": n - ok, "labeled": labeled, "correct": sum(c is True for c in correct),
-            "errors_by_reason": dict(Counter(e for e in error if e is not None))}
+    return {
+        "files": n,
+        "ok": ok,
+        "error": n - ok,
+        "labeled": labeled,
+        "correct": sum(c is True for c in correct),
+        "errors_by_reason": dict(Counter(e for e in error if e is not None)),
+    }
 
 
 def sum_counts(units: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -235,12 +261,16 @@ def check_complete(out: str | os.PathLike) -> None:
         return
     run = read_run_manifest(out)
     if run is None:
-        raise IncompleteRunError(f"run {str(out)!r}: no {contract.RUN_JSON} and no {MANIFEST_JSON}; "
-                                 "RUN must be the OUT of an extract run")
+        raise IncompleteRunError(
+            f"run {str(out)!r}: no {contract.RUN_JSON} and no {MANIFEST_JSON}; RUN must be the OUT of an extract run"
+        )
     missing = find_missing_units(out, run)
     if not missing:
-        raise IncompleteRunError(f"run {str(out)!r}: every unit is done but the run is not marked complete; "
-                                 f"make finalize RUN={out}")
-    raise IncompleteRunError(f"run {str(out)!r} is incomplete: {len(missing)} of {run['n_units']} units missing; "
-                             f"{describe_missing(missing, run['shards'])}; rerun them (the same command resumes), "
-                             f"then make finalize RUN={out}")
+        raise IncompleteRunError(
+            f"run {str(out)!r}: every unit is done but the run is not marked complete; make finalize RUN={out}"
+        )
+    raise IncompleteRunError(
+        f"run {str(out)!r} is incomplete: {len(missing)} of {run['n_units']} units missing; "
+        f"{describe_missing(missing, run['shards'])}; rerun them (the same command resumes), "
+        f"then make finalize RUN={out}"
+    )

@@ -1,25 +1,47 @@
 """Per-image prediction columns for one batch: every file gets a row, ok or not."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
 
-from analysis.store import contract
+from analysis.data.dataset import Batch
 from analysis.data.sources import ImageRecord
+from analysis.model.vgg16 import LoadedModel
+from analysis.store import contract
 
 
-def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int], ok: Sequence[bool],
-                         errors: Sequence[str | None], widths: Sequence[int | None], heights: Sequence[int | None],
-                         formats: Sequence[str | None], classes: Sequence[str], class_logits: np.ndarray,
-                         probs: np.ndarray, imagenet_top1: np.ndarray | None,
-                         imagenet_categories: Sequence[str] | None,
-                         sha256s: Sequence[str | None], phashes: Sequence[int | None]) -> dict[str, list[Any]]:
-    """Columns of the predictions table for one batch. class_logits, probs: (B_ok, K); imagenet_top1: (B_ok,);
-    phashes: contract.PHASH of each item (None where it failed)."""
-    cols: dict[str, list[Any]] = {name: [] for name in (
-        contract.IMAGE_ID, contract.SPLIT, contract.LABEL, contract.STATUS, contract.ERROR, contract.WIDTH,
-        contract.HEIGHT, contract.FORMAT, contract.SHA256, contract.PHASH, contract.PRED, contract.CONFIDENCE, contract.CORRECT)}
+def make_prediction_rows(
+    records: Sequence[ImageRecord],
+    batch: Batch,
+    loaded: LoadedModel,
+    class_logits: np.ndarray,
+    probs: np.ndarray,
+    imagenet_top1: np.ndarray | None,
+) -> dict[str, list[Any]]:
+    """Columns of the predictions table for one batch (its files are records[i] for i in batch.indices).
+    class_logits, probs: (B_ok, K) in the order of loaded.classes; imagenet_top1: (B_ok,), None for a head that is
+    not ImageNet's."""
+    classes, imagenet_categories = loaded.classes, loaded.imagenet_categories
+    cols: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            contract.IMAGE_ID,
+            contract.SPLIT,
+            contract.LABEL,
+            contract.STATUS,
+            contract.ERROR,
+            contract.WIDTH,
+            contract.HEIGHT,
+            contract.FORMAT,
+            contract.SHA256,
+            contract.PHASH,
+            contract.PRED,
+            contract.CONFIDENCE,
+            contract.CORRECT,
+        )
+    }
     for c in classes:
         cols[contract.logit_column(c)] = []
         cols[contract.prob_column(c)] = []
@@ -28,8 +50,17 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
         cols[contract.IMAGENET_TOP1_INDEX] = []
     pred_idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     j = 0  # position among the ok items
-    for index, good, error, w, h, fmt, digest, phash in zip(indices, ok, errors, widths, heights, formats, sha256s,
-                                                              phashes, strict=True):  # a short column drops no row
+    columns = (
+        batch.indices,
+        batch.ok,
+        batch.errors,
+        batch.widths,
+        batch.heights,
+        batch.formats,
+        batch.sha256s,
+        batch.phashes,
+    )
+    for index, good, error, w, h, fmt, digest, phash in zip(*columns, strict=True):  # a short column drops no row
         rec = records[index]
         cols[contract.IMAGE_ID].append(rec.image_id)
         cols[contract.SPLIT].append(rec.split)
@@ -49,8 +80,7 @@ def make_prediction_rows(records: Sequence[ImageRecord], indices: Sequence[int],
                 cols[contract.prob_column(c)].append(float(probs[j, ci]))
             cols[contract.PRED].append(pred)
             cols[contract.CONFIDENCE].append(float(probs[j, k]))
-            cols[contract.CORRECT].append(None if rec.label is None or rec.label not in classes
-                                         else rec.label == pred)
+            cols[contract.CORRECT].append(None if rec.label is None or rec.label not in classes else rec.label == pred)
             if imagenet_top1 is not None:
                 t = int(imagenet_top1[j])
                 cols[contract.IMAGENET_TOP1].append(imagenet_categories[t] if imagenet_categories else str(t))

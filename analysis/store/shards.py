@@ -9,6 +9,7 @@ Batches never cross a unit boundary: the batches of unit k are files kU .. kU+B-
 run. oneDNN's convolutions round differently for different batch shapes, so this is what makes the union of the
 shards equal, bit for bit, to a one-process run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,9 +23,9 @@ _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
-    index: int      # 0-based
+    index: int  # 0-based
     count: int
-    source: str     # where it came from, for the log: "--shard", "torchrun RANK/WORLD_SIZE", ...
+    source: str  # where it came from, for the log: "--shard", "torchrun RANK/WORLD_SIZE", ...
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -32,9 +33,9 @@ class Shard:
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    number: int     # k: the part-NNNNN of every table
-    start: int      # first file, index into the sorted list
-    stop: int       # one past the last file
+    number: int  # k: the part-NNNNN of every table
+    start: int  # first file, index into the sorted list
+    stop: int  # one past the last file
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -47,8 +48,9 @@ def parse_shard(text: str, source: str = "--shard") -> Shard:
         raise ConfigError(f"shard: {text!r} is not allowed; i/N with 0 <= i < N, e.g. 0/4 (from {source})")
     index, count = int(m.group(1)), int(m.group(2))
     if count < 1 or index >= count:
-        raise ConfigError(f"shard: {text!r} is not allowed; i/N needs N >= 1 and 0 <= i <= N-1 "
-                          f"(0-based; from {source})")
+        raise ConfigError(
+            f"shard: {text!r} is not allowed; i/N needs N >= 1 and 0 <= i <= N-1 (0-based; from {source})"
+        )
     return Shard(index, count, source)
 
 
@@ -64,8 +66,9 @@ def read_shard(spec: str | None, environ: Mapping[str, str]) -> Shard:
         first = int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
         step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1")) or 1
         index = (int(environ["SLURM_ARRAY_TASK_ID"]) - first) // step
-        return parse_shard(f"{index}/{environ['SLURM_ARRAY_TASK_COUNT']}",
-                           "Slurm SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT")
+        return parse_shard(
+            f"{index}/{environ['SLURM_ARRAY_TASK_COUNT']}", "Slurm SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT"
+        )
     if "SLURM_PROCID" in environ and "SLURM_NTASKS" in environ:
         return parse_shard(f"{environ['SLURM_PROCID']}/{environ['SLURM_NTASKS']}", "Slurm SLURM_PROCID/SLURM_NTASKS")
     return Shard(0, 1, "one process")

@@ -4,10 +4,12 @@ unless `pictures` are given (then DATA holds a file per ok image, for the report
 Used by the report tests (small runs, a planted channel, hostile file names) and by benchmarks/bench_report.py
 (200,000 images x 13 layers). Values look like post-ReLU channel means: non-negative with many exact zeros.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -22,28 +24,43 @@ ERROR_REASONS = ("truncated", "not an image", "empty file")
 def make_image_ids(n: int, classes: Sequence[str], hostile: Sequence[str] = ()) -> list[str]:
     """`cat.0.jpg`, `dog.1.jpg`, ... (class i % K), with the hostile names replacing the first ones."""
     ids = [f"{classes[i % len(classes)]}.{i}.jpg" for i in range(n)]
-    ids[:len(hostile)] = list(hostile)
+    ids[: len(hostile)] = list(hostile)
     return ids
 
 
-def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
-                        layers: Mapping[str, int] | None = None, classes: Sequence[str] = ("cat", "dog"),
-                        planted: tuple[str, int, str] | None = None, labeled: bool = True, n_errors: int = 0,
-                        unit_size: int = 64, seed: int = 0, hostile: Sequence[str] = (),
-                        labels: Sequence[str | None] | None = None, data: str | os.PathLike | None = None,
-                        pictures: Sequence[bytes] = ()) -> Path:
-    """Write OUT/predictions, activations(_max)/<layer>, config.yaml and run.json; returns OUT.
+@dataclass(frozen=True)
+class SyntheticRun:
+    """What a synthetic run holds.
 
     planted=(layer, channel, class): that channel's values are shifted up on images of that class (by label when
     labeled, else by prediction), so it separates the classes and must rank first. The first `n_errors` images
     are decode errors (rows in predictions only). `labels` overrides the labels (None: unlabeled image).
     data, pictures: DATA/<image_id> for every ok image, with the bytes of pictures[i % len(pictures)].
     """
-    out = Path(out)
-    layers = dict(layers or {"conv4_3": 16, "conv5_3": 16})
-    classes = list(classes)
+
+    n_images: int = 200
+    layers: Mapping[str, int] = field(default_factory=lambda: {"conv4_3": 16, "conv5_3": 16})  # layer -> channels
+    classes: Sequence[str] = ("cat", "dog")
+    planted: tuple[str, int, str] | None = None
+    labeled: bool = True
+    n_errors: int = 0
+    unit_size: int = 64
+    seed: int = 0
+    hostile: Sequence[str] = ()  # image ids that replace the first ones
+    labels: Sequence[str | None] | None = None
+    data: str | os.PathLike | None = None
+    pictures: Sequence[bytes] = ()
+
+
+def write_synthetic_run(out: str | os.PathLike, spec: SyntheticRun | None = None) -> Path:
+    """Write OUT/predictions, activations(_max)/<layer>, config.yaml and run.json as `spec` says; returns OUT."""
+    out, spec = Path(out), spec or SyntheticRun()
+    layers = dict(spec.layers)
+    classes = list(spec.classes)
+    n_images, n_errors, unit_size, seed = spec.n_images, spec.n_errors, spec.unit_size, spec.seed
+    labeled, labels, planted, data = spec.labeled, spec.labels, spec.planted, spec.data
     rng = np.random.default_rng(seed)
-    ids = make_image_ids(n_images, classes, hostile)
+    ids = make_image_ids(n_images, classes, spec.hostile)
     phashes = make_phashes(n_images, seed)
     if labels is None:
         labels = [classes[i % len(classes)] if labeled else None for i in range(n_images)]
@@ -63,23 +80,28 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
         idx = np.arange(lo, hi)
         ok = status[lo:hi]
         rows = {
-            contract.IMAGE_ID: ids[lo:hi], contract.SPLIT: [None] * len(idx), contract.LABEL: list(labels[lo:hi]),
+            contract.IMAGE_ID: ids[lo:hi],
+            contract.SPLIT: [None] * len(idx),
+            contract.LABEL: list(labels[lo:hi]),
             contract.STATUS: [contract.STATUS_OK if g else contract.STATUS_ERROR for g in ok],
             contract.ERROR: [None if g else ERROR_REASONS[i % len(ERROR_REASONS)] for i, g in zip(idx, ok)],
-            contract.WIDTH: [500 if g else None for g in ok], contract.HEIGHT: [375 if g else None for g in ok],
+            contract.WIDTH: [500 if g else None for g in ok],
+            contract.HEIGHT: [375 if g else None for g in ok],
             contract.FORMAT: ["JPEG" if g else None for g in ok],
-            contract.SHA256: [hashlib.sha256(ids[i].encode("utf-8", "surrogateescape")).hexdigest()
-                              for i in idx],
+            contract.SHA256: [hashlib.sha256(ids[i].encode("utf-8", "surrogateescape")).hexdigest() for i in idx],
             contract.PHASH: [int(phashes[i]) if g else None for i, g in zip(idx, ok)],
             contract.PRED: [preds[i] if g else None for i, g in zip(idx, ok)],
             contract.CONFIDENCE: [float(probs[i].max()) if g else None for i, g in zip(idx, ok)],
-            contract.CORRECT: [(labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)],
+            contract.CORRECT: [
+                (labels[i] == preds[i]) if g and labels[i] in classes else None for i, g in zip(idx, ok)
+            ],
         }
         for k, c in enumerate(classes):
             rows[contract.logit_column(c)] = [float(logits[i, k]) if g else None for i, g in zip(idx, ok)]
             rows[contract.prob_column(c)] = [float(probs[i, k]) if g else None for i, g in zip(idx, ok)]
-        tables.write_parquet_atomic(contract.make_prediction_table(rows, schema),
-                                     out / contract.PREDICTIONS / contract.part_name(unit))
+        tables.write_parquet_atomic(
+            contract.make_prediction_table(rows, schema), out / contract.PREDICTIONS / contract.part_name(unit)
+        )
         good = idx[ok]
         good_ids = [ids[i] for i in good]
         for name, channels in layers.items():
@@ -89,20 +111,29 @@ def write_synthetic_run(out: str | os.PathLike, n_images: int = 200,
                 means[hit, planted[1]] += 3.0
             maxes = means * np.float32(4.0) + rng.random((len(good), channels), dtype=np.float32)
             for stat, values in (("mean", means), ("max", maxes)):
-                tables.write_parquet_atomic(contract.make_activation_table(good_ids, values, act_schemas[name]),
-                                             contract.activation_dir(out, name, stat) / contract.part_name(unit))
-    if data is not None and pictures:
-        write_image_files(Path(data), [ids[i] for i in range(n_images) if status[i]], pictures)
-    write_run_metadata(out, n_images, int(status.sum()), layers, classes,
-                       **({"data": os.path.abspath(data)} if data is not None else {}))
+                tables.write_parquet_atomic(
+                    contract.make_activation_table(good_ids, values, act_schemas[name]),
+                    contract.activation_dir(out, name, stat) / contract.part_name(unit),
+                )
+    if data is not None and spec.pictures:
+        write_image_files(Path(data), [ids[i] for i in range(n_images) if status[i]], spec.pictures)
+    write_run_metadata(
+        out,
+        n_images,
+        int(status.sum()),
+        layers,
+        classes,
+        **({"data": os.path.abspath(data)} if data is not None else {}),
+    )
     return out
 
 
 def make_phashes(n: int, seed: int) -> np.ndarray:
     """(n,) int64 pHashes of n distinct pictures: random 64-bit values, whose pairs differ in 32 +- 4 bits (real
     photos: 32 +- 5, benchmarks/measure_phash.py), so a few pairs in a large run fall within the radius by chance."""
-    return np.random.default_rng([seed, 64]).integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n,
-                                                      dtype=np.int64, endpoint=True)
+    return np.random.default_rng([seed, 64]).integers(
+        np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64, endpoint=True
+    )
 
 
 def write_image_files(data: Path, image_ids: Sequence[str], pictures: Sequence[bytes]) -> None:
@@ -120,27 +151,77 @@ def write_image_files(data: Path, image_ids: Sequence[str], pictures: Sequence[b
             first[k] = path
 
 
-def write_run_metadata(out: Path, n_images: int, n_ok: int, layers: Mapping[str, int], classes: Sequence[str],
-                       data: str = "/nonexistent/synthetic-data") -> None:
-    extract = {"data": data, "out": str(out), "labels": None, "weights": "random", "classes": None,
-               "classes_file": None, "preprocess": "imagenet", "image_size": 64, "layers": list(layers),
-               "batch_size": 8, "workers": 0, "device": "cpu", "precision": "fp32", "unit_size": 64, "seed": 0,
-               "download": False, "progress": False, "max_image_pixels": 178956970, "max_file_bytes": 268435456,
-               "imagenet_classes": {"cat": [281, 285], "dog": [151, 268]}}
-    tables.write_bytes_atomic(yaml.safe_dump({"extract": extract}, sort_keys=False).encode(),
-                               out / contract.CONFIG_YAML)
-    tables.write_json_atomic({
-        "tool": "cnn-blackbox", "format_version": contract.FORMAT_VERSION, "model": "vgg16",
-        "weights": {"id": "random(seed=0)", "path": None, "sha256": None, "head": "imagenet", "random": True,
-                    "seed": 0},
-        "classes": list(classes), "layers": dict(layers),
-        "preprocess": {"name": "imagenet", "image_size": 64, "resize": 73},
-        "precision": "fp32", "device": "cpu", "batch_size": 8, "workers": 0, "unit_size": 64,
-        "versions": {"python": "3", "torch": "synthetic"},
-        "data": {"path": data, "layout": "synthetic", "labels_csv": None, "fingerprint": "synthetic"},
-        "complete": True, "finished": "2026-01-01T00:00:00+00:00",
-        "counts": {"found": n_images, "ok": n_ok, "error": n_images - n_ok,
-                   "errors_by_reason": {}, "skipped": 0, "skipped_by_reason": {}, "skipped_examples": [],
-                   "labeled": n_ok, "correct": 0, "accuracy": None},
-        "timings": {"seconds": 1.0, "extract_seconds": 1.0, "images_per_s": float(n_images)},
-    }, out / contract.RUN_JSON)
+def write_run_metadata(
+    out: Path,
+    n_images: int,
+    n_ok: int,
+    layers: Mapping[str, int],
+    classes: Sequence[str],
+    data: str = "/nonexistent/synthetic-data",
+) -> None:
+    extract = {
+        "data": data,
+        "out": str(out),
+        "labels": None,
+        "weights": "random",
+        "classes": None,
+        "classes_file": None,
+        "preprocess": "imagenet",
+        "image_size": 64,
+        "layers": list(layers),
+        "batch_size": 8,
+        "workers": 0,
+        "device": "cpu",
+        "precision": "fp32",
+        "unit_size": 64,
+        "seed": 0,
+        "download": False,
+        "progress": False,
+        "max_image_pixels": 178956970,
+        "max_file_bytes": 268435456,
+        "imagenet_classes": {"cat": [281, 285], "dog": [151, 268]},
+    }
+    tables.write_bytes_atomic(
+        yaml.safe_dump({"extract": extract}, sort_keys=False).encode(), out / contract.CONFIG_YAML
+    )
+    tables.write_json_atomic(
+        {
+            "tool": "cnn-blackbox",
+            "format_version": contract.FORMAT_VERSION,
+            "model": "vgg16",
+            "weights": {
+                "id": "random(seed=0)",
+                "path": None,
+                "sha256": None,
+                "head": "imagenet",
+                "random": True,
+                "seed": 0,
+            },
+            "classes": list(classes),
+            "layers": dict(layers),
+            "preprocess": {"name": "imagenet", "image_size": 64, "resize": 73},
+            "precision": "fp32",
+            "device": "cpu",
+            "batch_size": 8,
+            "workers": 0,
+            "unit_size": 64,
+            "versions": {"python": "3", "torch": "synthetic"},
+            "data": {"path": data, "layout": "synthetic", "labels_csv": None, "fingerprint": "synthetic"},
+            "complete": True,
+            "finished": "2026-01-01T00:00:00+00:00",
+            "counts": {
+                "found": n_images,
+                "ok": n_ok,
+                "error": n_images - n_ok,
+                "errors_by_reason": {},
+                "skipped": 0,
+                "skipped_by_reason": {},
+                "skipped_examples": [],
+                "labeled": n_ok,
+                "correct": 0,
+                "accuracy": None,
+            },
+            "timings": {"seconds": 1.0, "extract_seconds": 1.0, "images_per_s": float(n_images)},
+        },
+        out / contract.RUN_JSON,
+    )

@@ -1,6 +1,7 @@
 """Reading and writing the tables: atomic writes (temp file, fsync, rename) that fail in one line, part listing,
 streamed reads, run.json, and the report's tables. What the tables hold is analysis.store.contract's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,9 @@ def reporting_write_errors(path: str | os.PathLike):
         yield
     except OSError as e:
         code = errno.errorcode.get(e.errno or 0, "")
-        raise WriteError(f"cannot write {make_display(path)!r}: {e.strerror or e}"
-                         + (f" [{code}]" if code else "")) from e
+        raise WriteError(
+            f"cannot write {make_display(path)!r}: {e.strerror or e}" + (f" [{code}]" if code else "")
+        ) from e
 
 
 _FILE_MODE = 0o644  # mkstemp makes 0600 files; outputs are meant to be read by others (a web server, a team)
@@ -92,8 +94,7 @@ def list_parts(table_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(table_dir).glob("part-*.parquet"))
 
 
-def iter_parquet_batches(table_dir: str | os.PathLike, columns: Iterable[str] | None = None,
-                         batch_size: int = 65536):
+def iter_parquet_batches(table_dir: str | os.PathLike, columns: Iterable[str] | None = None, batch_size: int = 65536):
     """Stream record batches over all parts of a table: memory bounded by batch_size rows."""
     cols = list(columns) if columns is not None else None
     for part in list_parts(table_dir):
@@ -104,8 +105,10 @@ def iter_channel_batches(table_dir: str | os.PathLike, batch_size: int = 8192):
     """(image ids (n,), values (n, C) float64) of a channel table (activations or attributions), batch by batch."""
     for batch in iter_parquet_batches(table_dir, batch_size=batch_size):
         ids = batch.column(0).to_numpy(zero_copy_only=False)
-        yield ids, np.stack([batch.column(j).to_numpy() for j in range(1, batch.num_columns)], axis=1).astype(
-            np.float64)
+        yield (
+            ids,
+            np.stack([batch.column(j).to_numpy() for j in range(1, batch.num_columns)], axis=1).astype(np.float64),
+        )
 
 
 def report_dir(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -127,14 +130,21 @@ def write_table(df: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike, me
 def read_predictions(run: str | os.PathLike, classes) -> pd.DataFrame:
     """The columns of OUT/predictions the report uses (a few per image: fine in memory for millions of rows); sha256
     and phash where the run has them (format 2 on, format 3 on)."""
-    columns = [contract.IMAGE_ID, contract.LABEL, contract.STATUS, contract.ERROR, contract.PRED, contract.CONFIDENCE,
-               contract.CORRECT] + [contract.prob_column(c) for c in classes]
+    columns = [
+        contract.IMAGE_ID,
+        contract.LABEL,
+        contract.STATUS,
+        contract.ERROR,
+        contract.PRED,
+        contract.CONFIDENCE,
+        contract.CORRECT,
+    ] + [contract.prob_column(c) for c in classes]
     parts = list_parts(Path(run) / contract.PREDICTIONS)
     names = pq.read_schema(parts[0]).names if parts else []
     columns += [c for c in (contract.SHA256,) if c in names]
     frame = pd.read_parquet(Path(run) / contract.PREDICTIONS, columns=columns)
-    if contract.PHASH in names:   # nullable Int64: with error rows numpy's int64 would become float64, losing bits
-        frame[contract.PHASH] = pd.read_parquet(Path(run) / contract.PREDICTIONS, columns=[contract.PHASH],
-                                                dtype_backend="numpy_nullable")[contract.PHASH].array
+    if contract.PHASH in names:  # nullable Int64: with error rows numpy's int64 would become float64, losing bits
+        frame[contract.PHASH] = pd.read_parquet(
+            Path(run) / contract.PREDICTIONS, columns=[contract.PHASH], dtype_backend="numpy_nullable"
+        )[contract.PHASH].array
     return frame
-

@@ -4,13 +4,13 @@ The walkthrough's first step: before VGG16's 13 conv layers, show what a single 
 seeded random (what an untrained layer looks like) or a named, fixed kernel whose effect can be read (edges, blur).
 Padding is zeros, as in VGG16, so a bright image border shows up as a frame in edge-like kernels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 
 # ITU-R 601 luma, the weights PIL's convert("L") uses: kernels that work on brightness read all three inputs.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -25,8 +25,8 @@ KERNEL_NAMES = ("random", "edge", "sobel", "blur", "sharpen", "identity")  # the
 @dataclass(frozen=True)
 class Kernel:
     name: str
-    weight: np.ndarray        # (3 out, 3 in, 3, 3) float32, the layout of Conv2d.weight
-    bias: np.ndarray          # (3,) float32
+    weight: np.ndarray  # (3 out, 3 in, 3, 3) float32, the layout of Conv2d.weight
+    bias: np.ndarray  # (3,) float32
     channels: tuple[str, str, str]  # what each output channel computes, for captions
     description: str
 
@@ -52,24 +52,54 @@ def make_kernel(name: str, seed: int = 0) -> Kernel:
         bound = 1.0 / np.sqrt(3 * 3 * 3)  # Conv2d's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         weight = ((torch.rand((3, 3, 3, 3), generator=g, dtype=torch.float32) * 2 - 1) * bound).numpy()
         bias = ((torch.rand((3,), generator=g, dtype=torch.float32) * 2 - 1) * bound).numpy()
-        return Kernel(name, weight, bias, ("random mix 0", "random mix 1", "random mix 2"),
-                      f"random weights and bias, seed {seed}, uniform in +-1/sqrt(27) like an untrained Conv2d")
+        return Kernel(
+            name,
+            weight,
+            bias,
+            ("random mix 0", "random mix 1", "random mix 2"),
+            f"random weights and bias, seed {seed}, uniform in +-1/sqrt(27) like an untrained Conv2d",
+        )
     if name == "edge":
-        return Kernel(name, _per_channel(_LAPLACE), zero, ("red edges", "green edges", "blue edges"),
-                      "Laplacian (8 at the centre, -1 around) on each colour: zero on flat areas, large at edges")
+        return Kernel(
+            name,
+            _per_channel(_LAPLACE),
+            zero,
+            ("red edges", "green edges", "blue edges"),
+            "Laplacian (8 at the centre, -1 around) on each colour: zero on flat areas, large at edges",
+        )
     if name == "sobel":
         weight = np.stack([_on_luma(_SOBEL_X), _on_luma(_SOBEL_X.T), _on_luma(_LAPLACE)])
-        return Kernel(name, weight, zero, ("vertical edges", "horizontal edges", "all edges"),
-                      "on brightness: Sobel x (left-to-right change), Sobel y (top-to-bottom change), Laplacian")
+        return Kernel(
+            name,
+            weight,
+            zero,
+            ("vertical edges", "horizontal edges", "all edges"),
+            "on brightness: Sobel x (left-to-right change), Sobel y (top-to-bottom change), Laplacian",
+        )
     if name == "blur":
-        return Kernel(name, _per_channel(_BOX), zero, ("red blurred", "green blurred", "blue blurred"),
-                      "3x3 box blur (each weight 1/9) on each colour")
+        return Kernel(
+            name,
+            _per_channel(_BOX),
+            zero,
+            ("red blurred", "green blurred", "blue blurred"),
+            "3x3 box blur (each weight 1/9) on each colour",
+        )
     if name == "sharpen":
-        return Kernel(name, _per_channel(_SHARPEN), zero, ("red sharpened", "green sharpened", "blue sharpened"),
-                      "sharpen (5 at the centre, -1 at the 4 neighbours) on each colour")
+        return Kernel(
+            name,
+            _per_channel(_SHARPEN),
+            zero,
+            ("red sharpened", "green sharpened", "blue sharpened"),
+            "sharpen (5 at the centre, -1 at the 4 neighbours) on each colour",
+        )
     if name == "identity":
-        return Kernel(name, _per_channel(_IDENTITY), zero, ("red", "green", "blue"),
-                      "identity (1 at the centre): the output is the input")
+        return Kernel(
+            name,
+            _per_channel(_IDENTITY),
+            zero,
+            ("red", "green", "blue"),
+            "identity (1 at the centre): the output is the input",
+        )
     raise ValueError(f"unknown kernel {name!r}; valid kernels: {', '.join(KERNEL_NAMES)}")
 
 

@@ -1,4 +1,5 @@
 """The numbers of the one-image walkthrough: the network's answer and a summary of each layer's feature maps."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,19 +16,19 @@ TOP_IMAGENET = 5
 @dataclass(frozen=True)
 class Answer:
     classes: tuple[str, ...]
-    logits: np.ndarray                   # (K,) float32, the logits of the analysis classes
-    probs: np.ndarray                    # (K,) float32, softmax of `logits`
-    pred: int                            # index into classes
+    logits: np.ndarray  # (K,) float32, the logits of the analysis classes
+    probs: np.ndarray  # (K,) float32, softmax of `logits`
+    pred: int  # index into classes
     imagenet_top: tuple[tuple[int, str, float], ...] | None  # ImageNet head: (index, name, softmax over 1000)
 
 
 @dataclass(frozen=True)
 class LayerMaps:
     layer: str
-    maps: np.ndarray                     # (C, h, w) float32, after ReLU
-    means: np.ndarray                    # (C,) float32, spatial mean of each channel
-    top: int                             # the channel with the highest mean
-    contrib: np.ndarray | None = None    # (C,) float32, each channel's contribution to the predicted class's logit
+    maps: np.ndarray  # (C, h, w) float32, after ReLU
+    means: np.ndarray  # (C,) float32, spatial mean of each channel
+    top: int  # the channel with the highest mean
+    contrib: np.ndarray | None = None  # (C,) float32, each channel's contribution to the predicted class's logit
 
     @property
     def top_contrib(self) -> int | None:
@@ -42,11 +43,11 @@ class LayerMaps:
 
 def compute_answer(raw: torch.Tensor, loaded: LoadedModel) -> Answer:
     """(1, R) network output -> the analysis classes' logits and probabilities, and the ImageNet top-5."""
-    logits = compute_class_logits(raw, loaded)          # (1, K)
-    probs = compute_probabilities(logits)               # (1, K)
+    logits = compute_class_logits(raw, loaded)  # (1, K)
+    probs = compute_probabilities(logits)  # (1, K)
     top = None
     if loaded.head == "imagenet":
-        p = torch.softmax(raw.float(), dim=1)[0]        # (1000,)
+        p = torch.softmax(raw.float(), dim=1)[0]  # (1000,)
         values, indices = p.topk(TOP_IMAGENET)
         top = tuple((int(i), loaded.imagenet_categories[int(i)], float(v)) for v, i in zip(values, indices))
     probs_np = probs[0].numpy().astype(np.float32)
@@ -58,5 +59,6 @@ def summarize_layer(layer: str, maps: torch.Tensor, contrib: torch.Tensor | None
     contrib: (C,) contributions to the predicted class, kept as they are."""
     maps_np = maps.numpy().astype(np.float32, copy=False)
     means = maps_np.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)  # (C,)
-    return LayerMaps(layer, maps_np, means, int(np.argmax(means)),
-                     None if contrib is None else contrib.numpy().astype(np.float32))
+    return LayerMaps(
+        layer, maps_np, means, int(np.argmax(means)), None if contrib is None else contrib.numpy().astype(np.float32)
+    )

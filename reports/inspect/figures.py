@@ -3,6 +3,7 @@
 Figures are built with matplotlib's object API (no pyplot), so nothing global is touched and each one is freed
 when dropped (reports/encode.py turns them into PNG bytes).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-
 
 TILE_SIDE = 96  # feature-map tiles larger than this are area-averaged down before drawing
 HIGHLIGHT = "#d62728"
@@ -49,8 +49,9 @@ def make_probability_figure(classes: Sequence[str], probs: np.ndarray, logits: n
     return fig
 
 
-def make_feature_grid_figure(maps: np.ndarray, means: np.ndarray, layer: str, max_tiles: int,
-                             cmap: str = "viridis") -> Figure:
+def make_feature_grid_figure(
+    maps: np.ndarray, means: np.ndarray, layer: str, max_tiles: int, cmap: str = "viridis"
+) -> Figure:
     """(C, h, w) maps as tiles, highest channel mean first, up to max_tiles; one colour scale and bar per grid.
 
     The tiles are one mosaic drawn by a single imshow: 64 separate axes would take seconds to render.
@@ -71,7 +72,7 @@ def make_feature_grid_figure(maps: np.ndarray, means: np.ndarray, layer: str, ma
     for i, c in enumerate(order):
         r, q = divmod(i, cols)
         y0, x0 = r * cell_h + band, q * cell_w
-        mosaic[y0:y0 + h, x0:x0 + w] = shown[i]
+        mosaic[y0 : y0 + h, x0 : x0 + w] = shown[i]
         labels.append((x0, y0, f"c{int(c)}  {float(means[c]):.3g}"))
     colormap = _colormap_with_white_bad(cmap)
     im = ax.imshow(mosaic, cmap=colormap, vmin=0.0, vmax=vmax, interpolation="nearest")
@@ -104,8 +105,15 @@ def make_means_figure(means: np.ndarray, layer: str, top: int) -> Figure:
     # One filled step line for all bars (512 Rectangle artists take a second to draw), the top one on top of it.
     ax.stairs(means, np.arange(len(means) + 1) - 0.5, fill=True, color=PLAIN)
     ax.bar([top], [float(means[top])], width=1.0, color=HIGHLIGHT)
-    ax.annotate(f"c{top} = {float(means[top]):.4g}", xy=(top, float(means[top])), xytext=(0, 4),
-                textcoords="offset points", ha="center", color=HIGHLIGHT, fontsize=9)
+    ax.annotate(
+        f"c{top} = {float(means[top]):.4g}",
+        xy=(top, float(means[top])),
+        xytext=(0, 4),
+        textcoords="offset points",
+        ha="center",
+        color=HIGHLIGHT,
+        fontsize=9,
+    )
     ax.set_xlim(-0.5, len(means) - 0.5)
     ax.set_ylim(0, max(float(means[top]), 1e-12) * 1.15)
     ax.set_xlabel("channel")
@@ -121,11 +129,24 @@ def make_contribution_figure(contrib: np.ndarray, layer: str, top_mean: int, cls
     top = int(np.argmax(contrib))
     ax.stairs(contrib, np.arange(len(contrib) + 1) - 0.5, fill=True, color=PLAIN, baseline=0.0)
     ax.bar([top], [float(contrib[top])], width=1.0, color=HIGHLIGHT)
-    ax.annotate(f"c{top} = {float(contrib[top]):.4g}", xy=(top, float(contrib[top])), xytext=(0, 4),
-                textcoords="offset points", ha="center", color=HIGHLIGHT, fontsize=9)
+    ax.annotate(
+        f"c{top} = {float(contrib[top]):.4g}",
+        xy=(top, float(contrib[top])),
+        xytext=(0, 4),
+        textcoords="offset points",
+        ha="center",
+        color=HIGHLIGHT,
+        fontsize=9,
+    )
     ax.axvline(top_mean, color="#1f77b4", linewidth=1, linestyle="--")
-    ax.annotate(f"highest mean: c{top_mean}", xy=(top_mean, 0), xytext=(4, 4), textcoords="offset points",
-                color="#1f77b4", fontsize=8)
+    ax.annotate(
+        f"highest mean: c{top_mean}",
+        xy=(top_mean, 0),
+        xytext=(4, 4),
+        textcoords="offset points",
+        color="#1f77b4",
+        fontsize=8,
+    )
     ax.axhline(0.0, color="#444", linewidth=0.6)
     ax.set_xlim(-0.5, len(contrib) - 0.5)
     ax.set_xlabel("channel")
@@ -149,8 +170,9 @@ def make_gradcam_figure(view: np.ndarray, overlays: dict[str, np.ndarray], vmaxe
     return fig
 
 
-def make_overlay_figure(view: np.ndarray, fmap: np.ndarray, overlay: np.ndarray, vmin: float, vmax: float,
-                        cmap: str, title: str) -> Figure:
+def make_overlay_figure(
+    view: np.ndarray, fmap: np.ndarray, overlay: np.ndarray, vmin: float, vmax: float, cmap: str, title: str
+) -> Figure:
     """The crop the network saw, the channel's raw map (its own resolution) and the map over the crop."""
     fig = Figure(figsize=(11, 3.9), layout="constrained")
     a, b, c = fig.subplots(1, 3)
@@ -167,8 +189,9 @@ def make_overlay_figure(view: np.ndarray, fmap: np.ndarray, overlay: np.ndarray,
     return fig
 
 
-def make_run_channel_figure(overlay: np.ndarray, run_values: np.ndarray, value: float, percentile: float,
-                            title: str, xlabel: str) -> Figure:
+def make_run_channel_figure(
+    overlay: np.ndarray, run_values: np.ndarray, value: float, percentile: float, title: str, xlabel: str
+) -> Figure:
     """A channel's overlay beside the run's distribution of that channel, this image's value marked."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     a, b = fig.subplots(1, 2, gridspec_kw={"width_ratios": (1, 1.6)})
@@ -176,9 +199,16 @@ def make_run_channel_figure(overlay: np.ndarray, run_values: np.ndarray, value: 
     a.set_axis_off()
     b.hist(run_values, bins=min(60, max(5, len(run_values) // 5)), color=PLAIN)
     b.axvline(value, color=HIGHLIGHT, linewidth=2)
-    b.annotate(f"this image: {value:.4g}\npercentile {percentile:.1f}", xy=(value, 1),
-               xycoords=("data", "axes fraction"), xytext=(4, -4), textcoords="offset points", va="top",
-               color=HIGHLIGHT, fontsize=9)
+    b.annotate(
+        f"this image: {value:.4g}\npercentile {percentile:.1f}",
+        xy=(value, 1),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, -4),
+        textcoords="offset points",
+        va="top",
+        color=HIGHLIGHT,
+        fontsize=9,
+    )
     b.set_xlabel(xlabel)
     b.set_ylabel("images in the run")
     fig.suptitle(title, fontsize=11)

@@ -6,6 +6,7 @@ Everything that comes from data (file names, class names, numbers) is escaped wh
 carries, so the page opens from disk with no server and no network, and a Content-Security-Policy forbids scripts
 outright.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,7 @@ class Page:
     def __init__(self, title: str, subtitle: str = ""):
         self.title = title
         self.subtitle = subtitle
-        self.banner: str | list[tuple[str, bool]] | None = None   # text, or reports/banners.py's parts
+        self.banner: str | list[tuple[str, bool]] | None = None  # text, or reports/banners.py's parts
         self.facts: list[tuple[str, str]] = []
         self.sections: list[Section] = []
         self.files: dict[str, bytes] = {}
@@ -84,5 +85,5 @@ class Page:
 
 def render_page(page: Page) -> str:
     """The whole HTML document, self-contained apart from the files the page carries."""
-    css = Markup((HERE / "page.css").read_text(encoding="utf-8"))   # ours, from the repository: never data
+    css = Markup((HERE / "page.css").read_text(encoding="utf-8"))  # ours, from the repository: never data
     return _ENV.get_template("page.html").render(page=page, csp=_CSP, css=css) + "\n"

@@ -1,6 +1,7 @@
 """The channel browser's data: every channel of every recorded layer, its statistics per class, its histogram per
 class, and where its gallery is (or how to get one). Plain data for the page's inline JSON; the page's script
 (browser.js beside this file) draws the table and the selected channel from it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,20 +20,28 @@ def gallery_anchor(layer: str, cls_index: int, channel: int) -> str:
     return f"g-{layer}-{cls_index}-{channel}"
 
 
-def _column(frame: pd.DataFrame, name: str, classes: Sequence[str], digits: int, rows: pd.MultiIndex
-            ) -> list[list[float | None]]:
+def _column(
+    frame: pd.DataFrame, name: str, classes: Sequence[str], digits: int, rows: pd.MultiIndex
+) -> list[list[float | None]]:
     """[per class: the value of each row (layer, channel), in `rows` order]; NaN and infinities as null, ranks
     (digits 0) as integers."""
     wide = frame.pivot(index=[contract.LAYER, contract.CHANNEL], columns=contract.CLASS, values=name).reindex(rows)
+
     def cell(v):
         if pd.isna(v) or not np.isfinite(v):
             return None
         return round(float(v), digits) if digits else int(v)
+
     return [[cell(v) for v in wide[cls]] if cls in wide else [None] * len(rows) for cls in classes]
 
 
-def make_browser(stats: pd.DataFrame, histograms: Mapping[str, Mapping[str, np.ndarray]], classes: Sequence[str],
-                 galleries: Sequence[Mapping[str, Any]], report_layers: Sequence[str]) -> dict[str, Any]:
+def make_browser(
+    stats: pd.DataFrame,
+    histograms: Mapping[str, Mapping[str, np.ndarray]],
+    classes: Sequence[str],
+    galleries: Sequence[Mapping[str, Any]],
+    report_layers: Sequence[str],
+) -> dict[str, Any]:
     """Columnar rows, one per (layer, channel), layers in network order."""
     layers = list(histograms)
     s = stats[(stats[contract.STAT] == contract.STAT_MEAN) & stats[contract.LAYER].isin(layers)].copy()
@@ -43,18 +52,27 @@ def make_browser(stats: pd.DataFrame, histograms: Mapping[str, Mapping[str, np.n
     for g in galleries:
         for ch in g["channels"]:
             shown.setdefault((g["layer"], ch["channel"]), []).append(
-                [g["class"], gallery_anchor(g["layer"], list(classes).index(g["class"]), ch["channel"])])
+                [g["class"], gallery_anchor(g["layer"], list(classes).index(g["class"]), ch["channel"])]
+            )
     rows = pd.MultiIndex.from_arrays([keys[contract.LAYER], keys[contract.CHANNEL]])
-    counts = [histograms[layer]["counts"][int(c)].tolist() for layer, c in
-              zip(keys[contract.LAYER], keys[contract.CHANNEL])]
+    counts = [
+        histograms[layer]["counts"][int(c)].tolist() for layer, c in zip(keys[contract.LAYER], keys[contract.CHANNEL])
+    ]
     return {
-        "classes": list(classes), "layers": layers, "report_layers": list(report_layers),
-        "layer": [layers.index(n) for n in keys[contract.LAYER]], "channel": [int(c) for c in keys[contract.CHANNEL]],
-        "auc": _column(s, contract.AUC, classes, 4, rows), "d": _column(s, contract.COHENS_D, classes, 3, rows),
-        "mean": _column(s, contract.MEAN, classes, 5, rows), "rank": _column(s, contract.RANK_SELECTIVITY, classes, 0, rows),
+        "classes": list(classes),
+        "layers": layers,
+        "report_layers": list(report_layers),
+        "layer": [layers.index(n) for n in keys[contract.LAYER]],
+        "channel": [int(c) for c in keys[contract.CHANNEL]],
+        "auc": _column(s, contract.AUC, classes, 4, rows),
+        "d": _column(s, contract.COHENS_D, classes, 3, rows),
+        "mean": _column(s, contract.MEAN, classes, 5, rows),
+        "rank": _column(s, contract.RANK_SELECTIVITY, classes, 0, rows),
         "driver": _column(s, contract.RANK_CONTRIBUTION, classes, 0, rows),
-        "top": [round(float(histograms[layer]["top"][int(c)]), 5) for layer, c in
-                zip(keys[contract.LAYER], keys[contract.CHANNEL])],
+        "top": [
+            round(float(histograms[layer]["top"][int(c)]), 5)
+            for layer, c in zip(keys[contract.LAYER], keys[contract.CHANNEL])
+        ],
         "hist": counts,
         "galleries": [shown.get((layer, int(c)), []) for layer, c in zip(keys[contract.LAYER], keys[contract.CHANNEL])],
     }

@@ -3,6 +3,7 @@
 Figures are built with matplotlib.figure.Figure directly (no pyplot): no global state, nothing to close, no GUI
 backend. Text from the data goes through `_text`, since matplotlib reads `$...$` as mathtext.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -69,7 +70,7 @@ def plot_probability_histograms(probs: Mapping[str, Mapping[str, np.ndarray]], g
         ax.set_title(_text(f"P({cls})"))
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-    for ax in axes[len(classes):]:
+    for ax in axes[len(classes) :]:
         ax.set_visible(False)
     return fig
 
@@ -81,8 +82,10 @@ def plot_selectivity_distribution(stats: pd.DataFrame, layers: Sequence[str], cl
     ax = fig.subplots()
     width = 0.8 / max(1, len(classes))
     for k, cls in enumerate(classes):
-        data = [s[(s[contract.LAYER] == layer) & (s[contract.CLASS] == cls)][contract.AUC].dropna().to_numpy()
-                for layer in layers]
+        data = [
+            s[(s[contract.LAYER] == layer) & (s[contract.CLASS] == cls)][contract.AUC].dropna().to_numpy()
+            for layer in layers
+        ]
         pos = np.arange(len(layers)) + (k - (len(classes) - 1) / 2) * width
         box = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False)
         for patch in box["boxes"]:
@@ -110,7 +113,7 @@ def plot_top_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m
         ax.invert_yaxis()
         ax.set_xlabel("Cohen's d")
         ax.set_title(_text(f"{layer}: most selective for {cls}"), fontsize=9)
-    for ax in axes[len(classes):]:
+    for ax in axes[len(classes) :]:
         ax.set_visible(False)
     return fig
 
@@ -142,8 +145,13 @@ def plot_drivers(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int
         top = c.nsmallest(m, contract.RANK_CONTRIBUTION)
         ax.scatter(top[contract.AUC], top[contract.CONTRIB_MEAN], s=14, color="#d62728")
         for _, r in top.iterrows():
-            ax.annotate(f"c{int(r[contract.CHANNEL])}", (r[contract.AUC], r[contract.CONTRIB_MEAN]), fontsize=7,
-                        xytext=(3, 2), textcoords="offset points")
+            ax.annotate(
+                f"c{int(r[contract.CHANNEL])}",
+                (r[contract.AUC], r[contract.CONTRIB_MEAN]),
+                fontsize=7,
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
         ax.axvline(0.5, color="#999", linewidth=0.8, linestyle="--")
         ax.axhline(0.0, color="#999", linewidth=0.8, linestyle="--")
         ax.set_title(f"{_text(layer)}: {_text(cls)}", fontsize=9)

@@ -1,9 +1,11 @@
-"""Overlay tiles for the report's galleries: numpy in, numpy out.
+"""Overlay tiles for the report's galleries: numpy in, numpy out; and, from top_examples, what the re-run must
+compute for each shown image (its channels, its Grad-CAM classes).
 
 One colour scale per channel across all of its tiles (0 to the largest value of that channel's maps over the
 images shown), so a weak response looks weak next to a strong one. Tiles are thumbnails: the map is upsampled
 onto the thumbnail of the crop the network saw, which covers the same pixels, so alignment is kept.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
@@ -11,8 +13,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.store import contract
 from analysis.stats.recompute import ShownImage
+from analysis.store import contract
 from reports.overlays import make_overlay
 
 
@@ -26,8 +28,9 @@ def compute_channel_scales(shown: Iterable[ShownImage]) -> dict[tuple[str, int],
     return {key: (0.0, vmax) for key, vmax in top.items()}
 
 
-def make_tiles(shown: Sequence[ShownImage], scales: Mapping[tuple[str, int], tuple[float, float]],
-               cmap: str, alpha: float) -> dict[tuple[str, str, int], np.ndarray]:
+def make_tiles(
+    shown: Sequence[ShownImage], scales: Mapping[tuple[str, int], tuple[float, float]], cmap: str, alpha: float
+) -> dict[tuple[str, str, int], np.ndarray]:
     """{(image_id, layer, channel): (T, T, 3) uint8 overlay} for every map of every readable shown image."""
     tiles = {}
     for item in shown:
@@ -43,8 +46,9 @@ def make_tiles(shown: Sequence[ShownImage], scales: Mapping[tuple[str, int], tup
 def list_needs(examples: pd.DataFrame) -> dict[str, dict[str, set[int]]]:
     """top_examples rows -> {image_id: {layer: channels}}: what each shown image must be re-run for."""
     needs: dict[str, dict[str, set[int]]] = {}
-    for image_id, layer, channel in zip(examples[contract.IMAGE_ID], examples[contract.LAYER],
-                                        examples[contract.CHANNEL]):
+    for image_id, layer, channel in zip(
+        examples[contract.IMAGE_ID], examples[contract.LAYER], examples[contract.CHANNEL]
+    ):
         needs.setdefault(image_id, {}).setdefault(layer, set()).add(int(channel))
     return needs
 
@@ -52,8 +56,9 @@ def list_needs(examples: pd.DataFrame) -> dict[str, dict[str, set[int]]]:
 def list_gradcam_classes(examples: pd.DataFrame) -> dict[str, list[str]]:
     """{image_id: classes}: the predicted class of every shown image, and the true class too on a mistake."""
     out: dict[str, list[str]] = {}
-    for image_id, scope, label, pred in zip(examples[contract.IMAGE_ID], examples[contract.SCOPE],
-                                            examples[contract.LABEL], examples[contract.PRED]):
+    for image_id, scope, label, pred in zip(
+        examples[contract.IMAGE_ID], examples[contract.SCOPE], examples[contract.LABEL], examples[contract.PRED]
+    ):
         want = out.setdefault(image_id, [])
         for cls in (pred, label if scope == contract.SCOPE_MISTAKE else None):
             if isinstance(cls, str) and cls not in want:
@@ -61,8 +66,9 @@ def list_gradcam_classes(examples: pd.DataFrame) -> dict[str, list[str]]:
     return out
 
 
-def make_gradcam_tiles(shown: Sequence[ShownImage], cmap: str, alpha: float
-                       ) -> dict[tuple[str, str], tuple[np.ndarray, float]]:
+def make_gradcam_tiles(
+    shown: Sequence[ShownImage], cmap: str, alpha: float
+) -> dict[tuple[str, str], tuple[np.ndarray, float]]:
     """{(image_id, class): ((T, T, 3) uint8 overlay, vmax)}: one colour scale per map, 0 to its own maximum."""
     tiles = {}
     for item in shown:

@@ -5,8 +5,10 @@ The markup is in Jinja2 templates (templates/ beside this file: `page.html`, one
 messages) is escaped as text or attribute unless a template says otherwise. The two other places a value can land
 have their own filters from reports/escape.py: `url` for src/href (relative paths only, percent-encoded) and
 `script_json` for the inline data scripts. Styles and scripts are inline; nothing is fetched from the network.
-A new section: one more partial and one more entry in NAV.
+A new section: one more partial, one more entry in NAV, and a builder of its context in page.py when it shows
+data.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,10 +24,20 @@ from reports.templating import make_environment
 HERE = Path(__file__).parent
 
 # (anchor, title): the fixed navigation, and the sections in page order (each is templates/section_<anchor>.html).
-NAV = (("run", "run"), ("quality", "data quality"), ("checks", "dataset checks"), ("classification", "classification"),
-       ("channels", "channels"), ("browser", "channel browser"), ("map", "map and images"), ("galleries", "galleries"),
-       ("mistakes", "mistakes"), ("check", "check"), ("data", "load the data"))
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")   # explorer.js's class colours, in order
+NAV = (
+    ("run", "run"),
+    ("quality", "data quality"),
+    ("checks", "dataset checks"),
+    ("classification", "classification"),
+    ("channels", "channels"),
+    ("browser", "channel browser"),
+    ("map", "map and images"),
+    ("galleries", "galleries"),
+    ("mistakes", "mistakes"),
+    ("check", "check"),
+    ("data", "load the data"),
+)
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # explorer.js's class colours, in order
 
 
 def _num(value: Any, fmt: str | None = ".3f") -> str:
@@ -51,6 +63,10 @@ def _asset(path: Path) -> Markup:
 
 def render_page(ctx: Mapping[str, Any]) -> str:
     """The whole page as a string."""
-    assets = {"css": _asset(HERE / "page.css"), "filter": _asset(HERE / "filter.js"),
-              "browser": _asset(BROWSER_SCRIPT), "explorer": _asset(EXPLORER_SCRIPT)}
+    assets = {
+        "css": _asset(HERE / "page.css"),
+        "filter": _asset(HERE / "filter.js"),
+        "browser": _asset(BROWSER_SCRIPT),
+        "explorer": _asset(EXPLORER_SCRIPT),
+    }
     return _ENV.get_template("page.html").render(**ctx, nav=NAV, colours=COLOURS, assets=assets) + "\n"
