@@ -1,4 +1,4 @@
-"""Inspect one image: a single convolution, VGG16's answer, its feature maps and top channels, as one page.
+"""Inspect one image: VGG16's answer and its Grad-CAM, then a convolution, feature maps, top channels: one page.
 
     python -m jobs.inspect --image cat.jpg [--out runs] [--weights imagenet|random|FILE] [--layers conv1_2,conv5_3]
                            [--run RUN] [--kernel random|edge|sobel|blur|sharpen|identity] [--set key=value]
@@ -54,16 +54,16 @@ def main(cfg: InspectConfig) -> int:
     # A wrong RUN fails before any work. Its run.json as it is: the page says per layer what it cannot compare.
     run = read_finished_run(cfg.run, strict=False, what=DATASET_RUN) if cfg.run else None
 
-    # 1. The image as read (orientation fixed), and as the network sees it (resized, center-cropped).
+    # The image as read (orientation fixed), and as the network sees it (resized, center-cropped).
     decoded = read_image(cfg.image, cfg.max_file_bytes, cfg.max_image_pixels)
     preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
     view = np.asarray(preprocessing.view(decoded.image))  # (N, N, 3) uint8
 
-    # 2. One convolution on its own, on that crop.
+    # One convolution on its own, on that crop.
     kernel = make_kernel(cfg.kernel, cfg.kernel_seed)
     conv = compute_convolution(view, kernel)  # (3, N, N)
 
-    # 3. VGG16's answer, recording the chosen layers' feature maps on the way. One image on the CPU in fp32: moving
+    # VGG16's answer, recording the chosen layers' feature maps on the way. One image on the CPU in fp32: moving
     # the 0.5 GB model to a GPU would cost more than this forward, and fp32 keeps the numbers shown exact.
     loaded = load_chosen_model(cfg, download=cfg.download)
     if loaded.random:
@@ -80,19 +80,25 @@ def main(cfg: InspectConfig) -> int:
     answer = compute_answer(raw.detach(), loaded)
     gradcams = {cls: cams[GRADCAM_LAYER][0, k].numpy() for k, cls in enumerate(answer.classes)}
 
-    # 4-5. Each layer: its feature maps, the mean of each channel, the channel with the highest mean, and each
+    # Each layer: its feature maps, the mean of each channel, the channel with the highest mean, and each
     # channel's contribution to the answer (gradient x activation): the channel the classifier leaned on.
     layers = [summarize_layer(name, maps[name][0], contrib[name][0, answer.pred]) for name in cfg.layers]
 
-    # 6. With a dataset run: the channels it ranked most selective for the predicted class, and this image among it.
+    # With a dataset run: the channels it ranked most selective for the predicted class, and this image among it.
     predicted = answer.classes[answer.pred]
     comparisons = (
         [compare_with_run(run, lm.layer, lm.means, predicted, cfg.run_channels) for lm in layers] if run else []
     )
 
     # The page: its figures, its numbers, and index.html last, so that it only ever references files that exist.
+    # The answer first, with where its evidence lies (Grad-CAM); then the walkthrough in the order computed above:
+    # the image, one convolution, each layer, logits to answer; the run's channels; the raw numbers. The page
+    # numbers its sections in the order they are added here.
     name = make_display(Path(cfg.image).name)  # a name that is not UTF-8 is shown with \xHH escapes
     page = inspect_page.start_page(name, make_display(cfg.image), loaded, preprocessing.describe()["steps"], cfg.layers)
+    backdrop = inspect_maps.Backdrop(view, cfg.colormap, cfg.alpha)
+    inspect_page.add_answer_section(page, answer)
+    inspect_maps.add_gradcam_section(page, gradcams, backdrop, answer)
     inspect_page.add_image_section(
         page,
         np.asarray(fit_within(decoded, inspect_page.SHOWN_MAX_SIDE)),
@@ -103,11 +109,9 @@ def main(cfg: InspectConfig) -> int:
         preprocessing.describe()["steps"],
     )
     inspect_page.add_conv_section(page, kernel, conv)
-    inspect_page.add_answer_section(page, answer)
-    backdrop = inspect_maps.Backdrop(view, cfg.colormap, cfg.alpha)
     for lm in layers:
         inspect_maps.add_layer_section(page, lm, backdrop, cfg.grid_channels, answer.classes[answer.pred])
-    inspect_maps.add_gradcam_section(page, gradcams, backdrop, answer)
+    inspect_page.add_softmax_section(page, answer)
     if run:
         notes = describe_mismatch(run.meta, loaded.weights_id, preprocessing.describe())
         inspect_maps.add_run_section(

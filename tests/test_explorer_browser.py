@@ -59,8 +59,9 @@ def test_sort_select_look_up_and_hover(page, browser_page):
     e = _data(page, "explorer")
     box = tab.locator("#map-canvas").bounding_box()
     xs, ys = np.array(e["x"]), np.array(e["y"])
-    px = 12 + (xs - xs.min()) / ((xs.max() - xs.min()) or 1) * (900 - 24)
-    py = 520 - 12 - (ys - ys.min()) / ((ys.max() - ys.min()) or 1) * (520 - 24)
+    left, top, right, bottom = (float(v) for v in tab.get_attribute("#map-canvas", "data-plot").split(","))
+    px = left + (xs - xs.min()) / ((xs.max() - xs.min()) or 1) * (right - left)
+    py = bottom - (ys - ys.min()) / ((ys.max() - ys.min()) or 1) * (bottom - top)
     gaps = np.hypot(px[:, None] - px[None], py[:, None] - py[None]) + np.eye(len(px)) * 1e9
     i = int(np.argmax(gaps.min(axis=1)))
     x, y = box["x"] + px[i] * box["width"] / 900, box["y"] + py[i] * box["height"] / 520
@@ -124,4 +125,30 @@ def test_every_nav_link_scrolls_its_heading_into_view_below_the_fixed_nav(browse
         nav_bottom = tab.evaluate("document.querySelector('nav').getBoundingClientRect().bottom")
         top = tab.evaluate(f"document.querySelector('{anchor}').getBoundingClientRect().top")
         assert nav_bottom <= top < 700, f"{anchor}: heading at {top}, the nav ends at {nav_bottom}"
+    assert problems == []
+
+
+@needs_chromium
+def test_map_has_axes_named_with_their_explained_variance(page, browser_page):
+    tab, problems = browser_page
+    e = _data(page, "explorer")
+    names = [f"PC1 ({100 * e['explained'][0]:.1f}% of variance)", f"PC2 ({100 * e['explained'][1]:.1f}%)"]
+    label = tab.get_attribute("#map-canvas", "aria-label")
+    assert all(n in label for n in names), label
+    # Ink left of and below the points' box: the axes' lines, ticks and names (no point is drawn there).
+    left, _, right, bottom = (float(v) for v in tab.get_attribute("#map-canvas", "data-plot").split(","))
+    ink = tab.evaluate(
+        """([l, b]) => {
+          const c = document.getElementById('map-canvas'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height);
+          let side = 0, under = 0;
+          for (let y = 0; y < c.height; y++) {
+            for (let x = 0; x < c.width; x++) {
+              if (d.data[4 * (y * c.width + x) + 3] > 0) { side += x < l - 8; under += y > b + 8; }
+            }
+          }
+          return [side, under];
+        }""",
+        [left, bottom],
+    )
+    assert ink[0] > 200 and ink[1] > 200, ink
     assert problems == []

@@ -178,6 +178,74 @@ def test_page_references_only_files_it_has_and_escapes_names(page):
     assert "Random weights" in page["html"]
 
 
+class _Sections(html.parser.HTMLParser):
+    """Each <section>'s id and <h2> text, the nav's link texts, and how many sections precede the <footer>."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.titles, self.nav, self.footer_after, self._in = [], [], [], -1, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "section":
+            self.ids.append(dict(attrs)["id"])
+        elif tag == "footer":
+            self.footer_after = len(self.ids)
+        elif tag == "h2":
+            self.titles.append("")
+        elif tag == "a" and self._in == "nav":
+            self.nav.append("")
+        self._in = {"h2": "h2", "nav": "nav"}.get(tag, self._in)
+
+    def handle_endtag(self, tag):
+        self._in = None if tag in ("h2", "nav") else self._in
+
+    def handle_data(self, data):
+        if self._in == "h2" or (self._in == "nav" and self.nav):
+            (self.titles if self._in == "h2" else self.nav)[-1] += data
+
+
+@pytest.mark.slow
+def test_page_answers_first_then_walks_through_with_consecutive_step_numbers(page):
+    parser = _Sections()
+    parser.feed(page["html"])
+    ids, titles = parser.ids, parser.titles
+    layers = [i for i, a in enumerate(ids) if a.startswith("layer-")]
+    # The answer, then its Grad-CAM, before anything of the walkthrough; the walkthrough in the article's order.
+    assert ids[:2] == ["answer", "gradcam"]
+    assert ids.index("gradcam") < layers[0]
+    assert ids.index("image") < ids.index("convolution") < layers[0]
+    assert [ids[i] for i in layers] == [f"layer-{name}" for name in LAYERS]  # network order
+    assert layers[-1] < ids.index("softmax") < ids.index("run") < ids.index("numbers") == len(ids) - 1
+    # Step numbers 1, 2, 3... in the order shown, in the headings and in the nav alike.
+    numbers = [int(t.split(".", 1)[0]) for t in titles]
+    assert numbers == list(range(1, len(ids) + 1))
+    assert parser.nav == titles
+    # The first section names the predicted class and its probability; the facts come after every section.
+    n = page["numbers"]
+    assert titles[0].endswith(n["predicted"])
+    assert f"probability {max(n['probabilities']):.4f}" in page["html"]
+    assert parser.footer_after == len(ids)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt install chromium)")
+def test_gradcam_is_on_the_first_screen(page):
+    from benchmarks.browser import open_in_playwright  # noqa: PLC0415  (playwright: a dev dependency)
+
+    with open_in_playwright(page["dir"] / "index.html") as (tab, problems):
+        tab.set_viewport_size({"width": 1400, "height": 900})
+        tab.wait_for_function("document.querySelector('img[src=\"gradcam.png\"]').complete")
+        box = tab.evaluate(
+            "(() => { const r = document.querySelector('img[src=\"gradcam.png\"]').getBoundingClientRect();"
+            " return [r.top, r.bottom, r.height, scrollY]; })()"
+        )
+        first_map = tab.evaluate("document.querySelector('section[id^=\"layer-\"]').getBoundingClientRect().top")
+    top, bottom, height, scrolled = box
+    assert scrolled == 0 and height > 200 and 0 < top and bottom <= 900, box
+    assert first_map > 900  # the walkthrough's feature maps start below the first screen
+    assert problems == []
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt install chromium)")
 def test_page_opens_in_headless_chromium_without_console_errors(page, tmp_path):

@@ -1,5 +1,6 @@
 """The inspect job's command line without running a model: bad input is one clear line, the help names the flags,
-page names are safe and distinct, and the config's defaults come from the YAML and are checked."""
+page names are safe and distinct, the config's defaults come from the YAML and are checked, and the page numbers
+its sections by their order."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import jobs.inspect as inspect_job
 from analysis.config import ConfigError
 from jobs import cli
+from reports.inspect.html import Page, render_page
 from tests.helpers import write_image
 
 HOSTILE = "cat.<img src=x onerror=alert(1)>.png"
@@ -93,3 +95,18 @@ def test_config_defaults_come_from_the_yaml_and_are_checked(tmp_path):
     own.write_text("extract:\n  max_file_bytes: 10\ninspect:\n  grid_channels: 16\n")
     cfg = inspect_job.parse(["--image", "x.jpg", "--config", str(own)])
     assert cfg.max_file_bytes == 10 and cfg.grid_channels == 16  # shared keys follow the extract section
+
+
+def test_sections_are_numbered_by_the_order_they_are_added():
+    page = Page("t")
+    anchors = ["gradcam", "answer", "numbers", "image"]  # any order: the numbers follow it, none is typed
+    for a in anchors:
+        page.section(a, f"title of {a}")
+        page.text("x")
+    page.facts = [("weights", "random")]
+    text = render_page(page)
+    heads = [text.index(f'<section id="{a}"><h2>{k}. title of {a}</h2>') for k, a in enumerate(anchors, 1)]
+    assert heads == sorted(heads) and text.index("<footer>") > heads[-1]
+    assert f">{len(anchors)}. title of {anchors[-1]}</a></nav>" in text
+    with pytest.raises(ValueError, match="used twice"):
+        page.section("answer", "again")

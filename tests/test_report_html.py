@@ -32,7 +32,12 @@ def test_tables_and_tiles_written(page):
     top = pd.read_parquet(page / contract.TOP_EXAMPLES)
     assert tuple(top.columns) == contract.TOP_EXAMPLES_COLUMNS
     shown = top[top[contract.SCOPE] != contract.SCOPE_MISTAKE]
-    assert len(shown) == 2 * 2 * 2 * 2 * 5  # layers x classes x channels x scopes x images
+    mean = stats[(stats[contract.LAYER] == "conv5_3") & (stats[contract.STAT] == contract.STAT_MEAN)]
+    drivers = sum(  # each class's 3 strongest conv5_3 drivers outside its 2 most selective (the page's answer)
+        ((g[contract.RANK_CONTRIBUTION] <= 3) & (g[contract.RANK_SELECTIVITY] > 2)).sum()
+        for _, g in mean.groupby(contract.CLASS)
+    )
+    assert len(shown) == (2 * 2 * 2 + drivers) * 2 * 5  # (layers x classes x channels + drivers) x scopes x images
     tiles = list((page / "tiles").glob("*.jpg"))
     assert tiles and all(Image.open(t).size == (64, 64) for t in tiles)
     html = (page / contract.INDEX_HTML).read_text(encoding="utf-8")
@@ -256,3 +261,13 @@ def test_channel_browser_sorts_and_opens_a_channel_in_chromium(page, tmp_path):
         else:
             best_rank = min(r[j] for r in data["rank"] if r[j] is not None)
             assert f"--set top_channels={best_rank}" in detail
+
+
+def test_run_table_has_no_empty_row(page):
+    html = (page / contract.INDEX_HTML).read_text(encoding="utf-8")
+    table = re.search(r"<h2 id='run'>.*?(<table.*?</table>)", html, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    assert len(rows) >= 5
+    for row in rows:
+        cells = [unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+        assert len(cells) == 2 and all(cells), row  # a name and its value, never a blank header row

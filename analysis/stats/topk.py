@@ -128,6 +128,27 @@ def select_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: 
     }
 
 
+def find_driver_layer(stats: pd.DataFrame, layers: Sequence[str]) -> str | None:
+    """The first of `layers` (deepest first) whose channels have contributions (the run attributed it); else None."""
+    for layer in layers:
+        if stats.loc[stats[contract.LAYER] == layer, contract.CONTRIB_MEAN].notna().any():
+            return layer
+    return None
+
+
+def select_drivers(stats: pd.DataFrame, layer: str, classes: Sequence[str], n: int) -> dict[str, list[int]]:
+    """{class: its n strongest drivers of `layer` (rank_contribution over the class's images), strongest first}."""
+    s = stats[
+        (stats[contract.LAYER] == layer)
+        & (stats[contract.STAT] == contract.STAT_MEAN)
+        & (stats[contract.RANK_CONTRIBUTION] <= n)
+    ]
+    return {
+        cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_CONTRIBUTION)[contract.CHANNEL].astype(int).tolist()
+        for cls in classes
+    }
+
+
 def make_top_examples(
     layer: str, scan: LayerScan, selected: Mapping[str, Sequence[int]], classes: Sequence[str]
 ) -> pd.DataFrame:
@@ -202,12 +223,16 @@ def attach_predictions(examples: pd.DataFrame, predictions: pd.DataFrame) -> pd.
     return examples.merge(predictions[cols], on=contract.IMAGE_ID, how="left")
 
 
+DRIVERS = 3  # driver channels per class on the page's first screen (reports/run/answer.py)
+
+
 @dataclasses.dataclass(frozen=True)
 class Shown:
     """How much the galleries show."""
 
     channels: int  # the most selective channels of each class and layer
     images: int  # top images of each channel, over all images and within the class
+    drivers: int = DRIVERS  # the strongest drivers of each class at the deepest attributed layer, shown too
 
 
 def compute_top_examples(
@@ -219,14 +244,20 @@ def compute_top_examples(
     mistakes: pd.DataFrame,
     shown: Shown,
 ) -> pd.DataFrame:
-    """The top_examples table: per layer one pass over its channel means for the galleries and the mistakes."""
+    """The top_examples table: per layer one pass over its channel means for the galleries and the mistakes.
+    Each class's channels are its most selective (channel_rank 1..channels), then, at the deepest attributed layer,
+    its strongest drivers not among them (the next channel_ranks, strongest first); the mistakes read the
+    selective ones only."""
     frames = []
     gather = mistakes[contract.IMAGE_ID].tolist()
+    deepest = find_driver_layer(stats, layers) if shown.drivers else None
     for layer in layers:
         selected = select_channels(stats, layer, groups.classes, shown.channels)
-        channels = sorted({c for chans in selected.values() for c in chans})
+        more = select_drivers(stats, layer, groups.classes, shown.drivers) if layer == deepest else {}
+        listed = {cls: list(dict.fromkeys([*chans, *more.get(cls, [])])) for cls, chans in selected.items()}
+        channels = sorted({c for chans in listed.values() for c in chans})
         scan = scan_layer(contract.activation_dir(run, layer), channels, groups, shown.images, gather=gather)
-        frames.append(make_top_examples(layer, scan, selected, groups.classes))
+        frames.append(make_top_examples(layer, scan, listed, groups.classes))
         frames.append(make_mistake_examples(layer, mistakes, scan, selected, stats))
     frames = [f for f in frames if len(f)]
     examples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_ROW_COLUMNS)

@@ -28,11 +28,16 @@ _ENV = make_environment(HERE / "templates")
 class Section:
     anchor: str
     title: str
+    number: int  # its step number: its place on the page, counted from 1, never typed
     blocks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class Page:
-    """The page's context: facts, sections of blocks, and the files (name -> bytes) that the blocks reference."""
+    """The page's context: facts, sections of blocks, and the files (name -> bytes) that the blocks reference.
+
+    Sections are shown in the order they are added and numbered by it (1, 2, 3...): the page's order is the order
+    of the calls that build it. The facts (what produced the page) are shown last.
+    """
 
     def __init__(self, title: str, subtitle: str = ""):
         self.title = title
@@ -45,7 +50,9 @@ class Page:
     def section(self, anchor: str, title: str) -> None:
         if not _FILE_NAME.match(anchor):
             raise ValueError(f"section anchor {anchor!r}: letters, digits, '.', '_' and '-' only")
-        self.sections.append(Section(anchor, title))
+        if any(s.anchor == anchor for s in self.sections):
+            raise ValueError(f"section anchor {anchor!r} is used twice on the page")
+        self.sections.append(Section(anchor, title, len(self.sections) + 1))
 
     def _add(self, kind: str, **values: Any) -> None:
         if not self.sections:

@@ -1,6 +1,7 @@
-"""The walkthrough's sections that lay the network's maps over the crop it saw: 4-5 one part per layer (feature
-maps, channel means, the top channel over the image, each channel's contribution), Grad-CAM, and 6 the channels a
-dataset run ranked most selective, each over this image. `Backdrop`: the crop and how a map is laid over it.
+"""The sections that lay the network's maps over the crop it saw: Grad-CAM (right after the answer), one section
+per layer (feature maps, channel means, the top channel over the image, each channel's contribution), and the
+channels a dataset run ranked most selective, each over this image. `Backdrop`: the crop and how a map is laid over
+it. Titles carry no step number: the page numbers its sections in the order they are added.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ class Backdrop:
 
 
 def add_layer_section(page: Page, lm: LayerMaps, backdrop: Backdrop, max_tiles: int, cls: str) -> None:
-    """4-5. One layer: its feature maps, its channel means, the top channel over the image, and which channels the
+    """One layer: its feature maps, its channel means, the top channel over the image, and which channels the
     answer (`cls`) leaned on."""
     c, h, w = lm.maps.shape
-    page.section(f"layer-{lm.layer}", f"4-5. {lm.layer}")
+    page.section(f"layer-{lm.layer}", f"{lm.layer}: feature maps and channels")
     page.figure(
         f"features_{lm.layer}.png",
         encode_png(figs.make_feature_grid_figure(lm.maps, lm.means, lm.layer, max_tiles)),
@@ -77,7 +78,8 @@ def add_layer_section(page: Page, lm: LayerMaps, backdrop: Backdrop, max_tiles: 
 
 
 def add_gradcam_section(page: Page, gradcams: dict[str, np.ndarray], backdrop: Backdrop, answer: Answer) -> None:
-    """Where in the image the evidence for each class lies: Grad-CAM at the last conv layer."""
+    """Where in the image the evidence for each class lies: Grad-CAM at the last conv layer, shown right after the
+    answer."""
     page.section("gradcam", f"Where the evidence lies: Grad-CAM at {GRADCAM_LAYER}")
     vmaxes = {cls: float(cam.max()) for cls, cam in gradcams.items()}
     overlays = {cls: backdrop.overlay(cam, max(vmaxes[cls], 1e-12)) for cls, cam in gradcams.items()}
@@ -98,8 +100,8 @@ def add_run_section(
     maps: dict[str, LayerMaps],
     backdrop: Backdrop,
 ) -> None:
-    """6. The channels the dataset run ranked most selective for the predicted class, and where this image falls."""
-    page.section("run", "6. What the dataset run says")
+    """The channels the dataset run ranked most selective for the predicted class, and where this image falls."""
+    page.section("run", "What the dataset run says")
     page.text(
         f"Run: {run}. For each layer, the channels that run ranked most selective for the predicted class, "
         "over this image, and where this image's mean of each falls among the run's images."

@@ -1,8 +1,10 @@
 """The inspect walkthrough as a Page: each section turns the numbers of one step into figures, tables and captions.
 
-Sections follow the walkthrough: 1 the image, 2 one convolution, 3 the answer (here); 4-5 one part per layer,
-Grad-CAM and 6 the channels a dataset run ranked most selective (reports/inspect/maps.py); then the raw numbers
-(here).
+The answer first: the predicted class and its probabilities (here), then where the evidence of each class lies
+(Grad-CAM, reports/inspect/maps.py). Then the walkthrough of the article: the image and one convolution (here), one
+section per layer (maps.py), from the last layer to the answer (logits, softmax; here), the channels a dataset run
+ranked most selective (maps.py), and the raw numbers (here). jobs/inspect.py adds them in that order; the page
+numbers its sections by the order they are added (reports/inspect/html.py), so no title carries a number.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reports.inspect import figures as figs
 from reports.inspect.html import Page
 
 SHOWN_MAX_SIDE = 1024  # the image as read is shown at most this large; the page need not carry a 12 MP PNG
+OTHERS_SHOWN = 4  # the answer's line names the predicted class and this many others, most probable first
 
 
 def start_page(name: str, path: str, loaded: LoadedModel, steps: str, layers: Sequence[str]) -> Page:
@@ -48,8 +51,8 @@ def start_page(name: str, path: str, loaded: LoadedModel, steps: str, layers: Se
 def add_image_section(
     page: Page, image: np.ndarray, width: int, height: int, fmt: str | None, view: np.ndarray, steps: str
 ) -> None:
-    """1. The image as read and as the network sees it. image: (H, W, 3) uint8, already at most SHOWN_MAX_SIDE."""
-    page.section("image", "1. The image")
+    """The image as read and as the network sees it. image: (H, W, 3) uint8, already at most SHOWN_MAX_SIDE."""
+    page.section("image", "The image")
     h, w = image.shape[:2]
     shown = "" if (w, h) == (width, height) else f", shown at {w}x{h}"
     page.figure(
@@ -62,13 +65,13 @@ def add_image_section(
         "view.png",
         encode_png(view),
         f"As the network sees it ({view.shape[1]}x{view.shape[0]}): {steps}. Normalization is not shown; "
-        "every later picture is aligned with this crop.",
+        "every map on this page (Grad-CAM included) is aligned with this crop.",
     )
 
 
 def add_conv_section(page: Page, kernel: Kernel, output: np.ndarray) -> None:
-    """2. One Conv2d(3, 3, 3, stride 1, padding 1) on the crop. output: (3, N, N) float32."""
-    page.section("convolution", "2. One convolution")
+    """One Conv2d(3, 3, 3, stride 1, padding 1) on the crop. output: (3, N, N) float32."""
+    page.section("convolution", "One convolution")
     page.text(
         "Before VGG16's 13 convolution layers, one on its own: Conv2d(3 in, 3 out, kernel 3x3, stride 1, "
         f"padding 1) applied to the crop above, scaled to [0, 1]. Kernel: {kernel.name}, {kernel.description}."
@@ -105,12 +108,29 @@ def add_conv_section(page: Page, kernel: Kernel, output: np.ndarray) -> None:
 
 
 def add_answer_section(page: Page, answer: Answer) -> None:
-    """3. Logits -> softmax -> predicted class (and ImageNet top-5)."""
-    page.section("answer", "3. VGG16's answer")
+    """The answer, first on the page: the predicted class and the probabilities, in one line (the most probable
+    OTHERS_SHOWN of the other classes; the table of every class is in the softmax section)."""
     pred = answer.classes[answer.pred]
+    page.section("answer", f"The answer: {pred}")
+    others = [k for k in np.argsort(-answer.probs, kind="stable") if k != answer.pred]
+    listed = ", ".join(f"{answer.classes[k]} {float(answer.probs[k]):.4f}" for k in others[:OTHERS_SHOWN])
+    more = f" and {len(others) - OTHERS_SHOWN} more" if len(others) > OTHERS_SHOWN else ""
     page.text(
-        f"Predicted class: {pred}, probability {float(answer.probs[answer.pred]):.4f}. The probabilities are "
-        "the softmax of the logits: p_k = exp(z_k) / sum_j exp(z_j)."
+        f"VGG16 says {pred}, with probability {float(answer.probs[answer.pred]):.4f}"
+        + (f" ({listed}{more})" if others else "")
+        + ". Below: where in the image the evidence for each class lies; then the walkthrough, from the image to "
+        "this answer."
+    )
+
+
+def add_softmax_section(page: Page, answer: Answer) -> None:
+    """The walkthrough's last step: logits -> softmax -> predicted class (and the ImageNet top-5)."""
+    pred = answer.classes[answer.pred]
+    page.section("softmax", "From the last layer to the answer: logits and softmax")
+    page.text(
+        "After the last convolution, VGG16 pools the maps and three fully connected layers turn them into one "
+        "logit z_k per class. The probabilities of the answer at the top are the softmax of the logits: "
+        "p_k = exp(z_k) / sum_j exp(z_j)."
     )
     page.table(
         "Logits and probabilities",

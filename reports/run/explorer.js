@@ -10,14 +10,16 @@
   var card = document.getElementById('card'), box = document.getElementById('lookup');
   var list = document.getElementById('lookup-list');
   var ctx = canvas.getContext('2d'), W = canvas.width, H = canvas.height, PAD = 12;
+  var LEFT = 84, BOTTOM = 48;                  // room for the axes: their ticks and names
+  canvas.dataset.plot = [LEFT, PAD, W - PAD, H - BOTTOM].join(',');  // the points' box (left, top, right, bottom)
   function range(v) {                          // a loop, not Math.min.apply: 25,000 arguments overflow some stacks
     var lo = Infinity, hi = -Infinity;
     for (var i = 0; i < v.length; i++) { lo = Math.min(lo, v[i]); hi = Math.max(hi, v[i]); }
     return v.length ? [lo, hi] : [0, 1];
   }
   var rx = range(E.x), ry = range(E.y), minX = rx[0], maxX = rx[1], minY = ry[0], maxY = ry[1];
-  function px(i) { return PAD + (E.x[i] - minX) / ((maxX - minX) || 1) * (W - 2 * PAD); }
-  function py(i) { return H - PAD - (E.y[i] - minY) / ((maxY - minY) || 1) * (H - 2 * PAD); }
+  function px(i) { return LEFT + (E.x[i] - minX) / ((maxX - minX) || 1) * (W - LEFT - PAD); }
+  function py(i) { return H - BOTTOM - (E.y[i] - minY) / ((maxY - minY) || 1) * (H - BOTTOM - PAD); }
   function group(i) { return E.group_by === 'label' ? E.label[i] : E.pred[i]; }
   function mistake(i) { return E.label[i] >= 0 && E.pred[i] >= 0 && E.label[i] !== E.pred[i]; }
   function make(tag, text, attrs) {
@@ -48,8 +50,44 @@
     return 'No thumbnail: thumbnails are off (report.image_thumbnails: 0).';
   }
 
+  // The axes: principal components 1 and 2, each named with its share of the variance, five ticks each.
+  function share(k) { var v = (E.explained || [])[k]; return typeof v === 'number' ? (100 * v).toFixed(1) + '%' : '?'; }
+  var NAMES = ['PC1 (' + share(0) + ' of variance)', 'PC2 (' + share(1) + ')'];
+  canvas.setAttribute('aria-label', 'dataset map: ' + NAMES[0] + ' across, ' + NAMES[1] + ' up');
+  function ticks(lo, hi) {                     // round values (1, 2 or 5 times a power of ten), four or so
+    var span = hi - lo;
+    if (!(span > 0)) { return [lo]; }
+    var p = Math.pow(10, Math.floor(Math.log10(span / 4))), f = span / 4 / p, out = [];
+    var step = (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
+    for (var k = Math.ceil(lo / step); k * step <= hi + step * 1e-9; k++) { out.push(k * step); }
+    return out;
+  }
+  function tick(v) { return String(Number(v.toPrecision(3))); }
+  function axes() {
+    var x0 = LEFT - 6, y0 = H - BOTTOM + 6, at, text;   // the axis lines sit just outside the points' box
+    ctx.strokeStyle = '#666'; ctx.fillStyle = '#333'; ctx.lineWidth = 1; ctx.font = '12px sans-serif';
+    ctx.beginPath(); ctx.moveTo(x0, PAD); ctx.lineTo(x0, y0); ctx.lineTo(W - PAD, y0); ctx.stroke();
+    ctx.textAlign = 'center'; ctx.textBaseline = 'top';
+    ticks(minX, maxX).forEach(function (v) {
+      at = LEFT + (v - minX) / ((maxX - minX) || 1) * (W - LEFT - PAD);
+      text = tick(v);
+      ctx.beginPath(); ctx.moveTo(at, y0); ctx.lineTo(at, y0 + 4); ctx.stroke();
+      ctx.fillText(text, Math.min(at, W - 1 - ctx.measureText(text).width / 2), y0 + 6);
+    });
+    ctx.fillText(NAMES[0], LEFT + (W - LEFT - PAD) / 2, H - 18);
+    ctx.textAlign = 'right'; ctx.textBaseline = 'middle';
+    ticks(minY, maxY).forEach(function (v) {
+      at = H - BOTTOM - (v - minY) / ((maxY - minY) || 1) * (H - BOTTOM - PAD);
+      ctx.beginPath(); ctx.moveTo(x0 - 4, at); ctx.lineTo(x0, at); ctx.stroke();
+      ctx.fillText(tick(v), x0 - 6, Math.max(at, 7));
+    });
+    ctx.save(); ctx.translate(16, PAD + (H - BOTTOM - PAD) / 2); ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = 'center'; ctx.fillText(NAMES[1], 0, 0); ctx.restore();
+  }
+
   function draw() {
     ctx.clearRect(0, 0, W, H);
+    axes();
     for (var i = 0; i < N; i++) {
       var g = group(i);
       ctx.fillStyle = g >= 0 ? COLOURS[g % COLOURS.length] : '#999';

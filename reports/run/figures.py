@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.transforms import ScaledTranslation
 
 from analysis.store import contract
 
@@ -19,6 +20,13 @@ _WIDTH = 7.0
 
 def _text(value) -> str:
     return str(value).replace("$", r"\$")
+
+
+def _legend_outside(fig: Figure, ax) -> None:
+    """`ax`'s legend, one row above the panels, outside every data area (constrained layout makes room)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncols=min(len(handles), 6), fontsize=8, frameon=False)
 
 
 def plot_data_quality(classes: Mapping[str, int], errors: Mapping[str, int]) -> Figure:
@@ -65,13 +73,16 @@ def plot_probability_histograms(probs: Mapping[str, Mapping[str, np.ndarray]], g
     axes = np.atleast_1d(fig.subplots(max(1, (len(classes) + 1) // 2), 2 if len(classes) > 1 else 1)).ravel()
     bins = np.linspace(0, 1, 21)
     for ax, cls in zip(axes, classes):
-        for group, values in probs[cls].items():
-            ax.hist(values, bins=bins, alpha=0.6, label=_text(f"{group_by} = {group}"))
+        groups = list(probs[cls])
+        if groups:  # the groups' bars side by side in each bin, opaque: no blend of two colours
+            values = [np.asarray(probs[cls][g], dtype=np.float64) for g in groups]
+            colours = [f"C{k}" for k in range(len(groups))]
+            ax.hist(values, bins=bins, color=colours, label=[_text(f"{group_by} = {g}") for g in groups])
         ax.set_title(_text(f"P({cls})"))
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
     for ax in axes[len(classes) :]:
         ax.set_visible(False)
+    _legend_outside(fig, axes[0])
     return fig
 
 
@@ -95,7 +106,7 @@ def plot_selectivity_distribution(stats: pd.DataFrame, layers: Sequence[str], cl
     ax.set_xticks(np.arange(len(layers)), [_text(layer) for layer in layers], rotation=30)
     ax.set_ylabel("ROC AUC (class vs rest)")
     ax.set_title("selectivity of every channel, per layer")
-    ax.legend(fontsize=8)
+    _legend_outside(fig, ax)
     return fig
 
 
@@ -135,26 +146,70 @@ def plot_class_means(stats: pd.DataFrame, layer: str, channels: Sequence[int], c
 
 def plot_drivers(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> Figure:
     """Each channel a dot at (AUC, mean contribution to the class): "selective but unused" channels sit right on
-    the zero line, "used but not selective" ones high near AUC 0.5. The top `m` drivers are labelled."""
+    the zero line, "used but not selective" ones high near AUC 0.5. The top `m` drivers are marked, the first
+    `DRIVER_LABELS` of them named, where a name fits without covering another (`_place_labels`)."""
     s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN)]
     fig = Figure(figsize=(_WIDTH, 3.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(1, len(classes)), squeeze=False)[0])
+    tops = []
     for ax, cls in zip(axes, classes):
         c = s[s[contract.CLASS] == cls].dropna(subset=[contract.CONTRIB_MEAN])
         ax.scatter(c[contract.AUC], c[contract.CONTRIB_MEAN], s=6, alpha=0.5, color="#4c72b0", linewidths=0)
         top = c.nsmallest(m, contract.RANK_CONTRIBUTION)
         ax.scatter(top[contract.AUC], top[contract.CONTRIB_MEAN], s=14, color="#d62728")
-        for _, r in top.iterrows():
-            ax.annotate(
-                f"c{int(r[contract.CHANNEL])}",
-                (r[contract.AUC], r[contract.CONTRIB_MEAN]),
-                fontsize=7,
-                xytext=(3, 2),
-                textcoords="offset points",
-            )
+        tops.append(top)
         ax.axvline(0.5, color="#999", linewidth=0.8, linestyle="--")
         ax.axhline(0.0, color="#999", linewidth=0.8, linestyle="--")
-        ax.set_title(f"{_text(layer)}: {_text(cls)}", fontsize=9)
+        ax.set_title(f"{_text(layer)}: {_text(cls)} (red: top {len(top)} drivers)", fontsize=9)
         ax.set_xlabel("ROC AUC (selectivity)")
     axes[0].set_ylabel("mean contribution to the logit")
+    fig.draw_without_rendering()  # the layout settles first: the names are placed in its pixels
+    for ax, top in zip(axes, tops):
+        xy = top[[contract.AUC, contract.CONTRIB_MEAN]].to_numpy(dtype=np.float64)
+        _place_labels(ax, xy, [f"c{int(c)}" for c in top[contract.CHANNEL]][:DRIVER_LABELS])
     return fig
+
+
+DRIVER_LABELS = 5  # names per class on the driver scatter; the channel browser lists every channel
+# Where a name may go, in points from its dot, nearest first: (dx, dy, horizontal, vertical alignment).
+_SPOTS = tuple(
+    (r * dx, r * dy, {1: "left", 0: "center", -1: "right"}[dx], {1: "bottom", 0: "center", -1: "top"}[dy])
+    for r in (4, 12, 24)
+    for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+)
+
+
+def _place_labels(ax, xy: np.ndarray, names: Sequence[str]) -> None:
+    """Names xy[i] with names[i], each at the first of `_SPOTS` where its box stays inside the axes and overlaps no
+    name placed before it and no dot of `xy`; a name with no such spot is left out. Needs a settled layout."""
+    inside = ax.get_window_extent()
+    dots = [(x - 3, y - 3, x + 3, y + 3) for x, y in ax.transData.transform(xy)] if len(xy) else []
+    placed: list[tuple[float, float, float, float]] = []
+    for i, name in enumerate(names):
+        for dx, dy, ha, va in _SPOTS:
+            shift = ScaledTranslation(dx / 72, dy / 72, ax.figure.dpi_scale_trans)  # points to inches
+            trial = ax.text(*xy[i], name, fontsize=7, ha=ha, va=va, transform=ax.transData + shift)
+            b = trial.get_window_extent()
+            trial.remove()
+            box = (b.x0 - 1, b.y0 - 1, b.x1 + 1, b.y1 + 1)
+            fits = inside.x0 <= box[0] and box[2] <= inside.x1 and inside.y0 <= box[1] and box[3] <= inside.y1
+            if fits and not any(_overlap(box, o) for o in placed + dots):
+                placed.append(box)
+                far = abs(dx) + abs(dy) > 6  # a leader line from a name set further off to its dot
+                line = {"arrowstyle": "-", "color": "#777", "linewidth": 0.5, "shrinkB": 3} if far else None
+                ax.annotate(
+                    name,
+                    tuple(xy[i]),
+                    (dx, dy),
+                    textcoords="offset points",
+                    ha=ha,
+                    va=va,
+                    fontsize=7,
+                    in_layout=False,
+                    arrowprops=line,
+                )
+                break
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

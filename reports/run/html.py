@@ -25,6 +25,7 @@ HERE = Path(__file__).parent
 
 # (anchor, title): the fixed navigation, and the sections in page order (each is templates/section_<anchor>.html).
 NAV = (
+    ("answer", "answer"),
     ("run", "run"),
     ("quality", "data quality"),
     ("checks", "dataset checks"),

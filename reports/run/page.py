@@ -12,6 +12,7 @@ import pandas as pd
 
 from analysis.data.names import make_display
 from analysis.store import contract
+from reports.run.answer import make_answer
 from reports.run.browser import make_browser
 from reports.run.header import make_head
 from reports.run.inputs import ReportInputs
@@ -25,6 +26,7 @@ def make_context(inputs: ReportInputs) -> dict[str, Any]:
     galleries = make_galleries(inputs, tiles)
     return {
         **make_head(inputs),
+        **make_answer(inputs),
         **_quality(inputs),
         "dataset_issues": inputs.dataset_issues,
         **_classification(inputs),

@@ -34,13 +34,13 @@ def make_galleries(inputs: ReportInputs, tiles: TileIndex) -> dict[str, Any]:
     shown = examples[examples[contract.SCOPE] != contract.SCOPE_MISTAKE]
     for (layer, cls), g in shown.groupby([contract.LAYER, contract.CLASS], sort=False):
         channels = []
-        for rank, ch in g.groupby(contract.CHANNEL_RANK, sort=True):
+        for _, ch in g.groupby(contract.CHANNEL_RANK, sort=True):
             c = int(ch[contract.CHANNEL].iloc[0])
             row = s.loc[(layer, cls, c)]
             channels.append(
                 {
                     "channel": c,
-                    "rank": int(rank),
+                    "rank": int(row[contract.RANK_SELECTIVITY]),  # a driver shown for the answer ranks lower
                     "auc": float(row[contract.AUC]),
                     "d": float(row[contract.COHENS_D]),
                     "vmax": overlays.scales.get((layer, c), (0, None))[1],

@@ -1,0 +1,99 @@
+"""The page's first section, the answer: per class, the few channels that drive the network's answer for it (its
+strongest drivers at the deepest attributed report layer; the most selective channels where the run has no
+attribution), each as a row of its top images within the class with its share of the class logit and one line of
+numbers; and the accuracy and the confusion in one line. Plain data for section_answer.html."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats import topk
+from analysis.stats.summary import PredictionSummary
+from analysis.store import contract
+from reports.run.browser import gallery_anchor
+from reports.run.inputs import ReportInputs
+
+IMAGES = 5  # images per row: five 112-px tiles fill one of two columns at 1400 px
+
+
+def make_answer(inputs: ReportInputs) -> dict[str, Any]:
+    """{"answer": {"accuracy", "layer", "note", "classes": [{"name", "rows": [...]}]}}; None without a layer."""
+    if not inputs.layers:
+        return {"answer": None}
+    stats = inputs.stats[inputs.stats[contract.STAT] == contract.STAT_MEAN]
+    layer = topk.find_driver_layer(stats, inputs.layers)
+    rank = contract.RANK_SELECTIVITY if layer is None else contract.RANK_CONTRIBUTION
+    note = (
+        f"This run has no attribution: the rows are each class's most selective channels of {inputs.layers[0]} "
+        "(by ROC AUC), not its drivers."
+        if layer is None
+        else f"Rows: each class's strongest drivers at {layer}. Share: the channel's mean contribution to the class "
+        f"logit (contrib_mean over the class's images) over the sum of the positive contrib_mean of all {layer} "
+        "channels for that class."
+    )
+    layer = layer or inputs.layers[0]
+    galleried = set(
+        zip(inputs.examples[contract.LAYER], inputs.examples[contract.CLASS], inputs.examples[contract.CHANNEL])
+    )
+    classes = []
+    for i, cls in enumerate(inputs.classes):
+        s = stats[(stats[contract.LAYER] == layer) & (stats[contract.CLASS] == cls)]
+        positive = float(s[contract.CONTRIB_MEAN].clip(lower=0).sum())
+        rows = []
+        for _, r in s.sort_values(rank).head(topk.DRIVERS).iterrows():
+            c = int(r[contract.CHANNEL])
+            contrib = None if pd.isna(r[contract.CONTRIB_MEAN]) else float(r[contract.CONTRIB_MEAN])
+            rows.append(
+                {
+                    "name": f"{layer}:{c}",
+                    "contrib": contrib,
+                    "share": contrib / positive if contrib is not None and positive > 0 else None,
+                    "auc": float(r[contract.AUC]),
+                    "href": "#"
+                    + (gallery_anchor(layer, i, c) if (layer, cls, c) in galleried else f"channel={layer}:{c}"),
+                    "images": _images(inputs, layer, cls, c),
+                }
+            )
+        classes.append({"name": cls, "rows": rows})
+    return {"answer": {"accuracy": describe_accuracy(inputs.summary), "note": note, "classes": classes}}
+
+
+def _images(inputs: ReportInputs, layer: str, cls: str, channel: int) -> list[dict[str, Any]]:
+    """The channel's top images within the class (then over all images), each once, as overlay tiles."""
+    ex = inputs.examples
+    rows = ex[(ex[contract.LAYER] == layer) & (ex[contract.CLASS] == cls) & (ex[contract.CHANNEL] == channel)]
+    rows = rows[rows[contract.SCOPE] != contract.SCOPE_MISTAKE]
+    rows = rows.assign(_scope=(rows[contract.SCOPE] != contract.SCOPE_CLASS).astype(int))
+    out, seen = [], set()
+    for _, r in rows.sort_values(["_scope", contract.IMAGE_RANK]).iterrows():
+        image_id = r[contract.IMAGE_ID]
+        if image_id in seen:
+            continue
+        seen.add(image_id)
+        out.append(
+            {
+                "image_id": image_id,
+                "src": inputs.overlays.tiles.get((image_id, layer, channel)),
+                "value": float(r[contract.VALUE]),
+                "why": inputs.overlays.unreadable.get(image_id) or inputs.overlays.note or "no overlay",
+            }
+        )
+    return out[:IMAGES]
+
+
+def describe_accuracy(summary: PredictionSummary) -> str:
+    """ "Accuracy 85% on 20 labeled images; 2 images of cat called dog, ..." from the confusion matrix (rows true)."""
+    if summary.accuracy is None:
+        return "No labels: no accuracy; the rows below rank the channels by the predicted classes."
+    m, classes = np.asarray(summary.matrix), summary.classes
+    wrong = [
+        f"{int(m[t, p])} {'image' if m[t, p] == 1 else 'images'} of {classes[t]} called {classes[p]}"
+        for t in range(len(classes))
+        for p in range(len(classes))
+        if t != p and m[t, p] > 0
+    ]
+    head = f"Accuracy {summary.accuracy:.0%} on {summary.labeled} labeled images"
+    return head + ("; " + ", ".join(wrong) if wrong else "; no mistakes") + "."
