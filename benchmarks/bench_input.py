@@ -6,7 +6,7 @@ both alike:
   jobs.forward.to_device); and the bytes each batch carries through a worker's shared memory, the pinning and the
   copy to a GPU;
 - loading a batch in the main process (read, sha256, decode, pHash, preprocess: ImageDataset.__getitems__) one item
-  after another (before) against on the forward's threads (jobs.extract.load_threads, what workers=0 does);
+  after another (before) against on the forward's threads (jobs.extract_units.load_threads, what workers=0 does);
 - the steps of one item alone: decode, the pHash of the decoded image (what it adds to the loader), preprocess.
 
     python -m benchmarks.bench_input [--images 64] [--batch-size 32] [--image-size 224] [--repeats 5]
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
     from benchmarks.images import write_images  # noqa: PLC0415
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
-    from jobs.extract import load_threads  # noqa: PLC0415
+    from jobs.extract_units import load_threads  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--images", type=int, default=64)

@@ -62,7 +62,7 @@ def measure_loader(
     from analysis.data.dataset import ImageDataset  # noqa: PLC0415
     from analysis.data.discovery import find_images  # noqa: PLC0415
     from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
-    from jobs.extract import load_threads, make_loader  # noqa: PLC0415
+    from jobs.extract_units import load_threads, make_loader  # noqa: PLC0415
     from jobs.forward import to_device  # noqa: PLC0415
 
     found = find_images(cfg.data)

@@ -116,7 +116,7 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     from analysis.model.activations import ChannelReducer  # noqa: PLC0415
     from analysis.model.attribution import Attributor  # noqa: PLC0415
     from analysis.store.writer import UnitSchemas, UnitWriter  # noqa: PLC0415
-    from jobs import extract  # noqa: PLC0415
+    from jobs import extract, extract_units  # noqa: PLC0415
     from jobs.forward import BatchForward, to_device  # noqa: PLC0415
 
     job = extract.prepare(cfg)  # the job's setup: OUT, the files, the model on its device, the values' layout
@@ -148,7 +148,7 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
         preprocess = timed("preprocess", ImageDataset.preprocess, sync=False)
 
     dataset = TimedDataset(
-        records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root, threads=extract.load_threads(0)
+        records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root, threads=extract_units.load_threads(0)
     )  # the job's loading with workers=0
 
     batches = [range(s, min(len(records), s + cfg.batch_size)) for s in range(0, len(records), cfg.batch_size)]

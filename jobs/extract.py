@@ -33,8 +33,6 @@ from analysis.store.shards import Shard, Unit, make_units, select_units
 from jobs import cli, cluster, out_folder, run_metadata, runtime
 from jobs.config import ExtractConfig
 from jobs.extract_units import complete_run, stream_units
-from jobs.extract_units import load_threads as load_threads  # kept here too: the benchmarks time the job's loader
-from jobs.extract_units import make_loader as make_loader
 
 log = logging.getLogger("cnn_blackbox")
 

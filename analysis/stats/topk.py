@@ -115,17 +115,18 @@ def scan_layer(
     return LayerScan(ids, channels, top_all, top_class, gathered)
 
 
+def select_ranked(stats: pd.DataFrame, layer: str, classes: Sequence[str], rank: str, n: int) -> dict[str, list[int]]:
+    """{class: its n first channels of `layer` by `rank` (a rank column of channel_stats: contract.RANK_SELECTIVITY,
+    RANK_CONTRIBUTION), first first}."""
+    s = stats[(stats[contract.LAYER] == layer) & (stats[contract.STAT] == contract.STAT_MEAN) & (stats[rank] <= n)]
+    return {
+        cls: s[s[contract.CLASS] == cls].sort_values(rank)[contract.CHANNEL].astype(int).tolist() for cls in classes
+    }
+
+
 def select_channels(stats: pd.DataFrame, layer: str, classes: Sequence[str], m: int) -> dict[str, list[int]]:
     """{class: its m most selective channels of `layer` (channel means), most selective first}."""
-    s = stats[
-        (stats[contract.LAYER] == layer)
-        & (stats[contract.STAT] == contract.STAT_MEAN)
-        & (stats[contract.RANK_SELECTIVITY] <= m)
-    ]
-    return {
-        cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_SELECTIVITY)[contract.CHANNEL].astype(int).tolist()
-        for cls in classes
-    }
+    return select_ranked(stats, layer, classes, contract.RANK_SELECTIVITY, m)
 
 
 def find_driver_layer(stats: pd.DataFrame, layers: Sequence[str]) -> str | None:
@@ -138,15 +139,7 @@ def find_driver_layer(stats: pd.DataFrame, layers: Sequence[str]) -> str | None:
 
 def select_drivers(stats: pd.DataFrame, layer: str, classes: Sequence[str], n: int) -> dict[str, list[int]]:
     """{class: its n strongest drivers of `layer` (rank_contribution over the class's images), strongest first}."""
-    s = stats[
-        (stats[contract.LAYER] == layer)
-        & (stats[contract.STAT] == contract.STAT_MEAN)
-        & (stats[contract.RANK_CONTRIBUTION] <= n)
-    ]
-    return {
-        cls: s[s[contract.CLASS] == cls].sort_values(contract.RANK_CONTRIBUTION)[contract.CHANNEL].astype(int).tolist()
-        for cls in classes
-    }
+    return select_ranked(stats, layer, classes, contract.RANK_CONTRIBUTION, n)
 
 
 def make_top_examples(

@@ -39,12 +39,13 @@ def make_answer(inputs: ReportInputs) -> dict[str, Any]:
         zip(inputs.examples[contract.LAYER], inputs.examples[contract.CLASS], inputs.examples[contract.CHANNEL])
     )
     classes = []
+    chosen = topk.select_ranked(stats, layer, inputs.classes, rank, topk.DRIVERS)
     for i, cls in enumerate(inputs.classes):
-        s = stats[(stats[contract.LAYER] == layer) & (stats[contract.CLASS] == cls)]
+        s = stats[(stats[contract.LAYER] == layer) & (stats[contract.CLASS] == cls)].set_index(contract.CHANNEL)
         positive = float(s[contract.CONTRIB_MEAN].clip(lower=0).sum())
         rows = []
-        for _, r in s.sort_values(rank).head(topk.DRIVERS).iterrows():
-            c = int(r[contract.CHANNEL])
+        for c in chosen[cls]:
+            r = s.loc[c]
             contrib = None if pd.isna(r[contract.CONTRIB_MEAN]) else float(r[contract.CONTRIB_MEAN])
             rows.append(
                 {
