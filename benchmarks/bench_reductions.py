@@ -1,7 +1,8 @@
 """The hooks' reductions alone, on VGG16's real maps of one batch: every layer's mean and max taken from the map
-(before) against the five pre-pool layers' maxima taken from their 2x2 max pool's output (a quarter of the
+(map only) against the five pre-pool layers' maxima taken from their 2x2 max pool's output (a quarter of the
 elements) and their means alone (`compute_mean`: one reduction in float32, cache-sized slices in bf16), as
-analysis/model/activations.py does now, interleaved A B A B so that the machine's drift hits both alike.
+analysis/model/activations.py does, without and with the peaks (where each max is: the extract records them),
+interleaved A B C A B C so that the machine's drift hits all alike.
 
     python -m benchmarks.bench_reductions [--batch-size 32] [--image-size 224] [--precision fp32,bf16] [--repeats 5]
 """
@@ -38,18 +39,24 @@ def capture_maps(batch: int, size: int, precision: str) -> dict[str, tuple[torch
     return maps
 
 
-def reduce_all(maps, use_pool: bool) -> float:
-    from analysis.model.activations import compute_mean, compute_mean_max  # noqa: PLC0415
+def reduce_all(maps, use_pool: bool, peaks: bool = False) -> float:
+    from analysis.model.activations import compute_max_peak, compute_mean, compute_mean_max  # noqa: PLC0415
 
     t = time.perf_counter()
     for full, pooled in maps.values():
         even = full.shape[-2] % 2 == 0 and full.shape[-1] % 2 == 0
         if use_pool and pooled is not None and even:  # what ChannelReducer does for a pre-pool layer
             compute_mean(full)
-            pooled.amax(dim=(2, 3)).float()
+            compute_max_peak(pooled) if peaks else pooled.amax(dim=(2, 3)).float()
         else:
-            compute_mean_max(full)
+            compute_mean_max(full, peaks)
     return time.perf_counter() - t
+
+
+def describe(name: str, seconds: list[float], batch: int) -> str:
+    """The median and range of the times, in ms per image."""
+    ms = [t / batch * 1000 for t in seconds]
+    return f"{name} {statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,21 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_cpu(), flush=True)
     for precision in args.precision.split(","):
         maps = capture_maps(args.batch_size, args.image_size, precision)
-        reduce_all(maps, False), reduce_all(maps, True)  # warm-up
-        before, after = [], []
+        reduce_all(maps, False), reduce_all(maps, True), reduce_all(maps, True, True)  # warm-up
+        before, after, peaks = [], [], []
         with torch.inference_mode():
             for _ in range(args.repeats):
                 before.append(reduce_all(maps, False))
                 after.append(reduce_all(maps, True))
+                peaks.append(reduce_all(maps, True, True))
         ratio = [a / b for a, b in zip(after, before)]
+        cost = [p / a for p, a in zip(peaks, after)]
         print(
             f"{precision} batch {args.batch_size} size {args.image_size}: all 13 layers' reductions, ms per image: "
-            f"map only {statistics.median(before) / args.batch_size * 1000:.2f} "
-            f"({min(before) / args.batch_size * 1000:.2f}-{max(before) / args.batch_size * 1000:.2f}), "
-            f"pre-pool maxima from the pool {statistics.median(after) / args.batch_size * 1000:.2f} "
-            f"({min(after) / args.batch_size * 1000:.2f}-{max(after) / args.batch_size * 1000:.2f}); "
-            f"after / before {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), "
-            f"{args.repeats} pairs",
+            f"{describe('map only', before, args.batch_size)}, "
+            f"{describe('pre-pool maxima from the pool', after, args.batch_size)}, "
+            f"{describe('the same with peaks', peaks, args.batch_size)}; "
+            f"pool / map only {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), "
+            f"with peaks / without {statistics.median(cost):.3f} ({min(cost):.3f}-{max(cost):.3f}), "
+            f"{args.repeats} triples",
             flush=True,
         )
     return 0

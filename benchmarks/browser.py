@@ -10,9 +10,10 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @contextlib.contextmanager
-def open_in_playwright(page: Path, fragment: str = ""):
-    """(tab, problems): `page` open in Debian's chromium through Playwright (nothing downloaded); problems collects
-    console errors and warnings, page errors and dialogs (an alert() from a file name would be one)."""
+def open_in_playwright(page: Path, fragment: str = "", width: int = 1200, height: int = 900):
+    """(tab, problems): `page` open in Debian's chromium through Playwright (nothing downloaded), in a window of
+    width x height CSS pixels; problems collects console errors and warnings, page errors and dialogs (an alert()
+    from a file name would be one)."""
     from playwright.sync_api import sync_playwright  # noqa: PLC0415  (a dev dependency)
 
     with sync_playwright() as p:
@@ -28,7 +29,7 @@ def open_in_playwright(page: Path, fragment: str = ""):
             ],
         )
         try:
-            tab = browser.new_page(viewport={"width": 1200, "height": 900})
+            tab = browser.new_page(viewport={"width": width, "height": height})
             problems: list[str] = []
             tab.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
             tab.on("pageerror", lambda e: problems.append(str(e)))

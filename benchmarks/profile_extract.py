@@ -75,6 +75,10 @@ class _TimedForward:
         with self._clock.part("attribution"):
             return self._inner.take_contributions(logits)
 
+    def take_both(self, logits, gradcam_layers=None):
+        with self._clock.part("attribution"):
+            return self._inner.take_both(logits, gradcam_layers)
+
 
 def make_config(
     data: Path,
@@ -156,7 +160,8 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     writer = UnitWriter(job.out, values, schemas, cfg.unit_size)
     grad_mode = torch.no_grad() if attributed else torch.inference_mode()
     att = Attributor(model, values.attribution.layers) if attributed else contextlib.nullcontext()
-    with grad_mode, TimedReducer(model, list(values.channels)) as reducer, att as a:
+    reducer = TimedReducer(model, list(values.channels), peaks=values.peak_grid is not None)
+    with grad_mode, reducer, att as a:
         forward = _TimedForward(a if attributed else model, clock)
         compute = BatchForward(dataclasses.replace(job, model=forward), reducer, forward if attributed else None)
         for k, indices in enumerate([batches[0]] + batches):  # the first batch warms up and is not counted

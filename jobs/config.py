@@ -133,7 +133,7 @@ class ReportConfig:
     run: str | None
     out: str | None
     labels: str | None  # a labels CSV read at report time instead of the run's labels
-    layers: tuple[str, ...] | str  # "auto": picked from what the run recorded (jobs/report.py)
+    layers: tuple[str, ...] | str  # "auto" or "all": picked from what the run recorded (jobs/report.py)
     top_channels: int
     top_images: int
     mistakes: int
@@ -157,7 +157,7 @@ class ReportConfig:
         check_optional_str("run", self.run)
         check_optional_str("out", self.out)
         check_optional_str("labels", self.labels)
-        if self.layers != "auto":
+        if self.layers not in ("auto", "all"):
             object.__setattr__(self, "layers", normalize_layers("layers", self.layers))
         check_int("top_channels", self.top_channels, 1, 512)
         check_int("top_images", self.top_images, 1, 1000)

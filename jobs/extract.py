@@ -8,6 +8,7 @@ Rerunning the same command on the same OUT resumes: finished units are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -24,11 +25,12 @@ from analysis.data import names
 from analysis.data.discovery import DataTree, Discovery, find_images, read_data_tree
 from analysis.data.labels import apply_labels, describe_ids, describe_plural_twins, match_class_names, read_labels_csv
 from analysis.data.preprocessing import Preprocessing, make_preprocessing
+from analysis.model.activations import compute_map_sizes, compute_peak_grids
 from analysis.model.attribution import METHOD
 from analysis.model.choice import load_chosen_model
-from analysis.model.vgg16 import LoadedModel, layer_channels
+from analysis.model.vgg16 import CONV_INDICES, LoadedModel, layer_channels
 from analysis.store import contract, manifest, tables
-from analysis.store.layout import Attribution, ValueLayout
+from analysis.store.layout import Attribution, Gradcam, ValueLayout
 from analysis.store.shards import Shard, Unit, make_units, select_units
 from jobs import cli, cluster, out_folder, run_metadata, runtime
 from jobs.config import ExtractConfig
@@ -48,7 +50,7 @@ class ExtractRun:
     found: Discovery  # the files and their labels
     loaded: LoadedModel
     model: nn.Module  # loaded.model on the device, channels_last
-    values: ValueLayout  # the layers' channels and the attribution
+    values: ValueLayout  # the layers' channels, their peaks' grids, the attribution and its Grad-CAM
     preprocessing: Preprocessing
     execution: runtime.Execution  # device, precision, workers
     meta: dict  # every table's key-value metadata (run_metadata.make_metadata)
@@ -92,12 +94,8 @@ def prepare(cfg: ExtractConfig) -> ExtractRun:
         log.warning("RANDOM WEIGHTS (seed %d): a smoke run; these activations and predictions mean nothing", cfg.seed)
     found, label_map = find_labeled_images(cfg, tree, csv_labels, loaded.classes)
     model = loaded.model.to(device, memory_format=torch.channels_last)
-    all_channels = layer_channels(model)
-    values = ValueLayout(
-        {name: all_channels[name] for name in cfg.layers},
-        make_attribution(cfg.attribution_layers, loaded.classes, all_channels),
-    )
     preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
+    values = make_value_layout(cfg, model, loaded.classes, preprocessing.crop)
 
     # 3. The run in OUT: create it, resume it, or refuse a different one. This shard's units, less those done.
     execution = runtime.Execution(device, precision, runtime.pick_workers(cfg.workers, device))
@@ -106,6 +104,7 @@ def prepare(cfg: ExtractConfig) -> ExtractRun:
     if out_folder.open_run(out, run, cfg.overwrite) or not (out / contract.CONFIG_YAML).exists():
         run_metadata.write_config(out, cfg)
     run = manifest.read_run_manifest(out)
+    values, meta = match_begun_run(values, meta, run["meta"])
     mine = select_units(make_units(found.n_images, cfg.unit_size), shard)
     todo = manifest.plan_resume(out, mine, run["identity_sha256"], values)
     log.info(
@@ -171,6 +170,35 @@ def find_labeled_images(
             dict(unknown.most_common(10)),
         )
     return found, label_map
+
+
+def make_value_layout(cfg: ExtractConfig, model: nn.Module, classes: Sequence[str], size: int) -> ValueLayout:
+    """What the run records: each layer's channels, its peaks' grids (by the architecture's arithmetic for a size x
+    size input, known before any image), the attribution and the Grad-CAM of its deepest layer."""
+    channels = layer_channels(model)
+    attribution = make_attribution(cfg.attribution_layers, classes, channels)
+    gradcam = None
+    if attribution is not None:
+        deepest = max(attribution.layers, key=CONV_INDICES.__getitem__)
+        gradcam = Gradcam(deepest, compute_map_sizes(model, size)[deepest])
+    return ValueLayout(
+        {name: channels[name] for name in cfg.layers},
+        attribution,
+        compute_peak_grids(model, cfg.layers, size),
+        gradcam,
+    )
+
+
+def match_begun_run(values: ValueLayout, meta: dict, begun: Mapping) -> tuple[ValueLayout, dict]:
+    """A run begun before the peak and Grad-CAM tables existed (its manifest's meta has no "peak_grid"; its identity
+    is the same: they add tables, they change no row) is resumed without them, so that all its units hold the same
+    tables."""
+    if "peak_grid" in begun:
+        return values, meta
+    return (
+        dataclasses.replace(values, peak_grid=None, gradcam=None),
+        {k: v for k, v in meta.items() if k not in ("peak_grid", "gradcam")},
+    )
 
 
 def make_attribution(layers: Sequence[str], classes: Sequence[str], channels: Mapping[str, int]) -> Attribution | None:

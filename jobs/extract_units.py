@@ -57,7 +57,7 @@ def stream_units(job: ExtractRun) -> int | None:
         job.model.requires_grad_(False)
         grad_mode = torch.no_grad() if attribution else torch.inference_mode()
         attributor = Attributor(job.model, attribution.layers) if attribution else contextlib.nullcontext()
-        reducer = ChannelReducer(job.model, list(job.values.channels))
+        reducer = ChannelReducer(job.model, list(job.values.channels), peaks=job.values.peak_grid is not None)
         with cluster.StopSignals() as stop, grad_mode, reducer, attributor as att:
             forward = BatchForward(job, reducer, att)
             for batch in loader:

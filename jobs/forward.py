@@ -1,5 +1,6 @@
 """The extract's forward on one batch: the loader's images moved to the device, then the model (or the Attributor)
-with the reducing hooks -> the unit's values, laid out by the run's ValueLayout, and the prediction rows."""
+with the reducing hooks -> the unit's values, laid out by the run's ValueLayout, and the prediction rows. The
+Grad-CAMs come from the backward that gives the contributions: they cost no backward of their own."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from analysis.model.attribution import Attributor
 from analysis.model.heads import compute_class_logits, compute_probabilities
 from analysis.model.precision import autocast
 from analysis.store import contract
-from analysis.store.layout import CONTRIBUTION, ValueBlock
+from analysis.store.layout import CONTRIBUTION, GRADCAM, ValueBlock
 from analysis.store.predictions import make_prediction_rows
 
 if TYPE_CHECKING:
@@ -54,15 +55,15 @@ class BatchForward:
             x = batch.images
             with autocast(job.execution.device, job.execution.precision):
                 raw = att.forward(x) if att is not None else job.model(x)  # (B_ok, 1000 or K)
-            reduced = self.reducer.take()  # layer -> ((B_ok, C) mean, (B_ok, C) max)
+            reduced = self.reducer.take()  # layer -> Reduction: (B_ok, C) mean, max and (when recorded) peak
             with torch.enable_grad() if att is not None else contextlib.nullcontext():
                 logits = compute_class_logits(raw.float(), job.loaded)  # (B_ok, K), in the graph when attributing
-            contrib = att.take_contributions(logits) if att is not None else {}  # layer -> (B_ok, K, C)
+            attributed = self._backward(logits)  # (layer -> (B_ok, K, C), layer -> (B_ok, K, h, w))
             logits = logits.detach()
             # One device-to-host copy per batch: [the values, logits, probs]
             host = (
                 torch.cat(
-                    [self._block(b, reduced, contrib) for b in job.values.blocks]
+                    [self._block(b, reduced, *attributed) for b in job.values.blocks]
                     + [logits, compute_probabilities(logits)],
                     dim=1,
                 )
@@ -74,8 +75,22 @@ class BatchForward:
         values, class_logits, probs = host[:, :width], host[:, width : width + k], host[:, width + k :]
         return values, make_prediction_rows(job.found.records, batch, job.loaded, class_logits, probs, top1)
 
-    def _block(self, block: ValueBlock, reduced: dict, contrib: dict) -> torch.Tensor:
-        """(B_ok, C) columns of one block of values."""
+    def _backward(self, logits: torch.Tensor) -> tuple[dict, dict]:
+        """The contributions of every attributed layer and, when the run records them, the Grad-CAMs of its layer,
+        from one backward per class; nothing without attribution."""
+        att, gradcam = self.attributor, self.job.values.gradcam
+        if att is None:
+            return {}, {}
+        if gradcam is None:
+            return att.take_contributions(logits), {}
+        return att.take_both(logits, [gradcam.layer])
+
+    def _block(self, block: ValueBlock, reduced: dict, contrib: dict, cams: dict) -> torch.Tensor:
+        """(B_ok, width) columns of one block of values: peaks as float32 (exact integers below 2**24), a Grad-CAM
+        flattened row-major."""
         if block.kind == CONTRIBUTION:
             return contrib[block.layer][:, self._class_index[block.cls]]
-        return reduced[block.layer][0 if block.kind == contract.STAT_MEAN else 1]
+        if block.kind == GRADCAM:
+            return cams[block.layer][:, self._class_index[block.cls]].flatten(1)
+        r = reduced[block.layer]
+        return {contract.STAT_MEAN: r.mean, contract.STAT_MAX: r.max, contract.STAT_PEAK: r.peak}[block.kind].float()

@@ -7,7 +7,6 @@ python -m jobs.report --run OUT [--out DIR] [--labels CSV] [--layers conv5_3,con
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import sys
 import time
@@ -17,14 +16,16 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis.config import LAYER_NAMES, ConfigError
-from analysis.data.labels import match_labels, read_labels_csv
-from analysis.stats import cards, dataset_issues, drivers, embedding, histograms, relabel, selectivity, topk
+from analysis.stats import cards, dataset_issues, drivers, embedding, histograms, selectivity, topk
+from analysis.stats.channel_tops import compute_channel_tops, describe_peaks
 from analysis.stats.groups import Groups, make_groups
 from analysis.stats.summary import PredictionSummary, compute_prediction_summary
 from analysis.store import blocks, contract, tables
 from analysis.store.run import FinishedRun, read_finished_run
-from jobs import cli, report_pictures, runtime
+from jobs import cli, report_labels, report_pictures, runtime
 from jobs.config import DatasetIssuesConfig, ReportConfig
+from reports.run.answer import pick_answer_channels
+from reports.run.channel_galleries import make_channel_galleries
 from reports.run.dataset_issues import list_worst, make_dataset_issues_section
 from reports.run.explorer import make_explorer
 from reports.run.html import render_page
@@ -48,7 +49,7 @@ def main(cfg: ReportConfig) -> int:
 
     # 1. Statistics of every channel of every layer, streamed from the Parquet; ranked per class. The labels are
     #    settled first (the run's, or a CSV's given to the report): every later stage reads this frame's.
-    predictions, labels = read_labels(cfg.labels, tables.read_predictions(run, classes), meta)
+    predictions, labels = report_labels.read_labels(cfg.labels, tables.read_predictions(run, classes), meta)
     groups = make_groups(predictions, classes)
     log.info("statistics over %d images grouped by %s, %d layers", len(groups.code), groups.by, len(meta["layers"]))
     threads = runtime.count_cores()
@@ -62,12 +63,8 @@ def main(cfg: ReportConfig) -> int:
         ignore_index=True,
     )
     # ... and the drivers: channels ranked by their contribution to each class logit, where the run attributed.
-    stats = drivers.add_drivers(
-        stats,
-        drivers.compute_drivers(
-            run, meta.get("attribution"), groups, make_groups(predictions, classes, contract.GROUP_PRED)
-        ),
-    )
+    by_pred = make_groups(predictions, classes, contract.GROUP_PRED)
+    stats = drivers.add_drivers(stats, drivers.compute_drivers(run, meta.get("attribution"), groups, by_pred))
     tables.write_table(stats, contract.CHANNEL_STATS_SCHEMA, out / contract.CHANNEL_STATS, {"labels": labels})
 
     # 2. Top-activating images of the most selective channels, and the most confident mistakes.
@@ -76,6 +73,10 @@ def main(cfg: ReportConfig) -> int:
         run, layers, stats, groups, predictions, mistakes, topk.Shown(cfg.top_channels, cfg.top_images)
     )
     tables.write_table(examples, contract.TOP_EXAMPLES_SCHEMA, out / contract.TOP_EXAMPLES, {"labels": labels})
+    # ... and every channel's top images (all, within each class) in every report layer, with where each fires.
+    shown = {layer: meta["layers"][layer] for layer in layers}
+    tops = compute_channel_tops(run, shown, groups, cfg.top_images, cfg.stats_memory_bytes, meta.get("peak_grid"))
+    tables.write_table(tops, contract.CHANNEL_TOPS_SCHEMA, out / contract.CHANNEL_TOPS, {"labels": labels})
 
     # 3. Dataset checks: exact and near duplicates (files, pixels), similar scenes, likely label errors, outliers.
     issues = write_dataset_issues(cfg.dataset_issues, finished, predictions, out, labels)
@@ -84,7 +85,7 @@ def main(cfg: ReportConfig) -> int:
     # 4. Overlays: the model re-run on the shown images only (and the checks' worst cases, for their thumbnails),
     #    their means checked against the Parquet.
     overlays = (
-        report_pictures.draw_overlays(cfg, finished, examples, out, worst)
+        report_pictures.draw_overlays(cfg, finished, _pictured(examples, stats, layers, classes), out, worst)
         if cfg.overlays
         else Overlays.empty("Overlays are off (report.overlays: false).")
     )
@@ -99,6 +100,9 @@ def main(cfg: ReportConfig) -> int:
     explorer = make_explorer_data(
         cfg, finished, out, Frames(predictions, groups, summary, stats, examples), layers, overlays
     )
+    ids = explorer["ids"] if explorer else []  # the map's rows: the galleries and the cards name images by them
+    peaks = describe_peaks(run, layers, meta.get("peak_grid"))
+    galleries = make_channel_galleries(tops, ids, shown, classes, groups.by, cfg.top_images, peaks)
     inputs = ReportInputs(
         meta=meta,
         run=run,
@@ -117,10 +121,21 @@ def main(cfg: ReportConfig) -> int:
         explorer=explorer,
         dataset_issues=make_dataset_issues_section(issues, overlays.views, cfg.dataset_issues.shown),
         labels=labels,
+        channel_galleries=galleries,
+        cards=report_pictures.write_cards(run, meta, out, ids),
     )
     tables.write_bytes_atomic(render_page(make_context(inputs)).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
+
+
+def _pictured(examples: pd.DataFrame, stats: pd.DataFrame, layers: list[str], classes: list[str]) -> pd.DataFrame:
+    """The top_examples rows the page draws overlays for: the answer's channels and the mistakes (every other
+    channel's images are thumbnails with a ring where it fires, drawn by the page)."""
+    if not layers:
+        return examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]
+    answer = pick_answer_channels(stats, layers, classes).rows_of(examples)
+    return pd.concat([answer, examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -150,40 +165,6 @@ def make_explorer_data(
         else None
     )
     return make_explorer(frames.predictions, frames.summary, pca, tops, overlays, frames.examples, sprites)
-
-
-def read_labels(csv: str | None, predictions: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, dict]:
-    """The predictions with the labels this report uses: a CSV given to it (images it does not name keep the run's
-    label), else the run's own. Also what the report's tables and page record about them, so that no output is
-    ever read as computed from other labels."""
-    classes = tuple(meta["classes"])
-    record: dict = {"source": "run", "csv": (meta.get("data") or {}).get("labels_csv")}
-    if csv is not None:
-        cli.check_utf8_path("--labels", csv)
-        given = read_labels_csv(csv)
-        matched, unmatched = match_labels(given, predictions[contract.IMAGE_ID])
-        predictions, changed = relabel.relabel_predictions(predictions, matched, classes)
-        with open(csv, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        record = {
-            "source": "report",
-            "csv": csv,
-            "sha256": digest,
-            "ids": len(given),
-            "matched": len(matched),
-            "changed": changed,
-            "unmatched": unmatched[: relabel.SHOWN],
-            "unmatched_count": len(unmatched),
-        }
-        log.info(
-            "labels from %s: %d of its %d ids match an image; %d labels changed", csv, len(matched), len(given), changed
-        )
-        if unmatched:
-            log.warning("%s", relabel.describe_unmatched(csv, unmatched))
-    record["outside_classes"] = relabel.count_outside_classes(predictions, classes)
-    if record["outside_classes"]:
-        log.warning("%s", relabel.describe_outside_classes(record["outside_classes"], classes))
-    return predictions, record
 
 
 def write_dataset_issues(
@@ -236,8 +217,11 @@ def pick_dataset_issues_layer(qa: DatasetIssuesConfig, meta: dict) -> str:
 
 
 def check_layers(layers: tuple[str, ...] | str, meta: dict, key: str = "layers") -> list[str]:
-    """The report's layers, deepest first: as configured, all of them recorded by the run; or "auto": the deepest
-    recorded layer of each of the run's two deepest blocks (conv5_3, conv4_3 when it recorded every layer)."""
+    """The report's layers, deepest first: as configured, all of them recorded by the run; "all": every layer it
+    recorded; or "auto": the deepest recorded layer of each of the run's two deepest blocks (conv5_3, conv4_3 when it
+    recorded every layer)."""
+    if layers == "all":
+        return sorted(meta["layers"], reverse=True)
     if layers == "auto":
         deepest = {name.split("_")[0]: name for name in LAYER_NAMES if name in meta["layers"]}  # block -> layer
         return sorted(deepest.values(), reverse=True)[:2]
@@ -261,7 +245,7 @@ def parse(argv: list[str] | None = None) -> ReportConfig:
     )
     p.add_argument(
         "--layers",
-        help="comma-separated layers with galleries, each recorded by the run (default "
+        help="comma-separated layers with galleries, each recorded by the run; all: every recorded layer (default "
         "auto: conv5_3,conv4_3 or the deepest the run recorded)",
     )
     p.add_argument("--device", help="device for the overlays: auto | cpu | cuda | cuda:N | mps")

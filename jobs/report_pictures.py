@@ -1,6 +1,7 @@
 """The report's pictures, written under OUT/report with names made from numbers, never from the data: the overlay
-tiles of the shown images (the model re-run on them only), every ok image's thumbnail in sprite sheets, the figures.
-Called by jobs/report.py; each returns the paths relative to the page.
+tiles of the shown images (the model re-run on them only), every ok image's thumbnail in sprite sheets, the image
+cards' Grad-CAM and contributions in script files, the figures. Called by jobs/report.py; each returns the paths
+relative to the page.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis.data.discovery import DataError
-from analysis.stats import topk
+from analysis.stats import card_maps, topk
 from analysis.stats.recompute import RecomputeError, check_means, compute_shown_maps, load_run_model
 from analysis.stats.summary import PredictionSummary
 from analysis.store import contract, tables
@@ -22,7 +23,7 @@ from analysis.store.run import FinishedRun, RunSourceError
 from jobs import runtime
 from jobs.config import ReportConfig
 from reports.encode import encode_jpeg, encode_png
-from reports.run import figures, gallery, thumbs
+from reports.run import cards, figures, gallery, thumbs
 from reports.run.inputs import Overlays
 
 log = logging.getLogger("cnn_blackbox")
@@ -47,9 +48,7 @@ def draw_overlays(
     try:
         rm = load_run_model(run)
         log.info("overlays: re-running %d shown images on %s (%s)", len(needs), device, precision)
-        shown = compute_shown_maps(
-            rm, needs, device, precision, cfg.batch_size, cfg.thumbnail, gradcam=gallery.list_gradcam_classes(examples)
-        )
+        shown = compute_shown_maps(rm, needs, device, precision, cfg.batch_size, cfg.thumbnail)
     except RecomputeError as e:
         log.warning("no overlays: %s", e)
         return Overlays.empty(f"No overlays: {e}")
@@ -70,11 +69,6 @@ def draw_overlays(
         if item.view is not None:
             views[item.image_id] = f"tiles/view-{number[item.image_id]:05d}.jpg"
             tables.write_bytes_atomic(encode_jpeg(item.view), out / views[item.image_id])
-    cams: dict[str, list[tuple[str, str, float]]] = {}
-    for (image_id, cls), (tile, vmax) in gallery.make_gradcam_tiles(shown, cfg.colormap, cfg.alpha).items():
-        name = f"tiles/gradcam-{number[image_id]:05d}-{len(cams.get(image_id, []))}.jpg"
-        tables.write_bytes_atomic(encode_jpeg(tile), out / name)
-        cams.setdefault(image_id, []).append((cls, name, vmax))
     mismatches = check_means(shown, recorded, precision)
     checked = sum(len(chans) for item in shown for chans in item.maps.values())
     for m in mismatches:
@@ -88,7 +82,7 @@ def draw_overlays(
         )
     unreadable = {item.image_id: item.error for item in shown if item.error}
     notes = list(rm.notes) + ([f"{len(unreadable)} shown images could not be re-run"] if unreadable else [])
-    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cams, cfg.colormap, views)
+    return Overlays(paths, scales, unreadable, mismatches, checked, "; ".join(notes) or None, cfg.colormap, views)
 
 
 def write_thumbnails(cfg: ReportConfig, run: FinishedRun, out: Path, image_ids: list[str]) -> dict:
@@ -132,6 +126,34 @@ def write_thumbnails(cfg: ReportConfig, run: FinishedRun, out: Path, image_ids: 
         time.perf_counter() - t0,
     )
     return index
+
+
+def write_cards(run: Path, meta: dict, out: Path, image_ids: list[str]) -> dict:
+    """OUT/report/cards/part-NNNNN.js: every map row's Grad-CAM per class and top contributing channels, PER_PART
+    rows a file (reports/run/cards.py); returns the page's index of them, or why there are none."""
+    for stale in (out / contract.CARDS_DIR).glob("part-*.js"):  # an earlier report's parts, never the user's files
+        stale.unlink()
+    note = card_maps.describe_missing(run, meta)
+    if note:
+        log.info("%s", note)
+        return cards.make_cards_index([], None, note)
+    t0 = time.perf_counter()
+    maps = card_maps.read_card_maps(run, meta, image_ids)
+    parts, size = [], 0
+    for first, text in cards.make_card_parts(maps, image_ids):
+        parts.append(cards.part_name(first))
+        tables.write_bytes_atomic(text.encode("ascii"), out / parts[-1])  # script_json: ASCII only
+        size += len(text)
+    log.info(
+        "image cards: Grad-CAM of %d classes at %s for %d images in %d files, %.0f bytes an image, %.1f s",
+        len(maps.classes),
+        maps.layer,
+        len(image_ids),
+        len(parts),
+        size / max(1, len(image_ids)),
+        time.perf_counter() - t0,
+    )
+    return cards.make_cards_index(parts, maps)
 
 
 def write_figures(

@@ -95,8 +95,7 @@ def make_metadata(
         },  # False: the file is not what the id names
         "classes": list(loaded.classes),
         "class_map": [list(m) for m in loaded.class_map] if loaded.class_map else None,
-        "layers": dict(values.channels),
-        "attribution": values.attribution.to_dict() if values.attribution else None,
+        **values.to_meta(),  # layers, attribution, peak_grid ({layer: [h, w]}) and gradcam ({"layer", "grid"})
         "preprocess": preprocessing.describe(),
         "precision": execution.precision,
         "device": str(execution.device),
@@ -144,4 +143,8 @@ def log_summary(out: Path, s: dict) -> None:
     )
     if c["errors_by_reason"]:
         log.info("errors by reason: %s", c["errors_by_reason"])
-    log.info("outputs in %s: predictions/, activations/<layer>/, activations_max/<layer>/, run.json", out)
+    log.info(
+        "outputs in %s: predictions/, activations/<layer>/, activations_max/<layer>/, activations_peak/<layer>/, "
+        "run.json",
+        out,
+    )

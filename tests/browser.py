@@ -4,7 +4,9 @@ tags with their attributes, text, and script bodies."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -81,6 +83,13 @@ def render_in_chromium(page: Path, tmp_path: Path) -> tuple[list[str], np.ndarra
         probe.unlink()
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     return console, np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+
+
+def page_data(path: Path, name: str) -> dict:
+    """The page's inline JSON `<name>-data` (explorer, browser), parsed."""
+    text = path.read_text(encoding="utf-8")
+    blob = re.search(rf'<script type="application/json" id="{name}-data">(.*?)</script>', text, re.S)
+    return json.loads(blob.group(1))
 
 
 def dump_dom(page: Path, tmp_path: Path, fragment: str = "") -> tuple[str, list[str]]:

@@ -71,9 +71,11 @@ def read_tables(out: Path) -> dict[str, pd.DataFrame]:
     for layer in LAYERS:
         dirs[f"mean/{layer}"] = contract.activation_dir(out, layer, "mean")
         dirs[f"max/{layer}"] = contract.activation_dir(out, layer, "max")
+        dirs[f"peak/{layer}"] = contract.activation_dir(out, layer, contract.STAT_PEAK)
     for cls in ("cat", "dog"):
         for layer in ATTRIBUTED:
             dirs[f"contrib/{cls}/{layer}"] = contract.attribution_dir(out, cls, layer)
+        dirs[f"gradcam/{cls}"] = contract.gradcam_dir(out, cls, ATTRIBUTED[-1])
     return {name: pd.read_parquet(d).sort_values(contract.IMAGE_ID).reset_index(drop=True) for name, d in dirs.items()}
 
 

@@ -45,7 +45,8 @@ def reference(model: nn.Module, x: torch.Tensor, layers) -> dict[str, tuple[torc
 
 def assert_matches(got, expected, rtol=1e-5):
     assert list(got) == list(expected)
-    for name, (means, maxes) in got.items():
+    for name, (means, maxes, peaks) in got.items():
+        assert peaks is None  # not asked for
         assert means.dtype == maxes.dtype == torch.float32, name
         torch.testing.assert_close(means.double(), expected[name][0], rtol=rtol, atol=1e-9, msg=name)
         torch.testing.assert_close(maxes.double(), expected[name][1], rtol=rtol, atol=1e-9, msg=name)
@@ -111,7 +112,7 @@ def test_bf16_autocast_means_are_accumulated_in_float32(model, batch):
 def test_with_autograd_on_the_results_hold_no_graph(model, batch):
     with ChannelReducer(model, ["conv5_3"]) as reducer:
         model(batch[:1])
-        means, maxes = reducer.take()["conv5_3"]
+        means, maxes, _ = reducer.take()["conv5_3"]
     assert means.grad_fn is None and maxes.grad_fn is None  # a graph would keep the feature maps alive
 
 
@@ -137,7 +138,7 @@ def test_sliced_mean_max_equals_numpy_on_any_values(monkeypatch, chunk_bytes):
     x = torch.randn(3, 5, 7, 9, generator=torch.Generator().manual_seed(0)) - 0.5
     ref = x.double().numpy()
     for t in (x, x.contiguous(memory_format=torch.channels_last)):
-        means, maxes = acts.compute_mean_max(t)
+        means, maxes, _ = acts.compute_mean_max(t)
         assert means.dtype == maxes.dtype == torch.float32 and means.shape == (3, 5)
         np.testing.assert_allclose(means.numpy(), ref.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(maxes.numpy(), ref.max(axis=(2, 3)).astype(np.float32))

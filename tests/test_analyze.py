@@ -99,6 +99,17 @@ def test_auto_layers_are_the_deepest_of_the_two_deepest_blocks(recorded, shown):
     assert report.check_layers("auto", {"layers": dict.fromkeys(recorded, 8)}) == shown
 
 
+def test_all_layers_are_every_recorded_layer_deepest_first_and_the_cli_takes_all():
+    recorded = ("conv1_1", "conv3_3", "conv5_3", "conv4_3")
+    assert report.check_layers("all", {"layers": dict.fromkeys(recorded, 8)}) == [
+        "conv5_3",
+        "conv4_3",
+        "conv3_3",
+        "conv1_1",
+    ]
+    assert report.parse(["--run", "r", "--layers", "all"]).layers == "all"
+
+
 def make_n(*variables: str) -> str:
     """`make -n` of the Makefile: the commands it would run, continuation lines joined."""
     done = subprocess.run(

@@ -42,4 +42,4 @@ def test_bench_input_and_bench_reductions_compare_both_paths(capsys):
         out,
     ), out
     assert "float32 0.0234 MiB, uint8 0.00586 MiB" in out  # 2 x 3 x 32 x 32 x 4 B = 24 KiB
-    assert re.search(r"fp32 batch 2 size 32: .* after / before [\d.]+", out), out
+    assert re.search(r"fp32 batch 2 size 32: .* pool / map only [\d.]+ .* with peaks / without [\d.]+", out), out

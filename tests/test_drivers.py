@@ -107,7 +107,6 @@ def test_drivers_are_the_class_means_of_the_attribution_tables(tmp_path):
 
 def test_mistakes_name_their_wrong_class_drivers_and_every_shown_image_gets_its_gradcam(tmp_path):
     from analysis.stats.drivers import compute_mistake_drivers
-    from reports.run import gallery
 
     data = make_flat(tmp_path / "train", 6)
     out = tmp_path / "out"
@@ -138,9 +137,4 @@ def test_mistakes_name_their_wrong_class_drivers_and_every_shown_image_gets_its_
         top = [int(c[1:]) for c in contrib.sort_values(ascending=False, kind="stable").index[:3]]
         assert [c for c, _ in wrong[(m.image_id, "conv5_3")]] == top
         assert f"drove {m.pred} most: c{top[0]} (" in html
-    # Grad-CAM tiles: one per shown image for its predicted class, a second for the true class of a mistake
-    wanted = gallery.list_gradcam_classes(examples)
-    assert all(len(v) == (2 if i in set(mistakes.image_id) else 1) for i, v in wanted.items())
-    tiles = sorted((out / "report" / "tiles").glob("gradcam-*.jpg"))
-    assert len(tiles) == sum(len(v) for v in wanted.values())
-    assert html.count("Grad-CAM ") >= len(tiles)
+    assert not list((out / "report" / "tiles").glob("gradcam-*.jpg"))  # Grad-CAM: in the cards, from the run

@@ -69,7 +69,7 @@ def test_a_hostile_id_opens_its_card_and_runs_nothing(page, tmp_path):
     image_id = next(i for i in data["ids"] if HOSTILE[0] in i)
     dom, console = dump_dom(page / "index.html", tmp_path, "#image=" + quote(image_id, safe=""))
     assert console == [], console
-    card = re.search(r'<div id="card" class="detail">(.*?)</div><h2', dom, re.S).group(1)
+    card = re.search(r'<div id="card" class="detail">(.*?)</div>\s*</details>', dom, re.S).group(1)
     assert f"<h3>{html.escape(image_id, quote=False)}</h3>" in card
     assert "P(cat)" in card and "conv5_3: " in card and "<img" not in card.split("</h3>")[0]
 

@@ -7,10 +7,9 @@ import json
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tests.browser import needs_chromium, open_in_playwright, parse
+from tests.browser import needs_chromium, open_in_playwright
 from tests.helpers import HOSTILE
 
 pytestmark = pytest.mark.slow  # reads the report of a real run (conftest's page)
@@ -70,47 +69,6 @@ def test_sort_select_look_up_and_hover(page, browser_page):
     tab.mouse.click(x, y)
     assert tab.inner_text("#card h3") == e["ids"][i]
     assert problems == []
-
-
-@needs_chromium
-def test_a_card_shows_the_images_overlays_and_opens_their_channels(page, browser_page):
-    tab, problems = browser_page
-    e = _data(page, "explorer")
-    top = pd.read_parquet(page / "top_examples.parquet")
-    i = max((int(k) for k in e["overlays"]), key=lambda k: len(e["overlays"][str(k)]))  # the most tiles
-    image_id = e["ids"][i]
-    tab.evaluate("id => { location.hash = '#image=' + encodeURIComponent(id); }", image_id)
-    tiles = tab.locator("#card .card-overlays .tile")
-    tiles.first.wait_for()
-    # Every overlay tile of this image in the galleries and mistakes, each with its layer, channel and value.
-    want = _gallery_tiles(page, image_id)
-    assert want and tiles.count() == len(want)
-    values = {(r.layer, int(r.channel)): r.value for r in top[top.image_id == image_id].itertuples()}
-    for j in range(tiles.count()):
-        text = tiles.nth(j).inner_text()
-        layer, channel = tiles.nth(j).locator("a").inner_text().split(" c")
-        assert (layer, int(channel)) in want
-        assert float(text.rsplit("value ", 1)[1]) == pytest.approx(values[(layer, int(channel))], abs=1e-4)
-        assert tiles.nth(j).locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
-    # A tile's link opens its channel in the channel browser.
-    link = tiles.first.locator("a")
-    layer, channel = link.inner_text().split(" c")
-    link.click()
-    tab.wait_for_function("() => document.querySelector('#cb-detail h3') !== null")
-    assert tab.inner_text("#cb-detail h3") == f"{layer} channel {channel}"
-    assert problems == []
-
-
-def _gallery_tiles(page_dir, image_id: str) -> set[tuple[str, int]]:
-    """(layer, channel) of the image's overlay tiles in the page's galleries and mistakes (its markup, where each
-    tile's alt is the image id and its file is named <layer>-c<channel>-<n>.jpg), not the card's data."""
-    _, c = parse(page_dir / "index.html")
-    found = set()
-    for tag, attrs in c.tags:
-        m = re.fullmatch(r"tiles/(conv\d_\d)-c(\d+)-\d+\.jpg", attrs.get("src") or "")
-        if tag == "img" and m and attrs.get("alt") == image_id:
-            found.add((m.group(1), int(m.group(2))))
-    return found
 
 
 @needs_chromium

@@ -110,14 +110,15 @@ def fail_run_json(mp):
     mp.setattr(manifest.tempfile, "mkstemp", mkstemp)
 
 
-# With one layer and one attributed layer a unit writes 5 parts: mean, max, the contributions to cat and to dog,
-# predictions; then its manifest. 8 files: 3 units.
+# With one layer and one attributed layer a unit writes 8 parts: mean, max, peaks, the contributions to cat and to
+# dog, the Grad-CAMs of cat and dog, predictions; then its manifest. 8 files: 3 units.
 DISK_FULL = {
     "unit0-first-activations": (fail_parquet_write(1), 0),
     "unit0-max": (fail_parquet_write(2), 0),
     "unit0-contributions": (fail_parquet_write(4), 0),
-    "unit1-max": (fail_parquet_write(7), 1),
-    "unit1-predictions": (fail_parquet_write(10), 1),
+    "unit1-max": (fail_parquet_write(10), 1),
+    "unit1-gradcam": (fail_parquet_write(14), 1),
+    "unit1-predictions": (fail_parquet_write(16), 1),
     "unit1-manifest": (fail_unit_manifest(1), 1),
     "run.json": (fail_run_json, 3),
 }

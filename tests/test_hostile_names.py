@@ -25,7 +25,7 @@ from analysis.data.names import make_display, read_id_bytes
 from analysis.store import contract, manifest
 from jobs import cli, finalize, report
 from jobs import inspect as inspect_job
-from tests.browser import needs_chromium, parse, render_in_chromium
+from tests.browser import needs_chromium, page_data, parse, render_in_chromium
 from tests.helpers import write_image
 from tests.small_runs import SMALL, run
 
@@ -116,11 +116,12 @@ def check_page(out: Path, tmp_path: Path, preds: pd.DataFrame, browser: bool) ->
     for tag, attrs in c.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x")
-    assert [t for t, _ in c.tags].count("script") == 6  # 3 data blobs, filter, browser, map: no other
-    shown = set(json.loads(c.scripts[0])["ids"])
-    assert shown and shown <= set(preds.image_id)
-    for image_id in shown:  # shown intact, as text and as an attribute
-        assert any(image_id in t for t in c.text) and any(image_id == a.get("title") for _, a in c.tags)
+    # 2 data blobs (map, browser) and 4 scripts (sections, map, cards, browser): no other
+    assert [t for t, _ in c.tags].count("script") == 6
+    ids = page_data(out / contract.REPORT_DIR / contract.INDEX_HTML, "explorer")["ids"]
+    assert sorted(ids) == sorted(preds.image_id[preds.status == "ok"])  # every ok image, intact through the JSON
+    alts = {a["alt"] for tag, a in c.tags if tag == "img" and a.get("class") != "fig"}
+    assert alts and alts <= set(ids)  # the answer's and the mistakes' tiles name their images intact
     if browser:
         console, _ = render_in_chromium(out / contract.REPORT_DIR / contract.INDEX_HTML, tmp_path)
         assert console == [], console

@@ -19,7 +19,7 @@ from analysis.config import make_config, read_config_section
 from analysis.store import contract
 from jobs import extract, report
 from jobs.config import ExtractConfig, ReportConfig
-from tests.browser import dump_dom, needs_chromium, parse, render_in_chromium
+from tests.browser import dump_dom, needs_chromium, page_data, parse, render_in_chromium
 from tests.helpers import HOSTILE, write_image
 
 pytestmark = pytest.mark.slow  # the report end to end
@@ -54,8 +54,9 @@ def test_hostile_names_are_escaped_everywhere(page):
     for tag, attrs in c.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x")
-    assert [t for t, _ in c.tags].count("script") == 6  # 3 data blobs, filter, browser, map: no other
-    data = json.loads(c.scripts[0])
+    # 2 data blobs (map, browser) and 4 scripts (sections, map, cards, browser): no other
+    assert [t for t, _ in c.tags].count("script") == 6
+    data = page_data(page / contract.INDEX_HTML, "explorer")
     assert all(any(i.endswith("/" + name) for i in data["ids"]) for name in HOSTILE)
 
 
@@ -64,7 +65,13 @@ def test_page_is_self_contained_and_references_exist(page):
     assert not re.search(r"https?://", text)
     refs = [a[k] for _, a in c.tags for k in ("src", "href") if a.get(k)]
     assert refs
+    browser = page_data(page / contract.INDEX_HTML, "browser")
+    rows = {(browser["layers"][k], c) for k, c in zip(browser["layer"], browser["channel"])}
     for ref in refs:
+        if ref.startswith("#channel="):  # a row of the channel browser, opened by its script
+            layer, channel = ref[len("#channel=") :].split(":")
+            assert (layer, int(channel)) in rows and layer in browser["report_layers"], ref
+            continue
         if ref.startswith("#image="):  # a card of the map: the image is on the page (the dataset checks' link)
             assert any(unquote(ref[len("#image=") :]) in t for t in c.text), ref
             continue
@@ -177,40 +184,8 @@ def test_escaping_helpers_for_each_context():
     assert json.loads(blob)["ids"][0] == "</script><script>alert(1)</script>"
 
 
-def test_identical_galleries_are_shown_once_and_every_gallery_has_its_colour_bar(page):
-    from reports.run.inputs import Overlays
-    from reports.run.tiles import TileIndex, _scopes
-
-    top = pd.read_parquet(page / contract.TOP_EXAMPLES)
-    shown = top[top[contract.SCOPE] != contract.SCOPE_MISTAKE]
-    blocks = 0
-    for (_, _, _), ch in shown.groupby([contract.LAYER, contract.CLASS, contract.CHANNEL]):
-        scopes = _scopes(ch, "cat", Overlays.empty(None), TileIndex())
-        ids = {
-            s: list(ch[ch[contract.SCOPE] == s].sort_values(contract.IMAGE_RANK)[contract.IMAGE_ID])
-            for s in (contract.SCOPE_ALL, contract.SCOPE_CLASS)
-        }
-        assert len(scopes) == (1 if ids[contract.SCOPE_ALL] == ids[contract.SCOPE_CLASS] else 2)
-        assert [t["image_id"] for t in scopes[0]["tiles"]] == ids[contract.SCOPE_ALL]
-        blocks += 1
-    text, c = parse(page / contract.INDEX_HTML)
-    bars = [a for tag, a in c.tags if tag == "span" and a.get("class") == "cbar"]
-    assert len(bars) == blocks and all("linear-gradient" in a["style"] for a in bars)
-    assert "(viridis)" in text  # the default colormap, named beside its bar
-
-
-def test_every_tile_number_names_its_image(page):
-    text = (page / contract.INDEX_HTML).read_text(encoding="utf-8")
-    ids = json.loads(re.search(r'id="report-data">(.*?)</script>', text, re.S).group(1))["ids"]
-    tiles = re.findall(r'<div class="tile" data-i="(\d+)">.*?([^<>]*)<br>value', text, re.S)
-    assert sorted(int(i) for i, _ in tiles) == list(range(len(ids)))  # each number once, none missing
-    assert all(ids[int(i)] == unescape(name).strip() for i, name in tiles)
-
-
 def _browser_data(page: Path) -> dict:
-    text, c = parse(page / contract.INDEX_HTML)
-    blob = re.search(r'<script type="application/json" id="browser-data">(.*?)</script>', text, re.S).group(1)
-    return json.loads(blob)
+    return page_data(page / contract.INDEX_HTML, "browser")
 
 
 def test_channel_browser_data_covers_every_channel_with_independent_histograms(page):
@@ -246,21 +221,14 @@ def test_channel_browser_sorts_and_opens_a_channel_in_chromium(page, tmp_path):
     assert console == [], console
     first = re.search(r'<tr data-row="(\d+)"', dom)
     assert first and int(first.group(1)) == best
-    # A channel with a gallery links to it; one without says how to draw its tiles.
-    with_gallery = next(j for j, g in enumerate(data["galleries"]) if g)
-    without = next(j for j, g in enumerate(data["galleries"]) if not g)
-    for j in (with_gallery, without):
-        layer, channel = data["layers"][data["layer"][j]], data["channel"][j]
-        dom, console = dump_dom(page / contract.INDEX_HTML, tmp_path, f"#channel={layer}:{channel}")
-        assert console == [], console
-        detail = re.search(r'<div id="cb-detail" class="detail">(.*?)</div><div class="scroll">', dom, re.S).group(1)
-        assert f"{layer} channel {channel}" in detail and detail.count('class="bar"') == 16 * len(data["classes"])
-        if data["galleries"][j]:
-            anchor = data["galleries"][j][0][1]
-            assert f'href="#{anchor}"' in detail and f"id='{anchor}'" in (page / contract.INDEX_HTML).read_text()
-        else:
-            best_rank = min(r[j] for r in data["rank"] if r[j] is not None)
-            assert f"--set top_channels={best_rank}" in detail
+    # Any channel opened by its link: its statistics, histograms and galleries (no static gallery to link to).
+    j = len(data["channel"]) - 7
+    layer, channel = data["layers"][data["layer"][j]], data["channel"][j]
+    dom, console = dump_dom(page / contract.INDEX_HTML, tmp_path, f"#channel={layer}:{channel}")
+    assert console == [], console
+    detail = re.search(r'<div id="cb-detail" class="detail">(.*?)</div><div class="scroll">', dom, re.S).group(1)
+    assert f"{layer} channel {channel}" in detail and detail.count('class="bar"') == 16 * len(data["classes"])
+    assert detail.count('class="gtile"') >= 4
 
 
 def test_run_table_has_no_empty_row(page):

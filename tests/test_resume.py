@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -198,3 +199,33 @@ def test_the_report_refuses_an_incomplete_run_naming_the_missing_shards(tmp_path
     assert len(err.splitlines()) == 1
     assert "incomplete" in err and "0/3" in err and "2/3" in err and "1/3" not in err
     assert not (out / "report").exists()
+
+
+@pytest.mark.slow
+def test_a_run_begun_before_the_peak_and_gradcam_tables_is_resumed_and_finalized_without_them(
+    reference, tmp_path, one_thread
+):
+    """Its identity is the same (the new tables change no row): it resumes, and its last unit, like its first
+    ones, has no peak or Grad-CAM part; finalize and run.json know none."""
+    data, ref = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    added = (contract.ACTIVATIONS_PEAK, contract.GRADCAM)
+    for name in added:
+        shutil.rmtree(out / name)
+    run = json.loads((out / manifest.MANIFEST_JSON).read_text())
+    run["meta"] = {k: v for k, v in run["meta"].items() if k not in ("peak_grid", "gradcam")}
+    (out / manifest.MANIFEST_JSON).write_text(json.dumps(run))
+    for path in (out / manifest.UNITS).glob("part-*.json"):
+        unit = json.loads(path.read_text())
+        path.write_text(json.dumps({**unit, "parts": [p for p in unit["parts"] if not p.startswith(added)]}))
+    (out / contract.RUN_JSON).unlink()
+    manifest.unit_manifest_path(out, 2).unlink()  # the last unit still to do
+    assert run_here(data, out) == 0
+    manifest.check_complete(out)
+    assert not any((out / name).exists() for name in added)
+    meta = json.loads((out / contract.RUN_JSON).read_text())
+    assert "peak_grid" not in meta and "gradcam" not in meta
+    redone = contract.activation_dir(out, "conv1_1") / contract.part_name(2)
+    assert b"peak_grid" not in pq.read_schema(redone).metadata[contract.METADATA_KEY]
+    assert pq.read_table(redone).equals(pq.read_table(contract.activation_dir(ref, "conv1_1") / contract.part_name(2)))

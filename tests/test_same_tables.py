@@ -12,6 +12,12 @@ strongest drivers at the deepest attributed layer (the page's first screen shows
 selective channels. Its rows are compared restricted to the rows the baseline has (by layer, class, scope, channel
 and image rank, in the table's order), which must be there, equal, and in the same order; the rows it adds must
 be of channels the baseline's table does not show for that layer and class.
+
+And one addition (issue #20): the extract also writes activations_peak/<layer>/ and gradcam/<class>/<layer>/, and
+the metadata (every table's, run.json, manifest.json's meta) gains "peak_grid" and "gradcam". Those folders, keys,
+and the unit manifests' parts in them (and their count in run.json) are set aside, each checked present; so is the
+report's new report/channel_tops.parquet (every channel's top images, tested in test_channel_tops.py). The new tree's
+report runs with top_images 9, the baseline's default (8 since issue #20); everything else is compared as before.
 """
 
 from __future__ import annotations
@@ -84,15 +90,34 @@ def export_baseline(dest: Path) -> Path | None:
     return dest
 
 
-def run_both_stages(tree: Path, data: Path, out: Path) -> None:
+def run_both_stages(tree: Path, data: Path, out: Path, report_args: tuple[str, ...] = ()) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CNN_BLACKBOX_"))}
     env.update(PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
     for cmd in (
         ["-m", "jobs.extract", "--data", str(data), "--out", str(out), *EXTRACT],
-        ["-m", "jobs.report", "--run", str(out), "--no-progress", "--device", "cpu"],
+        ["-m", "jobs.report", "--run", str(out), "--no-progress", "--device", "cpu", *report_args],
     ):
         done = subprocess.run([sys.executable, *cmd], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{tree.name}: {' '.join(cmd[:2])} failed:\n{done.stderr[-3000:]}"
+
+
+ADDED_TABLES = ("activations_peak/", "gradcam/", "report/channel_tops.parquet")
+ADDED_KEYS = ("peak_grid", "gradcam")
+
+
+def drop_additions(doc: dict) -> dict:
+    """A table's metadata, run.json or a manifest less what issue #20 adds (checked there first)."""
+    doc = dict(doc)
+    for key in ("meta",) if "meta" in doc else ():
+        doc[key] = drop_additions(doc[key])
+    if "layers" in doc and "format_version" in doc:  # a run's metadata
+        assert all(key in doc for key in ADDED_KEYS), sorted(doc)
+        doc = {k: v for k, v in doc.items() if k not in ADDED_KEYS}
+    if "parts" in doc:  # a unit manifest
+        added = [p for p in doc["parts"] if p.startswith(ADDED_TABLES)]
+        assert added, "a unit without the peak and Grad-CAM parts"
+        doc["parts"] = [p for p in doc["parts"] if p not in added]
+    return doc
 
 
 def drop_volatile(value):
@@ -120,14 +145,16 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
         pytest.skip(f"baseline commit {BASELINE[:10]} is not in this clone (a shallow clone): fetch the history")
     data = make_dataset(tmp / "data")
     run_both_stages(baseline, data, tmp / "before")
-    run_both_stages(ROOT, data, tmp / "after")
+    run_both_stages(ROOT, data, tmp / "after", ("--set", "top_images=9"))  # the baseline's default
     return tmp / "before", tmp / "after"
 
 
 def test_every_parquet_file_is_the_baseline_s_bit_for_bit(runs):
     before, after = runs
     files = list_outputs(before, "*.parquet")
-    assert files == list_outputs(after, "*.parquet")
+    added = [f for f in list_outputs(after, "*.parquet") if f.startswith(ADDED_TABLES)]
+    assert {f.split("/")[0] for f in added} == {"activations_peak", "gradcam", "report"}
+    assert files == [f for f in list_outputs(after, "*.parquet") if f not in added]
     assert any(f.startswith("attributions/") for f in files) and "report/dataset_issues.parquet" in files
     for rel in files:
         old, new = pq.read_table(before / rel), pq.read_table(after / rel)
@@ -135,7 +162,8 @@ def test_every_parquet_file_is_the_baseline_s_bit_for_bit(runs):
             new = restrict_to_baseline_rows(old, new)
         assert new.schema.remove_metadata() == old.schema.remove_metadata(), rel
         assert new.replace_schema_metadata().equals(old.replace_schema_metadata()), f"{rel}: values differ"
-        assert read_metadata(after / rel) == read_metadata(before / rel), f"{rel}: metadata differs"
+        new_meta = {k: drop_additions(v) if isinstance(v, dict) else v for k, v in read_metadata(after / rel).items()}
+        assert new_meta == read_metadata(before / rel), f"{rel}: metadata differs"
 
 
 def restrict_to_baseline_rows(old, new):
@@ -154,6 +182,10 @@ def test_run_json_and_manifests_are_the_baseline_s(runs):
     before, after = runs
     files = list_outputs(before, "*.json")
     assert files == list_outputs(after, "*.json") and "run.json" in files and "units/part-00000.json" in files
+    added = len([f for f in list_outputs(after, "*.parquet") if f.startswith(ADDED_TABLES[:2])])
     for rel in files:
         old, new = (drop_volatile(json.loads((d / rel).read_text())) for d in (before, after))
+        new = drop_additions(new)
+        if rel == "run.json":
+            new["tables"]["files"] -= added
         assert new == old, rel

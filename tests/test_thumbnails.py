@@ -86,7 +86,7 @@ def _independent(path: Path, size: int, fraction: float) -> np.ndarray:
 def test_every_cell_is_its_own_picture(sprite_run):
     e = _explorer(sprite_run)
     s = e["sprites"]
-    assert s["note"] is None and len(s["sheets"]) == 2 and s["size"] == 32
+    assert s["note"] is None and len(s["sheets"]) == 2 and s["size"] == 80  # the default
     assert all(re.fullmatch(r"thumbs/sheet-\d{5}\.jpg", name) for name in s["sheets"])  # numbers, never names
     data = sprite_run.parent / "data"
     fraction = 64 / 73  # the synthetic run's preprocessing: imagenet at 64 px (resize 73)
@@ -94,7 +94,7 @@ def test_every_cell_is_its_own_picture(sprite_run):
     for i, image_id in enumerate(e["ids"]):
         if image_id == GONE:
             continue
-        ref = _independent(data / image_id, 32, fraction)
+        ref = _independent(data / image_id, s["size"], fraction)
         refs[i] = ref
     pictures = {}
     for ref in refs.values():  # one reference per distinct picture, to say which one a cell is
@@ -150,13 +150,13 @@ def test_a_card_of_an_image_in_no_gallery_shows_its_thumbnail_in_chromium(sprite
             assert e["thumb"][i] is None  # in no gallery: only the sprite shows it
             tab.fill("#lookup", name)
             tab.locator(f"#lookup-list li[data-i='{i}']").click()
-            img = tab.locator("#card .sprite img")
+            img = tab.locator("#card .sprite img").first  # the card's own picture (its Grad-CAM figures follow)
             img.wait_for()
             tab.wait_for_function("() => document.querySelector('#card .sprite img').complete")
             assert img.get_attribute("src") == s["sheets"][i // s["per_sheet"]]
             assert img.evaluate("img => img.naturalWidth") == s["columns"] * s["size"]
             shot = np.asarray(
-                Image.open(io.BytesIO(tab.locator("#card .sprite").screenshot()))
+                Image.open(io.BytesIO(tab.locator("#card .sprite").first.screenshot()))
                 .convert("RGB")
                 .resize((s["size"], s["size"]), Image.BOX),
                 dtype=np.float64,

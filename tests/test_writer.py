@@ -159,3 +159,43 @@ def test_the_layout_places_means_maxima_then_contributions_by_class_then_layer(t
     assert meta == {"x": 1, "layer": "conv4_3", "class": "dog"}
     parts = json.loads(manifest.unit_manifest_path(tmp_path, 0).read_text())["parts"]
     assert sorted(parts) == sorted(layout.list_unit_parts(values, 0))  # what finalize asks of every unit
+
+
+def test_peaks_follow_the_maxima_and_gradcams_the_contributions_as_integers_and_g_columns(tmp_path):
+    """The layout's peak blocks (one per layer) and Grad-CAM blocks (one per class, h * w columns); the writer
+    writes peaks as uint16 (uint32 past 65,536 cells) and Grad-CAMs as float32 g0..; finalize's list and the unit's
+    manifest hold their parts; a run's metadata without "peak_grid" (a run begun before them) has neither."""
+    attribution = Attribution(("conv5_3",), ("cat", "dog"), {"conv5_3": 2}, "m")
+    values = ValueLayout(
+        LAYERS, attribution, {"conv1_1": (300, 300), "conv5_3": (2, 3)}, layout.Gradcam("conv5_3", (2, 2))
+    )
+    assert [(b.kind, b.layer, b.cls, b.start, b.stop) for b in values.blocks][4:] == [
+        ("peak", "conv1_1", None, 10, 13),
+        ("peak", "conv5_3", None, 13, 15),
+        ("contribution", "conv5_3", "cat", 15, 17),
+        ("contribution", "conv5_3", "dog", 17, 19),
+        ("gradcam", "conv5_3", "cat", 19, 23),
+        ("gradcam", "conv5_3", "dog", 23, 27),
+    ]
+    meta = json.loads(json.dumps(values.to_meta()))  # as run.json holds it
+    assert meta["peak_grid"] == {"conv1_1": [300, 300], "conv5_3": [2, 3]}
+    assert meta["gradcam"] == {"layer": "conv5_3", "grid": [2, 2]}
+    assert ValueLayout.from_meta(meta) == values
+    old = ValueLayout.from_meta({"layers": LAYERS, "attribution": attribution.to_dict()})
+    assert {b.kind for b in old.blocks} == {"mean", "max", "contribution"}
+    w = UnitWriter(tmp_path, values, UnitSchemas.make(["cat", "dog"], False, values, {"x": 1}), 1)
+    rows = {f.name: [None] for f in contract.prediction_schema(["cat", "dog"], False)}
+    rows[contract.IMAGE_ID], rows[contract.STATUS] = ["a"], ["ok"]
+    sent = np.arange(27, dtype=np.float32)[None] + 60000  # peaks past uint16's range where uint32 holds them
+    sent[0, 13:15] = [5, 4]
+    w.add(rows, [True], sent)
+    wide = pq.read_table(contract.activation_dir(tmp_path, "conv1_1", "peak"))
+    assert wide.schema.field("c0").type == "uint32" and wide.column("c2").to_pylist() == [60012]
+    narrow = pq.read_table(contract.activation_dir(tmp_path, "conv5_3", "peak"))
+    assert narrow.schema.field("c0").type == "uint16" and narrow.drop(["image_id"]).to_pylist() == [{"c0": 5, "c1": 4}]
+    cam = pq.read_table(contract.gradcam_dir(tmp_path, "dog", "conv5_3"))
+    assert cam.schema.names == ["image_id", "g0", "g1", "g2", "g3"] and cam.schema.field("g0").type == "float"
+    assert cam.column("g3").to_pylist() == [60026.0]
+    parts = json.loads(manifest.unit_manifest_path(tmp_path, 0).read_text())["parts"]
+    assert sorted(parts) == sorted(layout.list_unit_parts(values, 0))
+    assert {"activations_peak/conv5_3/part-00000.parquet", "gradcam/cat/conv5_3/part-00000.parquet"} <= set(parts)

@@ -75,11 +75,12 @@ class Attributor:
             y = torch.flatten(m.avgpool(y), 1)
             return m.classifier(y)
 
-    def _backward(self, logits: torch.Tensor, contributions: bool, gradcams: bool):
+    def _backward(self, logits: torch.Tensor, contributions: bool, gradcams: Sequence[str]):
+        """gradcams: the layers whose Grad-CAMs are made (each (a * mean g) is a pass over the map per class)."""
         maps = [self._maps[name] for name in self.layers]
         k = logits.shape[1]
         contrib: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
-        cams: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        cams: dict[str, list[torch.Tensor]] = {name: [] for name in gradcams}
         for j in range(k):
             # Images are independent (eval mode: no batch statistics), so the gradient of the batch's sum is each
             # image's own gradient.
@@ -90,22 +91,29 @@ class Attributor:
                 a, g = a.detach().float(), g.float()
                 if contributions:
                     contrib[name].append((a * g).sum(dim=(2, 3)))  # (B, C)
-                if gradcams:
+                if name in cams:
                     cams[name].append(torch.relu((a * g.mean(dim=(2, 3), keepdim=True)).sum(dim=1)))  # (B, h, w)
         self._maps = {}
         return (
             {name: torch.stack(v, dim=1) for name, v in contrib.items()} if contributions else None,
-            {name: torch.stack(v, dim=1) for name, v in cams.items()} if gradcams else None,
+            {name: torch.stack(v, dim=1) for name, v in cams.items()},
         )
 
     def take_contributions(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """{layer: (B, K, C) float32} gradient x activation of each class logit, summed over space."""
-        return self._backward(logits, True, False)[0]
+        return self._backward(logits, True, ())[0]
 
     def take_gradcams(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """{layer: (B, K, h, w) float32} Grad-CAM of each class at the layer's resolution (not upsampled)."""
-        return self._backward(logits, False, True)[1]
+        return self._backward(logits, False, self.layers)[1]
 
-    def take_both(self, logits: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Contributions and Grad-CAMs from the same backward passes."""
-        return self._backward(logits, True, True)
+    def take_both(
+        self, logits: torch.Tensor, gradcam_layers: Sequence[str] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Contributions of every layer and Grad-CAMs (of `gradcam_layers`, default every layer) from the same
+        backward passes: the Grad-CAMs cost no backward of their own."""
+        layers = self.layers if gradcam_layers is None else tuple(gradcam_layers)
+        unknown = [name for name in layers if name not in self.layers]
+        if unknown:
+            raise ValueError(f"Grad-CAM of {unknown}: not attributed layers ({', '.join(self.layers)})")
+        return self._backward(logits, True, layers)

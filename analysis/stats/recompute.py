@@ -19,10 +19,8 @@ from analysis.data.decoding import DecodeError, decode_image
 from analysis.data.discovery import DataError
 from analysis.data.preprocessing import Preprocessing
 from analysis.data.sources import SourceError
-from analysis.model.attribution import GRADCAM_LAYER, Attributor
 from analysis.model.choice import load_chosen_model
 from analysis.model.featuremaps import FeatureMapRecorder
-from analysis.model.heads import compute_class_logits
 from analysis.model.precision import autocast
 from analysis.model.vgg16 import LoadedModel, WeightsError
 from analysis.store.run import GONE, FinishedRun, RunImages, RunSourceError
@@ -49,8 +47,6 @@ class ShownImage:
     view: np.ndarray | None  # (T, T, 3) uint8 thumbnail of the crop the network saw
     maps: dict[str, dict[int, np.ndarray]]  # layer -> channel -> (h, w) float32 map after ReLU
     error: str | None = None
-    # class -> (h, w) Grad-CAM at GRADCAM_LAYER
-    gradcams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def load_run_model(run: FinishedRun) -> RunModel:
@@ -85,10 +81,8 @@ def compute_shown_maps(
     precision: str,
     batch_size: int,
     thumbnail: int,
-    gradcam: Mapping[str, Iterable[str]] | None = None,
 ) -> list[ShownImage]:
     """needs: {image_id: {layer: channels}} -> one ShownImage per image (an error instead when it cannot be read).
-    gradcam: {image_id: classes} whose Grad-CAM at GRADCAM_LAYER each image also gets (pred; true on a mistake).
 
     Each image is decoded and run once, in batches; only the channels asked for are kept.
     """
@@ -97,7 +91,7 @@ def compute_shown_maps(
     except DataError as e:
         raise RecomputeError(f"the run's DATA cannot be read any more: {e}") from None
     layers = sorted({layer for want in needs.values() for layer in want})
-    model = rm.loaded.model.to(device).eval().requires_grad_(False)  # Grad-CAM needs no parameter gradient
+    model = rm.loaded.model.to(device).eval().requires_grad_(False)
     shown: list[ShownImage] = []
     pending: list[tuple[ShownImage, torch.Tensor]] = []
 
@@ -105,27 +99,15 @@ def compute_shown_maps(
         if not pending:
             return
         x = torch.stack([t for _, t in pending]).to(device)  # (B, 3, N, N)
-        cams = None
-        with torch.no_grad(), FeatureMapRecorder(model, layers) as rec, Attributor(model, [GRADCAM_LAYER]) as att:
+        with torch.no_grad(), FeatureMapRecorder(model, layers) as rec:
             with autocast(device, precision):
-                raw = att.forward(x) if gradcam else model(x)
+                model(x)
             maps = rec.take()  # layer -> (B, C, h, w)
-            if gradcam:
-                with torch.enable_grad():
-                    logits = compute_class_logits(raw.float(), rm.loaded)
-                cams = att.take_gradcams(logits)[GRADCAM_LAYER].cpu().numpy()  # (B, K, h, w)
-        classes = list(rm.loaded.classes)
         for b, (item, _) in enumerate(pending):
             item.maps = {
                 layer: {c: maps[layer][b, c].numpy().copy() for c in needs[item.image_id].get(layer, ())}
                 for layer in layers
             }
-            if cams is not None:
-                item.gradcams = {
-                    cls: cams[b, classes.index(cls)].copy()
-                    for cls in (gradcam or {}).get(item.image_id, ())
-                    if cls in classes
-                }
         pending.clear()
 
     for image_id in needs:

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
 
 from analysis.data.names import make_display
@@ -21,11 +20,18 @@ PREDICTIONS = "predictions"
 ACTIVATIONS = "activations"  # channel means, one directory per layer
 ACTIVATIONS_MAX = "activations_max"  # channel maxima, one directory per layer
 ATTRIBUTIONS = "attributions"  # channel contributions to a class logit: attributions/<class>/<layer>/
+# where each channel's maximum is: activations_peak/<layer>/, uint16 c0..c{C-1} (uint32 above 65,536 cells), the flat
+# index y * w + x of the maximum on the layer's peak grid (run.json meta "peak_grid": {layer: [h, w]}; the pooled
+# grid for the layers whose maximum comes from the max pool after them); the first position on ties
+ACTIVATIONS_PEAK = "activations_peak"
+# Grad-CAM of each class at the deepest attributed layer: gradcam/<class>/<layer>/, float32 g0..g{h*w-1}, row-major,
+# ReLU(sum_c mean_yx(d logit / d A_c) * A_c), not normalised (run.json meta "gradcam": {"layer", "grid": [h, w]})
+GRADCAM = "gradcam"
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 METADATA_KEY = b"cnn_blackbox"
-FORMAT_VERSION = 3  # 2: predictions has sha256; 3: and phash (an older run is not resumed into it, and the
-# report's dataset checks refuse it, saying how to re-extract)
+# 2: predictions has sha256; 3: and phash (an older run is not resumed into it; the dataset checks refuse it)
+FORMAT_VERSION = 3
 
 # predictions columns
 IMAGE_ID = "image_id"
@@ -68,11 +74,28 @@ def channel_columns(n: int) -> list[str]:
     return [channel_column(c) for c in range(n)]
 
 
+STAT_PEAK = "peak"  # the kind of the activations_peak tables
+_STAT_DIRS = {"mean": ACTIVATIONS, "max": ACTIVATIONS_MAX, STAT_PEAK: ACTIVATIONS_PEAK}
+
+
 def activation_dir(out: str | os.PathLike, layer: str, stat: str = "mean") -> Path:
-    """OUT/activations/<layer> (stat='mean') or OUT/activations_max/<layer> (stat='max')."""
-    if stat not in ("mean", "max"):
-        raise ValueError(f"stat must be 'mean' or 'max', got {stat!r}")
-    return Path(out) / (ACTIVATIONS if stat == "mean" else ACTIVATIONS_MAX) / layer
+    """OUT/activations/<layer> (stat 'mean'), OUT/activations_max/<layer> ('max') or activations_peak/ ('peak')."""
+    if stat not in _STAT_DIRS:
+        raise ValueError(f"stat must be one of {', '.join(_STAT_DIRS)}, got {stat!r}")
+    return Path(out) / _STAT_DIRS[stat] / layer
+
+
+def gradcam_column(k: int) -> str:
+    return f"g{k}"
+
+
+def peak_type(cells: int) -> pa.DataType:  # the activations_peak columns' type for a peak grid of `cells` cells
+    return pa.uint16() if cells <= 1 << 16 else pa.uint32()
+
+
+def gradcam_dir(out: str | os.PathLike, cls: str, layer: str) -> Path:
+    """OUT/gradcam/<class>/<layer>: per ok image, the class's Grad-CAM at the layer, row-major."""
+    return attribution_dir(out, cls, layer).parent.parent.parent / GRADCAM / cls / layer
 
 
 def attribution_dir(out: str | os.PathLike, cls: str, layer: str) -> Path:
@@ -107,10 +130,11 @@ def prediction_schema(classes: Sequence[str], imagenet: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-def activation_schema(channels: int) -> pa.Schema:
+def activation_schema(channels: int, kind: pa.DataType | None = None, column=channel_column) -> pa.Schema:
+    """image_id, then `channels` columns of `kind` (float32) named by `column` (gradcam_column: Grad-CAM's g0..)."""
     return pa.schema(
         [pa.field(IMAGE_ID, pa.string(), nullable=False)]
-        + [pa.field(c, pa.float32(), nullable=False) for c in channel_columns(channels)]
+        + [pa.field(column(c), kind or pa.float32(), nullable=False) for c in range(channels)]
     )
 
 
@@ -135,28 +159,15 @@ def encode_json(obj: Any, indent: int | None = 2) -> bytes:
     return (text + "\n").encode() if indent is not None else text.encode()
 
 
-def make_activation_table(image_ids: Sequence[str], values: np.ndarray, schema: pa.Schema) -> pa.Table:
-    """(N, C) float32 -> table with image_id, c0..c{C-1}; columns are zero-copy slices of a Fortran-order copy."""
-    values = np.asfortranarray(values, dtype=np.float32)  # (N, C), each column contiguous
-    arrays = [pa.array(list(image_ids), pa.string())] + [pa.array(values[:, c]) for c in range(values.shape[1])]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def make_prediction_table(rows: Mapping[str, Sequence[Any]], schema: pa.Schema) -> pa.Table:
-    """Columns given as sequences (None for null) -> table in the schema's order and types."""
-    missing = [f.name for f in schema if f.name not in rows]
-    if missing:
-        raise KeyError(f"prediction columns missing: {missing}")
-    return pa.Table.from_arrays([pa.array(rows[f.name], f.type) for f in schema], schema=schema)
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# The report's tables: OUT/report/channel_stats.parquet and OUT/report/top_examples.parquet.
+# The report's tables: OUT/report/channel_stats.parquet, top_examples.parquet and channel_tops.parquet.
 
 REPORT_DIR = "report"
 CHANNEL_STATS = "channel_stats.parquet"
 TOP_EXAMPLES = "top_examples.parquet"
+CHANNEL_TOPS = "channel_tops.parquet"
 INDEX_HTML = "index.html"
+CARDS_DIR = "cards"  # cards/part-NNNNN.js: the image cards' Grad-CAM and contributions (reports/run/cards.py)
 
 # channel_stats: one row per (layer, stat, channel, class)
 LAYER = "layer"
@@ -235,6 +246,15 @@ TOP_EXAMPLES_SCHEMA = pa.schema(
 )
 CHANNEL_STATS_COLUMNS = tuple(CHANNEL_STATS_SCHEMA.names)
 TOP_EXAMPLES_COLUMNS = tuple(TOP_EXAMPLES_SCHEMA.names)
+
+# channel_tops: one row per (layer, channel, scope "all" or "class", class (null for "all"), image): every channel's
+# top images by value, 1 = highest, ties to the earlier row of the activations table; where the channel's maximum is
+# in the image, as the centre of its peak-grid cell in the crop the network saw: (y + 0.5) / h, (x + 0.5) / w in
+# [0, 1] (null when the run has no activations_peak table)
+PEAK_Y, PEAK_X = "peak_y", "peak_x"
+_TOPS = [(LAYER, _S), (CHANNEL, _I32), (SCOPE, _S), (CLASS, _S), (IMAGE_RANK, _I32), (IMAGE_ID, _S), (VALUE, _F32)]
+CHANNEL_TOPS_SCHEMA = pa.schema(_TOPS + [(PEAK_Y, _F32), (PEAK_X, _F32)])
+CHANNEL_TOPS_COLUMNS = tuple(CHANNEL_TOPS_SCHEMA.names)
 
 # dataset_issues: one row per flagged image and issue (a near-duplicate image: one row per pair it is in)
 DATASET_ISSUES = "dataset_issues.parquet"

@@ -2,7 +2,10 @@
 unless `pictures` are given (then DATA holds a file per ok image, for the report's thumbnails).
 
 Used by the report tests (small runs, a planted channel, hostile file names) and by benchmarks/bench_report.py
-(200,000 images x 13 layers). Values look like post-ReLU channel means: non-negative with many exact zeros.
+(200,000 images x 13 layers). Values look like post-ReLU channel means: non-negative with many exact zeros. Every
+layer has its peaks (each channel's favourite cell of the peak grid half the time, any cell otherwise) and the
+deepest layer each class's Grad-CAM (a non-negative blob, zero away from it), with run.json's "peak_grid" and
+"gradcam" for the run's image size, as the extract writes them; there are no contribution tables.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 import yaml
 
+from analysis.model.activations import compute_map_sizes, compute_peak_grids
+from analysis.model.vgg16 import CONV_INDICES, make_vgg16
 from analysis.store import contract, tables
+from analysis.store.layout import Gradcam
 
 ERROR_REASONS = ("truncated", "not an image", "empty file")
 
@@ -50,6 +57,7 @@ class SyntheticRun:
     labels: Sequence[str | None] | None = None
     data: str | os.PathLike | None = None
     pictures: Sequence[bytes] = ()
+    image_size: int = 64  # the crop the network saw: the peak and Grad-CAM grids follow from it
 
 
 def write_synthetic_run(out: str | os.PathLike, spec: SyntheticRun | None = None) -> Path:
@@ -75,6 +83,7 @@ def write_synthetic_run(out: str | os.PathLike, spec: SyntheticRun | None = None
     group = [lab if labeled else p for lab, p in zip(labels, preds)]
     schema = contract.prediction_schema(classes, imagenet=False)
     act_schemas = {name: contract.activation_schema(c) for name, c in layers.items()}
+    maps = SyntheticMaps.make(layers, spec.image_size, np.random.default_rng([seed, 20]))  # own stream: means stay
     for unit, lo in enumerate(range(0, n_images, unit_size)):
         hi = min(n_images, lo + unit_size)
         idx = np.arange(lo, hi)
@@ -100,7 +109,7 @@ def write_synthetic_run(out: str | os.PathLike, spec: SyntheticRun | None = None
             rows[contract.logit_column(c)] = [float(logits[i, k]) if g else None for i, g in zip(idx, ok)]
             rows[contract.prob_column(c)] = [float(probs[i, k]) if g else None for i, g in zip(idx, ok)]
         tables.write_parquet_atomic(
-            contract.make_prediction_table(rows, schema), out / contract.PREDICTIONS / contract.part_name(unit)
+            tables.make_prediction_table(rows, schema), out / contract.PREDICTIONS / contract.part_name(unit)
         )
         good = idx[ok]
         good_ids = [ids[i] for i in good]
@@ -112,20 +121,59 @@ def write_synthetic_run(out: str | os.PathLike, spec: SyntheticRun | None = None
             maxes = means * np.float32(4.0) + rng.random((len(good), channels), dtype=np.float32)
             for stat, values in (("mean", means), ("max", maxes)):
                 tables.write_parquet_atomic(
-                    contract.make_activation_table(good_ids, values, act_schemas[name]),
+                    tables.make_activation_table(good_ids, values, act_schemas[name]),
                     contract.activation_dir(out, name, stat) / contract.part_name(unit),
                 )
+        maps.write(out, unit, good_ids, classes)
     if data is not None and spec.pictures:
         write_image_files(Path(data), [ids[i] for i in range(n_images) if status[i]], spec.pictures)
     write_run_metadata(
-        out,
-        n_images,
-        int(status.sum()),
-        layers,
-        classes,
-        **({"data": os.path.abspath(data)} if data is not None else {}),
+        out, spec, int(status.sum()), maps, os.path.abspath(data) if data is not None else "/nonexistent/synthetic-data"
     )
     return out
+
+
+@dataclass(frozen=True)
+class SyntheticMaps:
+    """The peaks' grids and each channel's favourite cell, the Grad-CAM's layer and grid; `write` draws a unit."""
+
+    peak_grid: Mapping[str, tuple[int, int]]
+    favourite: Mapping[str, np.ndarray]  # layer -> (C,) a cell of its peak grid
+    gradcam: Gradcam
+    rng: np.random.Generator
+
+    @classmethod
+    def make(cls, layers: Mapping[str, int], image_size: int, rng: np.random.Generator) -> SyntheticMaps:
+        """The grids of VGG16 at `image_size` (its architecture on the meta device: no weights are made)."""
+        with torch.device("meta"):
+            model = make_vgg16(2)
+        grids = compute_peak_grids(model, list(layers), image_size)
+        deepest = max(layers, key=CONV_INDICES.__getitem__)
+        favourite = {name: rng.integers(0, h * w, layers[name]) for name, (h, w) in grids.items()}
+        return cls(grids, favourite, Gradcam(deepest, compute_map_sizes(model, image_size)[deepest]), rng)
+
+    def write(self, out: Path, unit: int, image_ids: Sequence[str], classes: Sequence[str]) -> None:
+        """activations_peak/<layer>/ and gradcam/<class>/<layer>/ part `unit` for the ok images `image_ids`."""
+        n, rng, name = len(image_ids), self.rng, contract.part_name(unit)
+        for layer, (h, w) in self.peak_grid.items():
+            c = len(self.favourite[layer])
+            peaks = np.where(rng.random((n, c)) < 0.5, self.favourite[layer], rng.integers(0, h * w, (n, c)))
+            schema = contract.activation_schema(c, contract.peak_type(h * w))
+            tables.write_parquet_atomic(
+                tables.make_activation_table(image_ids, peaks, schema),
+                contract.activation_dir(out, layer, contract.STAT_PEAK) / name,
+            )
+        h, w = self.gradcam.grid
+        schema = contract.activation_schema(h * w, column=contract.gradcam_column)
+        y, x = np.mgrid[0:h, 0:w].reshape(2, 1, h * w)  # (1, h * w) each
+        for cls in classes:
+            cy, cx = rng.random((2, n, 1)) * [[[h]], [[w]]]  # (n, 1) each: the blob's centre
+            d2 = ((y + 0.5 - cy) ** 2 + (x + 0.5 - cx) ** 2) / (max(h, w) / 4) ** 2
+            cams = rng.exponential(1.0, (n, 1)) * np.maximum(np.exp(-d2 / 2) - 0.2, 0)  # (n, h * w), >= 0
+            tables.write_parquet_atomic(
+                tables.make_activation_table(image_ids, cams, schema),
+                contract.gradcam_dir(out, cls, self.gradcam.layer) / name,
+            )
 
 
 def make_phashes(n: int, seed: int) -> np.ndarray:
@@ -151,14 +199,8 @@ def write_image_files(data: Path, image_ids: Sequence[str], pictures: Sequence[b
             first[k] = path
 
 
-def write_run_metadata(
-    out: Path,
-    n_images: int,
-    n_ok: int,
-    layers: Mapping[str, int],
-    classes: Sequence[str],
-    data: str = "/nonexistent/synthetic-data",
-) -> None:
+def write_run_metadata(out: Path, spec: SyntheticRun, n_ok: int, maps: SyntheticMaps, data: str) -> None:
+    n_images, layers, classes, size = spec.n_images, dict(spec.layers), list(spec.classes), spec.image_size
     extract = {
         "data": data,
         "out": str(out),
@@ -167,7 +209,7 @@ def write_run_metadata(
         "classes": None,
         "classes_file": None,
         "preprocess": "imagenet",
-        "image_size": 64,
+        "image_size": size,
         "layers": list(layers),
         "batch_size": 8,
         "workers": 0,
@@ -199,7 +241,9 @@ def write_run_metadata(
             },
             "classes": list(classes),
             "layers": dict(layers),
-            "preprocess": {"name": "imagenet", "image_size": 64, "resize": 73},
+            "peak_grid": {layer: list(grid) for layer, grid in maps.peak_grid.items()},
+            "gradcam": maps.gradcam.to_dict(),
+            "preprocess": {"name": "imagenet", "image_size": size, "resize": round(size * 256 / 224)},
             "precision": "fp32",
             "device": "cpu",
             "batch_size": 8,

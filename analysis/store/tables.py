@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,23 @@ import pyarrow.parquet as pq
 from analysis.data.names import make_display
 from analysis.store import contract
 from analysis.store.contract import encode_json
+
+
+def make_activation_table(image_ids: Sequence[str], values: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """(N, C) -> table with image_id, c0..c{C-1} in the schema's type; columns are zero-copy slices of a Fortran-order
+    copy (float32 peaks are exact integers: cast as they are)."""
+    kind = schema.field(1).type.to_pandas_dtype() if len(schema) > 1 else np.float32
+    values = np.asfortranarray(values, dtype=kind)  # (N, C), each column contiguous
+    arrays = [pa.array(list(image_ids), pa.string())] + [pa.array(values[:, c]) for c in range(values.shape[1])]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def make_prediction_table(rows: Mapping[str, Sequence[Any]], schema: pa.Schema) -> pa.Table:
+    """Columns given as sequences (None for null) -> table in the schema's order and types."""
+    missing = [f.name for f in schema if f.name not in rows]
+    if missing:
+        raise KeyError(f"prediction columns missing: {missing}")
+    return pa.Table.from_arrays([pa.array(rows[f.name], f.type) for f in schema], schema=schema)
 
 
 class WriteError(Exception):

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from analysis.store import contract, manifest, tables
 from analysis.store.crashpoints import crash_point
-from analysis.store.layout import ValueBlock, ValueLayout
+from analysis.store.layout import GRADCAM, ValueBlock, ValueLayout
 
 
 @dataclass
@@ -47,10 +47,19 @@ class UnitSchemas:
         schemas = {}
         for block in values.blocks:
             extra = {"layer": block.layer} if block.cls is None else {"layer": block.layer, "class": block.cls}
-            schemas[block] = contract.with_metadata(
-                contract.activation_schema(block.stop - block.start), {**meta, **extra}
-            )
+            schemas[block] = contract.with_metadata(make_block_schema(block, values), {**meta, **extra})
         return cls(contract.with_metadata(contract.prediction_schema(classes, imagenet), meta), schemas)
+
+
+def make_block_schema(block: ValueBlock, values: ValueLayout) -> pa.Schema:
+    """The columns of a block's table: float32 c0.. (means, maxima, contributions), the peaks' integers c0.., or
+    float32 g0.. (a Grad-CAM)."""
+    if block.kind == contract.STAT_PEAK:
+        h, w = values.peak_grid[block.layer]
+        return contract.activation_schema(block.width, contract.peak_type(h * w))
+    if block.kind == GRADCAM:
+        return contract.activation_schema(block.width, column=contract.gradcam_column)
+    return contract.activation_schema(block.width)
 
 
 class UnitWriter:
@@ -121,13 +130,13 @@ class UnitWriter:
         parts = []
         # Activations first, predictions, then the unit's manifest: the manifest says the unit is whole.
         for block in self.values.tables():
-            table = contract.make_activation_table(
+            table = tables.make_activation_table(
                 p.ok_ids[:n_ok], acts[:n_ok, block.columns], self.schemas.values[block]
             )
             parts.append(self._write(table, block.folder(self.out) / name))
             if len(parts) == 1:
                 crash_point(f"mid-unit:{number}")
-        table = contract.make_prediction_table({k: v[:n_files] for k, v in p.rows.items()}, self.schemas.predictions)
+        table = tables.make_prediction_table({k: v[:n_files] for k, v in p.rows.items()}, self.schemas.predictions)
         parts.append(self._write(table, self.out / contract.PREDICTIONS / name))
         crash_point(f"before-manifest:{number}")
         ids = p.rows[contract.IMAGE_ID][:n_files]

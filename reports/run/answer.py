@@ -5,7 +5,8 @@ numbers; and the accuracy and the confusion in one line. Plain data for section_
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,32 @@ import pandas as pd
 from analysis.stats import topk
 from analysis.stats.summary import PredictionSummary
 from analysis.store import contract
-from reports.run.browser import gallery_anchor
 from reports.run.inputs import ReportInputs
 
 IMAGES = 5  # images per row: five 112-px tiles fill one of two columns at 1400 px
+
+
+def pick_answer_channels(stats: pd.DataFrame, layers: Sequence[str], classes: Sequence[str]) -> AnswerChannels:
+    """The channels the answer shows: each class's strongest drivers at the deepest attributed report layer, or its
+    most selective channels of the first report layer on a run without attribution. stats: channel_stats."""
+    stats = stats[stats[contract.STAT] == contract.STAT_MEAN]
+    layer = topk.find_driver_layer(stats, layers)
+    rank = contract.RANK_SELECTIVITY if layer is None else contract.RANK_CONTRIBUTION
+    shown = layer or layers[0]
+    return AnswerChannels(shown, layer is not None, topk.select_ranked(stats, shown, classes, rank, topk.DRIVERS))
+
+
+@dataclass(frozen=True)
+class AnswerChannels:
+    layer: str
+    drivers: bool  # False: the run has no attribution, the channels are the most selective
+    channels: Mapping[str, list[int]]  # class -> channels, best first
+
+    def rows_of(self, examples: pd.DataFrame) -> pd.DataFrame:
+        """The top_examples rows of these channels (the images their rows show)."""
+        keys = {(self.layer, cls, c) for cls, chans in self.channels.items() for c in chans}
+        mask = [k in keys for k in zip(examples[contract.LAYER], examples[contract.CLASS], examples[contract.CHANNEL])]
+        return examples[mask]
 
 
 def make_answer(inputs: ReportInputs) -> dict[str, Any]:
@@ -24,8 +47,8 @@ def make_answer(inputs: ReportInputs) -> dict[str, Any]:
     if not inputs.layers:
         return {"answer": None}
     stats = inputs.stats[inputs.stats[contract.STAT] == contract.STAT_MEAN]
-    layer = topk.find_driver_layer(stats, inputs.layers)
-    rank = contract.RANK_SELECTIVITY if layer is None else contract.RANK_CONTRIBUTION
+    picked = pick_answer_channels(stats, inputs.layers, inputs.classes)
+    layer = picked.layer if picked.drivers else None
     note = (
         f"This run has no attribution: the rows are each class's most selective channels of {inputs.layers[0]} "
         "(by ROC AUC), not its drivers."
@@ -34,13 +57,9 @@ def make_answer(inputs: ReportInputs) -> dict[str, Any]:
         f"logit (contrib_mean over the class's images) over the sum of the positive contrib_mean of all {layer} "
         "channels for that class."
     )
-    layer = layer or inputs.layers[0]
-    galleried = set(
-        zip(inputs.examples[contract.LAYER], inputs.examples[contract.CLASS], inputs.examples[contract.CHANNEL])
-    )
+    layer, chosen = picked.layer, picked.channels
     classes = []
-    chosen = topk.select_ranked(stats, layer, inputs.classes, rank, topk.DRIVERS)
-    for i, cls in enumerate(inputs.classes):
+    for cls in inputs.classes:
         s = stats[(stats[contract.LAYER] == layer) & (stats[contract.CLASS] == cls)].set_index(contract.CHANNEL)
         positive = float(s[contract.CONTRIB_MEAN].clip(lower=0).sum())
         rows = []
@@ -53,8 +72,7 @@ def make_answer(inputs: ReportInputs) -> dict[str, Any]:
                     "contrib": contrib,
                     "share": contrib / positive if contrib is not None and positive > 0 else None,
                     "auc": float(r[contract.AUC]),
-                    "href": "#"
-                    + (gallery_anchor(layer, i, c) if (layer, cls, c) in galleried else f"channel={layer}:{c}"),
+                    "href": f"#channel={layer}:{c}",  # the channel browser opens it with its galleries
                     "images": _images(inputs, layer, cls, c),
                 }
             )

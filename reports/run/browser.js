@@ -5,7 +5,7 @@
   var el = document.getElementById('browser-data');
   if (!el) { return; }
   var B = JSON.parse(el.textContent);
-  var K = B.classes.length, N = B.channel.length, LIMIT = 300;
+  var K = B.classes.length, N = B.channel.length, LIMIT = 1024;
   var table = document.getElementById('cb-table'), detail = document.getElementById('cb-detail');
   var layerBox = document.getElementById('cb-layer'), chanBox = document.getElementById('cb-filter');
   var sort = {col: 'auc', k: 0, dir: -1};
@@ -20,6 +20,9 @@
   function value(i, col, k) { return col === 'channel' ? B.channel[i] : B[col][k][i]; }
 
   B.layers.forEach(function (name, j) { layerBox.appendChild(make('option', name, {value: String(j)})); });
+  // The table opens on the deepest report layer: a whole layer, every channel of it (more with 'all').
+  var deepest = Math.max.apply(null, B.report_layers.map(function (n) { return B.layers.indexOf(n); }).concat([-1]));
+  if (deepest >= 0) { layerBox.value = String(deepest); }
 
   function rows() {
     var want = layerBox.value, text = chanBox.value.trim(), out = [];
@@ -82,7 +85,7 @@
       table.appendChild(tr);
     });
     document.getElementById('cb-count').textContent = list.length > LIMIT ?
-      'showing ' + LIMIT + ' of ' + list.length + ' channels: filter by layer or channel number to see the others' :
+      'showing ' + LIMIT + ' of ' + list.length + ' channels: choose a layer or filter by channel number for the others' :
       list.length + ' channels';
   }
 
@@ -97,6 +100,50 @@
     box.appendChild(bars);
     box.appendChild(make('div', '0 to ' + fmt(top, 4) + ', ' + counts.length + ' bins', {'class': 'axis'}));
     return box;
+  }
+
+  // A channel's top images, per scope (over all images, within each class; once when they are the same: B.tops is
+  // reports/run/channel_galleries.py's data): the
+  // thumbnail of the crop the network saw (cell i of the map's sprite sheets, explorer.js), a ring where the channel
+  // has its maximum, the file name and the channel mean; a tile opens the image's card.
+  var TILE = 80;
+  function galleries(layer, c, box) {
+    var R = window.reportImages, G = B.tops, ch = G && G.layers && G.layers[layer] ? G.layers[layer][c] : null;
+    if (!ch) {
+      var args = '--layers ' + layer;
+      box.appendChild(make('p', 'No images for this channel on this page: ' + layer + ' is not a report layer. ' +
+        'To add them: make report RUN=<this run> ARGS="' + args + '" (or --layers all).', {'class': 'howto'}));
+      return;
+    }
+    // ch: [over all images, [per class: its own, or 'all' when the same images]]: each gallery shown once
+    var same = G.classes.filter(function (cls, k) { return ch[1][k] === 'all'; });
+    var by = G.group_by === 'pred' ? 'predicted ' : 'labelled ';
+    var scopes = [['top images over all images' + (same.length ? ' (the same as within ' + same.join(', ') + ')' : ''),
+                   ch[0]]];
+    G.classes.forEach(function (cls, k) {
+      if (ch[1][k] !== 'all') { scopes.push(['top images ' + by + cls, ch[1][k]]); }
+    });
+    scopes.forEach(function (scope) {             // [title, [[map row, value, peak y %, peak x %], ...]]
+      box.appendChild(make('div', scope[0], {'class': 'muted'}));
+      var row = make('div', null, {'class': 'gallery'});
+      if (!scope[1].length) { row.appendChild(make('span', 'none: no ok image in this scope', {'class': 'muted'})); }
+      scope[1].forEach(function (t) {
+        var id = R ? R.E.ids[t[0]] : String(t[0]), tile = make('div', null, {'class': 'gtile'});
+        var a = make('a', null, {href: '#image=' + encodeURIComponent(id), title: id, 'class': 'gpic'});
+        a.appendChild((R && R.thumbnail(t[0], TILE, 'gthumb')) || make('div', null, {'class': 'gthumb blank'}));
+        if (t[2] !== null && t[2] !== undefined) {
+          a.appendChild(make('span', null, {'class': 'peak', style: 'top:' + t[2] + '%;left:' + t[3] + '%'}));
+        }
+        tile.appendChild(a);
+        tile.appendChild(make('div', id.split('/').pop(), {'class': 'name', title: id}));   // the file's name
+        tile.appendChild(make('div', String(t[1]), {title: 'channel mean'}));
+        row.appendChild(tile);
+      });
+      box.appendChild(row);
+    });
+    box.appendChild(make('p', (G.note ? G.note + ' ' : 'Ring: where the channel has its maximum in the crop the ' +
+      'network saw. ') + 'Under each image: its file name and the channel mean. A tile opens the image\'s card.',
+      {'class': 'muted'}));
   }
 
   function open(i) {
@@ -117,18 +164,7 @@
       t.appendChild(tr);
     });
     detail.appendChild(t);
-    var shown = B.galleries[i];
-    if (shown.length) {
-      var p = make('p', 'Galleries of this channel: ');
-      shown.forEach(function (g) { p.appendChild(make('a', 'most selective for ' + g[0], {href: '#' + g[1]})); });
-      detail.appendChild(p);
-    } else {
-      var best = Math.min.apply(null, B.rank.map(function (r) { return r[i] === null ? Infinity : r[i]; }));
-      var args = (B.report_layers.indexOf(layer) < 0 ? '--layers ' + layer + ' ' : '') + '--set top_channels=' +
-        (isFinite(best) ? best : 1);
-      detail.appendChild(make('p', 'No tiles for this channel on this page: it is not among the top channels of ' +
-        'a gallery. To draw them: make report RUN=<this run> ARGS="' + args + '"', {'class': 'howto'}));
-    }
+    galleries(layer, c, detail);
     history.replaceState(null, '', '#channel=' + encodeURIComponent(layer) + ':' + c);
   }
 

@@ -15,11 +15,6 @@ from analysis.store import contract
 SCRIPT = Path(__file__).with_name("browser.js")
 
 
-def gallery_anchor(layer: str, cls_index: int, channel: int) -> str:
-    """The id of a channel's gallery block on the page (from the layer's name and numbers only: never data)."""
-    return f"g-{layer}-{cls_index}-{channel}"
-
-
 def _column(
     frame: pd.DataFrame, name: str, classes: Sequence[str], digits: int, rows: pd.MultiIndex
 ) -> list[list[float | None]]:
@@ -39,21 +34,16 @@ def make_browser(
     stats: pd.DataFrame,
     histograms: Mapping[str, Mapping[str, np.ndarray]],
     classes: Sequence[str],
-    galleries: Sequence[Mapping[str, Any]],
     report_layers: Sequence[str],
+    tops: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Columnar rows, one per (layer, channel), layers in network order."""
+    """Columnar rows, one per (layer, channel), layers in network order. tops: every report layer's channel
+    galleries (reports/run/channel_galleries.py), None: none."""
     layers = list(histograms)
     s = stats[(stats[contract.STAT] == contract.STAT_MEAN) & stats[contract.LAYER].isin(layers)].copy()
     s["_order"] = s[contract.LAYER].map({name: i for i, name in enumerate(layers)})
     s = s.sort_values(["_order", contract.CHANNEL, contract.CLASS], kind="stable")
     keys = s.drop_duplicates([contract.LAYER, contract.CHANNEL])
-    shown: dict[tuple[str, int], list[list[Any]]] = {}
-    for g in galleries:
-        for ch in g["channels"]:
-            shown.setdefault((g["layer"], ch["channel"]), []).append(
-                [g["class"], gallery_anchor(g["layer"], list(classes).index(g["class"]), ch["channel"])]
-            )
     rows = pd.MultiIndex.from_arrays([keys[contract.LAYER], keys[contract.CHANNEL]])
     counts = [
         histograms[layer]["counts"][int(c)].tolist() for layer, c in zip(keys[contract.LAYER], keys[contract.CHANNEL])
@@ -74,5 +64,5 @@ def make_browser(
             for layer, c in zip(keys[contract.LAYER], keys[contract.CHANNEL])
         ],
         "hist": counts,
-        "galleries": [shown.get((layer, int(c)), []) for layer, c in zip(keys[contract.LAYER], keys[contract.CHANNEL])],
+        "tops": tops,
     }

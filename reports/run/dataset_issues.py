@@ -118,13 +118,13 @@ def _image(r: pd.Series, views: Mapping[str, str]) -> dict[str, Any]:
     return {
         "image_id": image_id,
         "src": views.get(image_id),
-        "href": _card_link(image_id),
+        "href": card_link(image_id),
         "label": r[C.LABEL] if isinstance(r[C.LABEL], str) else "-",
         "pred": r[C.PRED] if isinstance(r[C.PRED], str) else "-",
     }
 
 
-def _card_link(image_id: str) -> str | None:
+def card_link(image_id: str) -> str | None:
     """#image=<id> as explorer.js reads it (decodeURIComponent); None for an id that is not valid UTF-8."""
     try:
         return "#image=" + quote(image_id.encode("utf-8"), safe="")

@@ -1,13 +1,13 @@
 (function () {
-  // The dataset map (a canvas) and the image cards. Everything from the data goes in through textContent or as an
-  // attribute value set by the DOM, never innerHTML. #image=<id> opens an image's card.
+  // The dataset map (a canvas) and the image lookup; cards.js draws the image cards. Everything from the data goes
+  // in through textContent or as an attribute value set by the DOM, never innerHTML.
   var el = document.getElementById('explorer-data');
   if (!el) { return; }
   var started = performance.now();             // 'explorer-ready' (User Timing): parse, index and first draw
   var E = JSON.parse(el.textContent);
   var N = E.ids.length, COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
   var canvas = document.getElementById('map-canvas'), tip = document.getElementById('map-tip');
-  var card = document.getElementById('card'), box = document.getElementById('lookup');
+  var box = document.getElementById('lookup');
   var list = document.getElementById('lookup-list');
   var ctx = canvas.getContext('2d'), W = canvas.width, H = canvas.height, PAD = 12;
   var LEFT = 84, BOTTOM = 48;                  // room for the axes: their ticks and names
@@ -135,50 +135,7 @@
   canvas.addEventListener('mouseleave', function () { tip.hidden = true; });
   canvas.addEventListener('click', function (e) { var i = at(e); if (i >= 0) { open(i); } });
 
-  function name(k) { return k >= 0 ? E.classes[k] : '\u2013'; }
-  function open(i) {
-    card.textContent = '';
-    card.appendChild(make('h3', E.ids[i]));
-    var pic = thumbnail(i, 160, 'view');
-    card.appendChild(pic || make('p', noThumbnail(i), {'class': 'muted nothumb'}));
-    var facts = 'label ' + name(E.label[i]) + ', predicted ' + name(E.pred[i]) + '; ' + E.classes.map(
-      function (c, k) { return 'P(' + c + ') ' + (E.probs[k][i] === null ? '\u2013' : E.probs[k][i]); }).join(', ');
-    card.appendChild(make('p', facts, {'class': mistake(i) ? 'mistake' : ''}));
-    E.top_layers.forEach(function (layer) {
-      var t = E.tops[layer][i], p = make('p');
-      p.appendChild(make('b', layer + ': '));
-      p.appendChild(document.createTextNode('highest '));
-      pairs(p, layer, t[0]);
-      p.appendChild(document.createTextNode('; most unusual for its class (z) '));
-      if (t[1].length) { pairs(p, layer, t[1]); } else { p.appendChild(document.createTextNode('\u2013')); }
-      card.appendChild(p);
-    });
-    var shown = (E.overlays || {})[String(i)] || [];
-    if (shown.length) {
-      card.appendChild(make('p', 'Channel overlays of this image on the page (a link opens the channel in the ' +
-                                 'channel browser):'));
-      var tiles = make('div', null, {'class': 'tiles card-overlays'});
-      shown.forEach(function (o) {               // [layer, channel, value, tile path]
-        var tile = make('div', null, {'class': 'tile'});
-        tile.appendChild(make('img', null, {src: o[3], alt: o[0] + ' channel ' + o[1], loading: 'lazy'}));
-        tile.appendChild(channelLink(o[0], o[1], o[0] + ' c' + o[1]));
-        tile.appendChild(document.createTextNode(', value ' + (o[2] === null ? '\u2013' : o[2])));
-        tiles.appendChild(tile);
-      });
-      card.appendChild(tiles);
-    }
-    history.replaceState(null, '', '#image=' + encodeURIComponent(E.ids[i]));
-  }
-  function channelLink(layer, c, text) {   // opens the channel in the browser (browser.js follows #channel=)
-    return make('a', text, {href: '#channel=' + encodeURIComponent(layer) + ':' + c});
-  }
-  function pairs(p, layer, flat) {          // c12 (0.53), ...: each channel a link to the browser
-    for (var j = 0; j < flat.length; j += 2) {
-      if (j) { p.appendChild(document.createTextNode(', ')); }
-      p.appendChild(channelLink(layer, flat[j], 'c' + flat[j]));
-      p.appendChild(document.createTextNode(' (' + flat[j + 1] + ')'));
-    }
-  }
+  function open(i) { window.reportImages.open(i); }   // cards.js draws the card
 
   box.addEventListener('input', function () {
     var q = box.value.toLowerCase(), shown = 0;
@@ -194,14 +151,8 @@
     }
   });
 
-  function route() {
-    var want = /^#image=(.+)$/.exec(location.hash);
-    if (!want) { return; }
-    var id = decodeURIComponent(want[1]);
-    for (var k = 0; k < N; k++) { if (E.ids[k] === id) { open(k); card.scrollIntoView(); break; } }
-  }
   draw();
   performance.measure('explorer-ready', {start: started, end: performance.now()});
-  route();
-  window.addEventListener('hashchange', route);
+  // For cards.js and browser.js, which run after this script: the data and how to draw a thumbnail.
+  window.reportImages = {E: E, make: make, thumbnail: thumbnail, noThumbnail: noThumbnail, mistake: mistake};
 })();

@@ -1,5 +1,5 @@
-"""Overlay tiles for the report's galleries: numpy in, numpy out; and, from top_examples, what the re-run must
-compute for each shown image (its channels, its Grad-CAM classes).
+"""Overlay tiles for the page's answer and mistakes: numpy in, numpy out; and, from top_examples, what the re-run
+must compute for each shown image (its channels).
 
 One colour scale per channel across all of its tiles (0 to the largest value of that channel's maps over the
 images shown), so a weak response looks weak next to a strong one. Tiles are thumbnails: the map is upsampled
@@ -51,30 +51,3 @@ def list_needs(examples: pd.DataFrame) -> dict[str, dict[str, set[int]]]:
     ):
         needs.setdefault(image_id, {}).setdefault(layer, set()).add(int(channel))
     return needs
-
-
-def list_gradcam_classes(examples: pd.DataFrame) -> dict[str, list[str]]:
-    """{image_id: classes}: the predicted class of every shown image, and the true class too on a mistake."""
-    out: dict[str, list[str]] = {}
-    for image_id, scope, label, pred in zip(
-        examples[contract.IMAGE_ID], examples[contract.SCOPE], examples[contract.LABEL], examples[contract.PRED]
-    ):
-        want = out.setdefault(image_id, [])
-        for cls in (pred, label if scope == contract.SCOPE_MISTAKE else None):
-            if isinstance(cls, str) and cls not in want:
-                want.append(cls)
-    return out
-
-
-def make_gradcam_tiles(
-    shown: Sequence[ShownImage], cmap: str, alpha: float
-) -> dict[tuple[str, str], tuple[np.ndarray, float]]:
-    """{(image_id, class): ((T, T, 3) uint8 overlay, vmax)}: one colour scale per map, 0 to its own maximum."""
-    tiles = {}
-    for item in shown:
-        if item.view is None:
-            continue
-        for cls, cam in item.gradcams.items():
-            vmax = float(cam.max())
-            tiles[(item.image_id, cls)] = (make_overlay(item.view, cam, 0.0, vmax, cmap=cmap, alpha=alpha), vmax)
-    return tiles

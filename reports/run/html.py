@@ -23,20 +23,20 @@ from reports.templating import make_environment
 
 HERE = Path(__file__).parent
 
-# (anchor, title): the fixed navigation, and the sections in page order (each is templates/section_<anchor>.html).
+# (anchor, title): the fixed navigation, and the sections in page order (each is templates/section_<anchor>.html):
+# the answer first, then from a class to a channel to an image; what the run was, at the end.
 NAV = (
     ("answer", "answer"),
-    ("run", "run"),
+    ("browser", "channels"),
+    ("map", "map and images"),
+    ("mistakes", "mistakes"),
+    ("classification", "classification"),
+    ("channels", "channel tables"),
     ("quality", "data quality"),
     ("checks", "dataset checks"),
-    ("classification", "classification"),
-    ("channels", "channels"),
-    ("browser", "channel browser"),
-    ("map", "map and images"),
-    ("galleries", "galleries"),
-    ("mistakes", "mistakes"),
     ("check", "check"),
     ("data", "load the data"),
+    ("run", "run"),
 )
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # explorer.js's class colours, in order
 
@@ -66,8 +66,9 @@ def render_page(ctx: Mapping[str, Any]) -> str:
     """The whole page as a string."""
     assets = {
         "css": _asset(HERE / "page.css"),
-        "filter": _asset(HERE / "filter.js"),
+        "sections": _asset(HERE / "sections.js"),
         "browser": _asset(BROWSER_SCRIPT),
         "explorer": _asset(EXPLORER_SCRIPT),
+        "cards": _asset(HERE / "cards.js"),
     }
     return _ENV.get_template("page.html").render(**ctx, nav=NAV, colours=COLOURS, assets=assets) + "\n"

@@ -20,8 +20,6 @@ class Overlays:
     mismatches: list[dict[str, Any]]  # recomputed means that differ from the recorded ones
     checked: int  # channel means compared
     note: str | None  # why there are no overlays, or what differs from the run
-    # image_id -> [(class, tile path, vmax of its own colour scale)]: Grad-CAM of the predicted (and true) class
-    gradcams: dict[str, list[tuple[str, str, float]]] = dataclasses.field(default_factory=dict)
     colormap: str = "viridis"  # of every tile: the galleries' colour bars show it
     views: dict[str, str] = dataclasses.field(default_factory=dict)  # image_id -> thumbnail of the crop it saw
 
@@ -52,7 +50,11 @@ class ReportInputs:
     histograms: Mapping[str, Mapping[str, Any]] | None  # the channel browser's; None: no browser
     explorer: Mapping[str, Any] | None  # the map's and the image cards' data; None: no map
     dataset_issues: Mapping[str, Any]  # the dataset checks section (reports/run/dataset_issues.py)
-    labels: Mapping[str, Any]  # where the labels came from (jobs/report.py read_labels)
+    labels: Mapping[str, Any]  # where the labels came from (jobs/report_labels.py read_labels)
+    # every channel's top images per scope, images named by their map row (reports/run/channel_galleries.py)
+    channel_galleries: Mapping[str, Any] | None = None
+    # the image cards' per-image files: parts, grid, classes; or no parts and why (reports/run/cards.py)
+    cards: Mapping[str, Any] | None = None
 
     @property
     def classes(self) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -16,14 +16,11 @@ from reports.run.answer import make_answer
 from reports.run.browser import make_browser
 from reports.run.header import make_head
 from reports.run.inputs import ReportInputs
-from reports.run.tiles import TileIndex, make_galleries, make_mistakes
+from reports.run.tiles import make_mistakes
 
 
 def make_context(inputs: ReportInputs) -> dict[str, Any]:
-    """The page's context, a part per section. The mistakes' tiles are numbered before the galleries'."""
-    tiles = TileIndex()
-    mistakes = make_mistakes(inputs, tiles)
-    galleries = make_galleries(inputs, tiles)
+    """The page's context, a part per section."""
     return {
         **make_head(inputs),
         **make_answer(inputs),
@@ -31,13 +28,11 @@ def make_context(inputs: ReportInputs) -> dict[str, Any]:
         "dataset_issues": inputs.dataset_issues,
         **_classification(inputs),
         **_channels(inputs),
-        "browser": _browser(inputs, galleries["galleries"]),
-        "explorer": inputs.explorer,
-        **galleries,
-        **mistakes,
+        "browser": _browser(inputs),
+        "explorer": {**inputs.explorer, "cards": inputs.cards} if inputs.explorer else None,
+        **make_mistakes(inputs),
         **_check(inputs),
         "loading": _loading(inputs),
-        "tile_ids": tiles.ids,
     }
 
 
@@ -118,11 +113,11 @@ def _channel_table(s: pd.DataFrame, rank: str, m: int) -> list[dict[str, Any]]:
     ]
 
 
-def _browser(inputs: ReportInputs, galleries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The channel browser's data, which links each channel to its galleries; None without histograms."""
+def _browser(inputs: ReportInputs) -> dict[str, Any] | None:
+    """The channel browser's data, with every report layer's channel galleries; None without histograms."""
     if not inputs.histograms:
         return None
-    return make_browser(inputs.stats, inputs.histograms, inputs.classes, galleries, inputs.layers)
+    return make_browser(inputs.stats, inputs.histograms, inputs.classes, inputs.layers, inputs.channel_galleries)
 
 
 def _check(inputs: ReportInputs) -> dict[str, Any]:
