@@ -92,6 +92,7 @@ bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report 
 	$(BIN)/python -m benchmarks.bench_input
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_report --images 25000
+	$(BIN)/python -m benchmarks.bench_pages
 	$(BIN)/python -m benchmarks.bench_checks
 	$(BIN)/python -m benchmarks.measure_phash
 	$(BIN)/python -m benchmarks.bench_scale

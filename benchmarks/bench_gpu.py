@@ -3,8 +3,9 @@
     python -m benchmarks.bench_gpu            (make bench-gpu)   one NVIDIA GPU, about 16 cores: under 8 minutes
     python -m benchmarks.bench_gpu --smoke    the same code paths at tiny sizes on the CPU (tests/test_bench_gpu.py)
 
-Sections (README, "Speed"), each with a time budget under one deadline: a section that fails prints the last line
-of its traceback and the next one runs. The last line says the whole extract's img/s and what limits it.
+Sections (docs/benchmarks.md, "make bench-gpu"), each with a time budget under one deadline: a section that fails
+prints the last line of its traceback and the next one runs. The last line says the whole extract's img/s and what
+limits it.
 """
 
 from __future__ import annotations

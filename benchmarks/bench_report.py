@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from PIL import Image
 
 from analysis.config import LAYER_NAMES
 from analysis.store import contract
+from benchmarks.machine import describe_cpu
+from benchmarks.page_measures import measure_page
 
 VGG16_CHANNELS = dict(zip(LAYER_NAMES, (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)))
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,7 @@ def make_run(folder: Path, images: int, pictures: list[bytes], seed: int = 0) ->
         "planted": ["conv5_3", 7, "dog"],
         "format": contract.FORMAT_VERSION,
         "pictures": len(pictures),
+        "image_size": 224,
     }
     stamp = folder / "bench-params.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == params and (folder / contract.RUN_JSON).is_file():
@@ -86,6 +88,7 @@ def make_run(folder: Path, images: int, pictures: list[bytes], seed: int = 0) ->
             n_errors=min(100, images // 100),
             data=folder.with_name(folder.name + "-data"),
             pictures=pictures,
+            image_size=224,  # VGG16's crop: conv5_3's 14 x 14 peak and Grad-CAM grids, as a real run's
         ),
     )
     stamp.write_text(json.dumps(params))
@@ -134,10 +137,7 @@ def main() -> int:
     p.add_argument("--memory-mb", type=int, default=256, help="report.stats_memory_mb (default 256)")
     args = p.parse_args()
     folder = args.dir or ROOT / ".bench" / f"report-{args.images}"
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}, load average "
-        f"{os.getloadavg()[0]:.1f} at start (shared: other work runs beside this)"
-    )
+    print(f"machine: {describe_cpu()}, load average {os.getloadavg()[0]:.1f} at start")
     pictures, what = make_pictures()
     write_s = make_run(folder, args.images, pictures)
     parquet_bytes = sum(f.stat().st_size for f in folder.rglob("*.parquet") if "report" not in f.parts)
@@ -179,12 +179,17 @@ def main() -> int:
     files = sum(f.stat().st_size for f in page.rglob("*") if f.is_file() and f.suffix != ".parquet")
     sheets = sorted((page / "thumbs").glob("sheet-*.jpg"))
     sprite_bytes = sum(f.stat().st_size for f in sheets)
+    cards = sum(f.stat().st_size for f in (page / contract.CARDS_DIR).glob("*.js"))
     print(
         f"  page: index.html {(page / contract.INDEX_HTML).stat().st_size / 2**20:.1f} MiB, with its figures, "
-        f"tiles and thumbnails {files / 2**20:.1f} MiB (budget for 25,000 images: 20 MiB); thumbnails "
-        f"{sprite_bytes / 2**20:.1f} MiB in {len(sheets)} sheets, {sprite_bytes / max(1, args.images):.0f} B each"
+        f"tiles, cards and thumbnails {files / 2**20:.1f} MiB; thumbnails {sprite_bytes / 2**20:.1f} MiB in "
+        f"{len(sheets)} sheets, {sprite_bytes / max(1, args.images):.0f} B each; cards (Grad-CAM and contributions) "
+        f"{cards / 2**20:.1f} MiB, {cards / max(1, args.images):.0f} B each"
     )
     print("  " + measure_in_chromium(page / contract.INDEX_HTML))
+    measures = measure_page(page / contract.INDEX_HTML)
+    for line in measures.lines() if measures else []:
+        print("  " + line)
     stats = pd.read_parquet(
         folder / contract.REPORT_DIR / contract.CHANNEL_STATS,
         filters=[

@@ -77,7 +77,8 @@ def test_a_hostile_id_opens_its_card_and_runs_nothing(page, tmp_path):
 @pytest.mark.slow
 def test_a_25000_image_run_renders_within_the_size_budget(tmp_path):
     run = write_synthetic_run(
-        tmp_path / "run", SyntheticRun(n_images=25_000, layers={"conv4_3": 512, "conv5_3": 512}, unit_size=2048)
+        tmp_path / "run",
+        SyntheticRun(n_images=25_000, layers={"conv4_3": 512, "conv5_3": 512}, unit_size=2048, image_size=224),
     )
     assert (
         cli.run_main(
@@ -88,8 +89,9 @@ def test_a_25000_image_run_renders_within_the_size_budget(tmp_path):
         )
         == 0
     )
-    folder = run / "report"
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix != ".parquet")
-    assert size < 20 << 20, f"{size / 2**20:.1f} MB"
+    folder = run / "report"  # issue #20's budget: the folder under 60 MB, index.html under 10 MB (no DATA here: the
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())  # thumbnails, ~35 MB, are measured by
+    assert size < 25 << 20, f"{size / 2**20:.1f} MB"  # bench_report; everything else must fit in what is left)
+    assert (folder / "index.html").stat().st_size < 10 << 20
     data = _explorer_data(folder)
     assert len(data["ids"]) == 25_000 and len(data["x"]) == 25_000

@@ -32,7 +32,7 @@ network checks, for what a hash cannot see:
   to the k neighbours above Q3 + (1 / 0.37037 - 1) IQR. Euclidean, not cosine: an image whose activations are
   unusually strong is atypical, and cosine cannot see it (line drawings among the photos: mean distance 0.81-1.12,
   photos 0.21-0.35; by cosine both about 0.4-0.9).
-Datalab itself is not used: it needs Hugging Face `datasets` and its hub client (README, "Dataset checks").
+Datalab itself is not used: it needs Hugging Face `datasets` and its hub client (docs/dataset-checks.md).
 
 A run extracted before format 3 has no `phash`: the checks refuse it (`refuse_without_phash`), saying how to
 re-extract. Memory: the (N, C) float32 features (25,000 x 512: 51 MB) plus one block of distances or of hash

@@ -135,7 +135,7 @@
           a.appendChild(make('span', null, {'class': 'peak', style: 'top:' + t[2] + '%;left:' + t[3] + '%'}));
         }
         tile.appendChild(a);
-        tile.appendChild(make('div', id.split('/').pop(), {'class': 'name', title: id}));   // the file's name
+        tile.appendChild(make('div', id.split('/').slice(-2).join('/'), {'class': 'name', title: id}));  // Dog/8.jpg
         tile.appendChild(make('div', String(t[1]), {title: 'channel mean'}));
         row.appendChild(tile);
       });

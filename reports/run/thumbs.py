@@ -23,7 +23,7 @@ from analysis.data.sources import SourceError
 from analysis.store.run import GONE, RunImages
 
 COLUMNS = 16
-PER_SHEET = 256  # 16 x 16 cells: a 512 x 512 sheet at T = 32
+PER_SHEET = 256  # 16 x 16 cells: a 1,280 x 1,280 sheet at the default T = 80
 
 
 def compute_thumbnail(data: bytes, size: int, crop_fraction: float, max_pixels: int) -> np.ndarray:
