@@ -19,7 +19,8 @@ IMAGE   ?=
 LAYERS  ?=
 RUN     ?= $(OUT)
 
-# NPROC=N: N processes on this machine through torchrun, one shard each (one GPU each when there are enough).
+# NPROC=N: N processes on this machine through torchrun, one shard each: one GPU each (more processes than GPUs is
+# refused unless ARGS="--set share_gpus=true"), or CPU processes on a machine without a GPU.
 EXTRACT = $(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m jobs.extract,$(BIN)/python -m jobs.extract)
 
 # Job flags from make variables; quoted so that paths with spaces survive.
@@ -27,14 +28,14 @@ JOB_FLAGS = $(if $(DATA),--data="$(DATA)") $(if $(OUT),--out="$(OUT)") \
             $(if $(WEIGHTS),--weights="$(WEIGHTS)") $(if $(CONFIG),--config="$(CONFIG)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup analyze extract report demo finalize inspect test test-fast lint bench bench-gpu
+.PHONY: help setup analyze extract report concepts demo finalize inspect test test-fast lint bench bench-gpu bench-gpu-system
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Variables: DATA=<folder or .zip> OUT=<dir> WEIGHTS=imagenet|random|<file> CONFIG=<yaml> NPROC=<processes>"
 	@echo "             ARGS=\"<flags>\": the target's job; make analyze gives them to the extract, and its --no-progress to the report too"
 	@echo "             REPORT_ARGS=\"<flags>\": make analyze's report (e.g. --layers conv5_3 --no-overlays)"
-	@echo "             RUN=<the OUT of a run> (report, finalize: default OUT; inspect: compared with it)  IMAGE=<file> LAYERS=<names> (inspect)"
+	@echo "             RUN=<the OUT of a run> (report, concepts, finalize: default OUT; inspect: compared with it)  IMAGE=<file> LAYERS=<names> (inspect)"
 
 setup: $(DEV_STAMP) ## Create .venv and install the pinned dependencies (runtime and tests)
 
@@ -58,6 +59,10 @@ extract: $(RUNTIME_STAMP) ## The extract stage alone: DATA -> OUT/predictions, O
 report: $(RUNTIME_STAMP) ## Channel rankings, galleries with overlays and the HTML page of a finished run (RUN=OUT)
 	$(if $(RUN),,$(error RUN is required: make report RUN=runs/<name>, the OUT of make analyze or make extract))
 	$(BIN)/python -m jobs.report --run="$(RUN)" $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
+
+concepts: $(RUNTIME_STAMP) ## Each class as a few concepts (NMF of conv5_3) and every image's share of them (RUN=OUT)
+	$(if $(RUN),,$(error RUN is required: make concepts RUN=runs/<name>, the OUT of make analyze or make extract))
+	$(BIN)/python -m jobs.concepts --run="$(RUN)" $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 
 demo: $(RUNTIME_STAMP) ## A first run: synthetic cats and dogs -> extract -> report on the CPU; prints where the page is
 	$(BIN)/python -m jobs.demo $(if $(OUT),--out="$(OUT)") $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
@@ -85,7 +90,7 @@ lint: $(DEV_STAMP) ## ruff's linter and formatter check, as pyproject.toml confi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report stage, page and dataset checks at scale
+bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report stage, page, dataset checks and concepts at scale
 	$(BIN)/python -m benchmarks.bench_extract
 	$(BIN)/python -m benchmarks.profile_extract
 	$(BIN)/python -m benchmarks.bench_reductions
@@ -96,6 +101,11 @@ bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report 
 	$(BIN)/python -m benchmarks.bench_checks
 	$(BIN)/python -m benchmarks.measure_phash
 	$(BIN)/python -m benchmarks.bench_scale
+	$(BIN)/python -m benchmarks.bench_concepts
 
 bench-gpu: $(DEV_STAMP) ## On a GPU machine, once (<8 min): forward, DataLoader, whole extract, CPU vs GPU, torchrun
 	$(BIN)/python -m benchmarks.bench_gpu $(ARGS)
+
+# No .venv, no install, no network: the GPU machine's own Python and its torch, torchvision, numpy, pandas, ...
+bench-gpu-system: ## bench-gpu with the machine's own python3 and packages: no .venv, no install, no network
+	PYTHONPATH=. $(PYTHON) -m benchmarks.bench_gpu $(ARGS)

@@ -83,15 +83,20 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def make_config(cls: type, values: Mapping[str, Any]):
-    """Build the frozen dataclass `cls` from `values`, rejecting unknown and missing keys."""
+    """Build the frozen dataclass `cls` from `values`, rejecting unknown keys and missing ones (but those with a
+    default)."""
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(names)}")
-    missing = [n for n in names if n not in values]
+    missing = [  # a field with a default may be left out
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"config key {missing[0]!r} has no value (configs/default.yaml must define it)")
-    return cls(**{n: values[n] for n in names})
+    return cls(**{n: values[n] for n in names if n in values})
 
 
 # ---------------------------------------------------------------------------------------------------------------

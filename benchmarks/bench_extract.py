@@ -11,6 +11,7 @@ printed says which CPU this is, and whether its bf16 is native or emulated.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -64,10 +65,18 @@ def bare_forward_subprocess(batch_size: int, image_size: int, precision: str, ba
 
 
 def whole_extract(
-    data: Path, out: Path, batch_size: int, image_size: int, precision: str, attribution: str | None = None
+    data: Path,
+    out: Path,
+    batch_size: int,
+    image_size: int,
+    precision: str,
+    attribution: str | None = None,
+    extra: tuple[str, ...] = (),
+    env: dict | None = None,
 ) -> dict:
     """The real job, in a fresh process, as a user runs it; returns its run.json. attribution: the
-    --attribution-layers flag (None: the config's default, conv4_3 and conv5_3)."""
+    --attribution-layers flag (None: the config's default, conv4_3 and conv5_3); extra: more flags; env: more
+    environment variables."""
     cmd = [
         sys.executable,
         "-m",
@@ -87,8 +96,40 @@ def whole_extract(
         "--no-progress",
         "--overwrite",
     ] + (["--attribution-layers", attribution] if attribution else [])
-    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    subprocess.run(
+        cmd + list(extra),
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     return dict(read_finished_run(out).meta)
+
+
+def compare_writers(data: Path, tmp: Path, args) -> str:
+    """The whole extract (no attribution) with its units committed on the writer's thread, then in the main thread
+    (CNN_BLACKBOX_WRITER=inline), once each, in units of --writer-unit-size so that commits and batches can overlap:
+    their images/s (from the first batch to the last commit) and the ratio."""
+    from jobs.extract_units import WRITER_ENV  # noqa: PLC0415
+
+    rates = {}
+    for how in ("thread", "inline"):
+        meta = whole_extract(
+            data,
+            tmp / f"out-writer-{how}",
+            args.batch_size,
+            args.image_size,
+            args.precision,
+            "none",
+            ("--unit-size", str(args.writer_unit_size)),
+            {WRITER_ENV: how},
+        )
+        rates[how] = meta["timings"]["images_per_s"]
+    return (
+        f"writer thread / inline, whole extract without attribution, units of {args.writer_unit_size}: "
+        f"{rates['thread']:.2f} / {rates['inline']:.2f} img/s = {rates['thread'] / rates['inline']:.3f} (one run each)"
+    )
 
 
 def naive_loop(data: Path, n: int, image_size: int) -> float:
@@ -126,6 +167,8 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--naive-images", type=int, default=16)
+    p.add_argument("--writer-unit-size", type=int, default=128, help="units of the writer thread / inline line")
+    p.add_argument("--writer-only", action="store_true", help="only the writer thread / inline line")
     args = p.parse_args()
     batches = max(2, min(6, args.images // args.batch_size))  # the bare forward is steady after its warm-up
     gflop = VGG16_GFLOP_224 * (args.image_size / 224) ** 2
@@ -143,6 +186,9 @@ def main() -> int:
             ),
             flush=True,
         )
+        if args.writer_only:
+            print(compare_writers(data, Path(tmp), args), flush=True)
+            return 0
 
         # This kind of VM drifts by 10-20% within minutes: every ratio's reference is measured right before and
         # right after what it is compared with, and the mean of the two is used.
@@ -161,6 +207,7 @@ def main() -> int:
         naive = naive_loop(data, args.naive_images, args.image_size)
         other = "bf16" if args.precision == "fp32" else "fp32"
         bare_other = bare(True, other, 2)
+        writers = compare_writers(data, Path(tmp), args)
     job = run["timings"]["images_per_s"]
     job_attr = attributed["timings"]["images_per_s"]
     ref_attr = (job + plain_again["timings"]["images_per_s"]) / 2
@@ -191,6 +238,7 @@ def main() -> int:
     print(f"bf16 / fp32 bare forward          {(bare_other / bare_last) ** (1 if other == 'bf16' else -1):8.2f}x")
     print(f"bare forward vs {args.precision} CPU peak   {ref_job * gflop / peak:8.1%}  ({peak:.0f} GFLOP/s)")
     print(f"whole job wall time incl. start   {run['timings']['seconds']:8.1f} s for {args.images} images")
+    print(writers)
     return 0
 
 

@@ -1,7 +1,12 @@
 """One command on a GPU machine: does the whole extract keep the GPU busy, and if not, what limits it?
 
+    PYTHONPATH=. python3 -m benchmarks.bench_gpu   (make bench-gpu-system)   a GPU machine's own Python, no .venv
     python -m benchmarks.bench_gpu            (make bench-gpu)   one NVIDIA GPU, about 16 cores: under 8 minutes
     python -m benchmarks.bench_gpu --smoke    the same code paths at tiny sizes on the CPU (tests/test_bench_gpu.py)
+
+It imports only what a stock CUDA image holds (torch, torchvision, numpy, scipy, pillow, pandas, pyarrow, pyyaml,
+tqdm, matplotlib, jinja2, safetensors, scikit-learn), downloads nothing (random weights unless --weights FILE),
+and prints the versions and /dev/shm's size first.
 
 Sections (docs/benchmarks.md, "make bench-gpu"), each with a time budget under one deadline: a section that fails
 prints the last line of its traceback and the next one runs. The last line says the whole extract's img/s and what
@@ -26,12 +31,14 @@ from benchmarks.gpu_verdict import make_verdict
 
 
 class Bench(JobSections):
-    def __init__(self, s: Settings, tmp: Path):
+    def __init__(self, s: Settings, tmp: Path, weights: Path | None = None):
         self.s, self.tmp, self.t0 = s, tmp, time.perf_counter()
         self.device = torch.device(s.device)
         self.data = tmp / "train"
         self.found: dict = {}  # what the sections learnt, for the ones after them and the last line
-        self.weights = tmp / "vgg16-random.safetensors"  # random weights made once: every job loads this file
+        # Random weights made once unless a file is given: every job loads this file, nothing is downloaded.
+        self.given_weights = weights is not None
+        self.weights = weights or tmp / "vgg16-random.safetensors"
         self._model = None
 
     @property
@@ -92,7 +99,8 @@ class Bench(JobSections):
         from benchmarks.images import write_images  # noqa: PLC0415
 
         t = time.perf_counter()
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, self.weights)
+        if not self.given_weights:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, self.weights)
         total, step, budget = 0, 2000, self.s.budgets["data"]
         for start in range(0, self.s.images, step):
             if time.perf_counter() - t > 0.6 * budget:  # fewer files rather than no weights or half a section
@@ -102,11 +110,12 @@ class Bench(JobSections):
         n = len(list(self.data.iterdir()))
         print(
             f"{n} JPEGs of {self.s.image_wh[0]}x{self.s.image_wh[1]}, {total / n / 1024:.1f} KB on average, and "
-            f"random weights, written in {time.perf_counter() - t:.1f} s to {self.tmp}"
+            f"{'no weights (given: ' + str(self.weights) + ')' if self.given_weights else 'random weights'}, written "
+            f"in {time.perf_counter() - t:.1f} s to {self.tmp}"
         )
 
     def section_forward(self) -> None:
-        from benchmarks.gpu_forward import measure_forward  # noqa: PLC0415
+        from benchmarks.gpu_forward import measure_autotuned, measure_forward  # noqa: PLC0415
 
         model, bare = self.model, self.found.setdefault("bare", {})
         for precision in self.s.dtypes:
@@ -114,27 +123,32 @@ class Bench(JobSections):
                 v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds, self.s.min_iters)
                 bare[(precision, batch, None)] = v
                 print(f"bare forward {precision} batch {batch:4d} channels_last eager   {v:9.1f} img/s")
-        if self.device.type == "cuda":
-            precision, batch, _ = max(bare, key=bare.get)
-            torch.backends.cudnn.benchmark = True
-            try:
-                v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds, self.s.min_iters)
-            finally:
-                torch.backends.cudnn.benchmark = False
-            print(
-                f"bare forward {precision} batch {batch:4d} cudnn.benchmark=True  {v:9.1f} img/s (the job "
-                "leaves it off)"
-            )
+        precision, batch, _ = max(bare, key=bare.get)
+        v = measure_autotuned(model, self.device, precision, batch, self.s.size, self.s.seconds)
+        what = "the job leaves it off" if self.device.type == "cuda" else f"no cuDNN on {self.device}: the path only"
+        print(
+            f"bare forward {precision} batch {batch:4d} cudnn.benchmark=True  {v:9.1f} img/s on a fresh thread "
+            f"(its own plan cache) = {v / bare[(precision, batch, None)]:.2f} x without ({what})"
+        )
+
+    def job_batch(self) -> int:
+        """The job's batch size here: batch_size auto on this device (the smoke run's tiny one on the CPU)."""
+        from jobs import runtime  # noqa: PLC0415
+
+        return self.s.job_batch or runtime.pick_batch_size("auto", self.device)
 
     def section_loader(self) -> None:
         from benchmarks.gpu_forward import measure_loader  # noqa: PLC0415
+        from jobs import runtime  # noqa: PLC0415
 
-        cfg, loader = self.config(batch=max(self.s.batches)), self.found.setdefault("loader", {})
-        for w in self.s.workers:
-            loader[w], first = measure_loader(cfg, self.device, w, self.s.loader_seconds)
+        cfg, loader, batch = self.config(), self.found.setdefault("loader", {}), self.job_batch()
+        for w in sorted({*self.s.workers, runtime.pick_workers("auto", self.device)}):  # and the job's default
+            loader[w], ready = measure_loader(cfg, self.device, w, batch, self.s.loader_seconds)
             print(
-                f"DataLoader alone, {w:2d} workers, batch {cfg.batch_size}: {loader[w]:8.1f} img/s "
-                f"({loader[w] / w:.0f} per worker; first batch after {first:.1f} s)"
+                f"DataLoader alone, {w:2d} workers, batch {batch} (the job's): {loader[w]:8.1f} img/s "
+                f"({f'{loader[w] / w:.0f} per worker' if w else 'in the main process'}), timed after the first round "
+                f"of {max(1, w)} batches "
+                f"(in after {ready:.1f} s)"
             )
 
     def best_batch(self) -> int:
@@ -143,7 +157,7 @@ class Bench(JobSections):
 
         bare, auto = self.found.get("bare", {}), runtime.pick_precision("auto", self.device)
         keys = [k for k in bare if k[2] is None and k[0] == auto] or [k for k in bare if k[2] is None]
-        return max(keys, key=bare.get)[1] if keys else self.config().batch_size
+        return max(keys, key=bare.get)[1] if keys else self.job_batch()
 
     def section_profile(self) -> None:
         from benchmarks.profile_extract import PARTS, profile_parts  # noqa: PLC0415
@@ -186,18 +200,21 @@ class Bench(JobSections):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.machine import describe_cpu, describe_gpu  # noqa: PLC0415
+    from benchmarks.machine import describe_cpu, describe_gpu, describe_shm, describe_versions  # noqa: PLC0415
     from jobs import runtime  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: the same code paths, in seconds")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset, in this order")
     p.add_argument("--dir", help="where to write the JPEGs and runs (default: the system's temp folder; local disk)")
+    p.add_argument("--weights", type=Path, help="a VGG16 weights file the jobs load (default: random weights)")
     args = p.parse_args(argv)
     s = SMOKE if args.smoke else FULL
     runtime.keep_freed_memory()
     runtime.setup_logging()
     logging.getLogger("cnn_blackbox").setLevel(logging.WARNING)  # the jobs' warnings only, one line each
+    print(describe_versions(), flush=True)
+    print(describe_shm(), flush=True)
     print(describe_gpu(), flush=True)
     print(describe_cpu(), flush=True)
     print(f"settings: {'smoke (CPU, tiny)' if args.smoke else 'full'}, device {s.device}, deadline {s.deadline:.0f} s")
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT: no CUDA device here; run `make bench-gpu` on a GPU machine, or --smoke on this one")
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-gpu-", dir=args.dir, ignore_cleanup_errors=True) as tmp:
-        bench = Bench(s, Path(tmp))
+        bench = Bench(s, Path(tmp), args.weights.resolve() if args.weights else None)
         for name in args.sections.split(","):
             bench.run(name)
         print(f"\ntotal {time.perf_counter() - bench.t0:.0f} s", flush=True)

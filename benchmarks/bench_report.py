@@ -6,8 +6,9 @@ The run has VGG16's 13 layers (4,224 channels, means and maxima) for --images im
 analysis/store/synthetic.py and reused on the next call when its parameters match. Its DATA holds a JPEG per ok
 image (hard links to a few pictures: the 20 real photos of ../shared/data/real-photos scaled to 500 px, the size of
 Kaggle's PetImages, where they are present; else synthetic pictures), so the report's thumbnails read and decode a
-file per image. The report runs in a child process (`python -m jobs.report --no-overlays`), so its peak resident
-memory is measured alone; once more with thumbnails off, for their cost.
+file per image. The report runs in a child process (`python -m jobs.report --no-overlays`, concepts off: their
+forward over every image is bench_concepts'), so its peak resident memory is measured alone; once more with
+thumbnails off, for their cost.
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ def main() -> int:
         "--no-progress",
         "--set",
         f"stats_memory_mb={args.memory_mb}",
+        "--set",
+        "concepts.enabled=false",  # a forward of every image: benchmarks/bench_concepts.py measures it
     ]
     bare_s, _, _ = run_child(job + ["--set", "image_thumbnails=0"])  # before and after: the machine is shared
     seconds, peak, log = run_child(job)

@@ -1,6 +1,6 @@
-"""bench_gpu's sections that run the real jobs: the whole extract (default and best settings), the tables of cpu
-and the device compared, and torchrun with two processes. A mixin of bench_gpu.Bench, which holds the settings,
-the images, the model and what the sections found."""
+"""bench_gpu's sections that run the real jobs: the whole extract (attribution off and on; default and best
+settings), the tables of cpu and the device compared, and torchrun with two processes. A mixin of bench_gpu.Bench,
+which holds the settings, the images, the model and what the sections found."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 
 class JobSections:
     def section_extract(self) -> None:
-        from benchmarks.gpu_forward import measure_forward  # noqa: PLC0415
-        from benchmarks.gpu_jobs import link_subset, run_extract  # noqa: PLC0415
+        """The whole job (jobs.extract's parser and main) without attribution and with the default one, at the
+        default settings, then with the best batch and workers when they differ; each compared with its own
+        reference at its batch and precision (the bare forward; the attributed forward), at its steady rate (after
+        its first unit: workers forking, cuDNN's heuristics and lazy loading are start-up, printed apart)."""
         from benchmarks.gpu_verdict import MAIN_PARTS  # noqa: PLC0415
         from jobs import runtime  # noqa: PLC0415
 
@@ -21,30 +23,48 @@ class JobSections:
             loader.get(default_workers, min(loader.values(), default=1e9)),
             1000 / sum(parts[p] for p in MAIN_PARTS) if parts else 1e9,
         )
-        n = max(64, min(self.s.images, int(expected * self.s.extract_seconds)))
-        data = link_subset(self.data, self.tmp / f"extract-{n}", n)
-        best_workers = max(loader, key=loader.get, default=default_workers)
-        runs = [("default", []), ("best", ["--batch-size", str(self.best_batch()), "--workers", str(best_workers)])]
-        for label, extra in runs:
-            meta = run_extract(self.job_args(data, self.tmp / f"out-{label}", "--device", self.s.device, *extra))
-            rate, batch = meta["timings"]["images_per_s"], int(extra[1]) if extra else self.config().batch_size
-            ref = measure_forward(
-                self.model, self.device, meta["precision"], batch, self.s.size, self.s.seconds, self.s.min_iters
-            )
-            self.found[f"extract_{label}"] = dict(
-                rate=rate,
-                bare=ref,
-                batch=batch,
-                workers=meta["workers"],
-                precision=meta["precision"],
-                layers=len(meta["layers"]),
-            )
-            print(
-                f"whole extract {label:7s}: {rate:8.1f} img/s on {n} images ({meta['precision']}, batch {batch}, "
-                f"{meta['workers']} workers, {len(meta['layers'])} layers, attribution "
-                f"{','.join(meta['attribution']['layers']) if meta.get('attribution') else 'none'}); bare forward "
-                f"at that batch {ref:.1f} img/s; ratio {rate / ref:.3f}"
-            )
+        n = min(len(list(self.data.iterdir())), max(64, int(expected * self.s.extract_seconds)))
+        best = (self.best_batch(), max(loader, key=loader.get, default=default_workers))
+        default = ["--batch-size", str(self.job_batch())]  # batch_size auto here (the smoke run's tiny one on a CPU)
+        runs = [("default", False, default), ("default", True, default)]
+        if best != (self.job_batch(), default_workers):
+            runs.append(("best", True, ["--batch-size", str(best[0]), "--workers", str(best[1])]))
+        for label, attributed, extra in runs:
+            self._measure_extract(n, label, attributed, extra)
+
+    def _measure_extract(self, n: int, label: str, attributed: bool, extra: list[str]) -> None:
+        from benchmarks.gpu_forward import measure_attributed, measure_forward  # noqa: PLC0415
+        from benchmarks.gpu_jobs import link_subset, read_steady_rate, run_extract  # noqa: PLC0415
+
+        data, out = link_subset(self.data, self.tmp / f"extract-{n}", n), self.tmp / f"out-{label}-{attributed}"
+        unit = min(2048, max(1, n // 4))  # the job's units, and at least 4 of them: the first is start-up
+        extra = [*extra, "--unit-size", str(unit)] + ([] if attributed else ["--attribution-layers", "none"])
+        t = time.perf_counter()
+        meta = run_extract(self.job_args(data, out, "--device", self.s.device, *extra))
+        rate, startup = read_steady_rate(out, time.perf_counter() - t)
+        measure, name = (measure_attributed, "attributed forward") if attributed else (measure_forward, "bare forward")
+        batch, precision = meta["batch_size"], meta["precision"]
+        ref = measure(self.model, self.device, precision, batch, self.s.size, self.s.seconds, self.s.min_iters)
+        layers = meta["attribution"]["layers"] if meta.get("attribution") else None
+        self.found[f"extract_{label}_{'on' if attributed else 'off'}"] = dict(
+            rate=rate,
+            reference=ref,
+            reference_name=name,
+            startup=startup,
+            batch=batch,
+            workers=meta["workers"],
+            precision=precision,
+            layers=len(meta["layers"]),
+            attribution=layers,
+        )
+        print(
+            f"whole extract, {label} settings, attribution {','.join(layers) if layers else 'off'}: {rate:.1f} img/s "
+            f"after its first unit ({n} images in units of {unit}, {precision}, batch {batch}, {meta['workers']} "
+            f"workers, {len(meta['layers'])} layers; {meta['timings']['images_per_s']:.1f} img/s with it, as run.json "
+            f"counts); start-up and finish {startup:.1f} s on top; {name} at that batch {ref:.1f} img/s; ratio "
+            f"{rate / ref:.3f}",
+            flush=True,
+        )
 
     def section_compare(self) -> None:
         from benchmarks.gpu_jobs import compare_runs, link_subset, run_extract  # noqa: PLC0415
@@ -76,7 +96,16 @@ class JobSections:
         data, out = link_subset(self.data, self.tmp / "torchrun", n), self.tmp / "out-torchrun"
         t = time.perf_counter()
         r = run_torchrun(
-            self.job_args(data, out, "--device", self.s.device.split(":")[0], "--unit-size", str(max(1, n // 8))),
+            self.job_args(
+                data,
+                out,
+                "--device",
+                self.s.device.split(":")[0],
+                "--unit-size",
+                str(max(1, n // 8)),
+                "--set",
+                "share_gpus=true",  # two processes, one GPU: asked for (unasked, the job refuses to start)
+            ),
             2,
             self.s.budgets["torchrun"] - 10,
         )

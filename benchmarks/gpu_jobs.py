@@ -27,6 +27,22 @@ def run_extract(args: list[str]) -> dict:
     return dict(read_finished_run(cfg.out).meta)
 
 
+def read_steady_rate(out: Path, wall: float) -> tuple[float, float]:
+    """(images/s of a finished one-process run after its first unit, the seconds its wall time adds to that rate's
+    time for every image: start-up, the first unit's warm-up, the finish). The unit manifests' `seconds` are the
+    times between one unit's commit and the next's."""
+    from analysis.store import manifest  # noqa: PLC0415
+
+    run = manifest.read_run_manifest(out)
+    units = manifest.read_unit_manifests(out, run["identity_sha256"])
+    later = [units[k] for k in sorted(units)[1:]]
+    seconds = sum(float(u["seconds"]) for u in later)
+    if not later or seconds <= 0:
+        raise ValueError(f"{len(units)} units: too few to time the run after its first one")
+    rate = sum(u["counts"]["files"] for u in later) / seconds
+    return rate, wall - run["n_images"] / rate
+
+
 def link_subset(data: Path, dest: Path, n: int) -> Path:
     """The first n files of `data` (sorted, as the job sorts them) hard-linked into dest: a smaller dataset of the
     same files, without copying."""
@@ -102,7 +118,7 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     p = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -50,3 +50,25 @@ def describe_gpu() -> str:
         f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, bf16 "
         f"{'yes' if torch.cuda.is_bf16_supported() else 'no'}, {os.cpu_count()} CPUs"
     )
+
+
+def describe_versions() -> str:
+    """e.g. 'versions: python 3.12.3, torch 2.11.0+cu130, torchvision 0.26.0+cu130, CUDA 13.0, cuDNN 91900'."""
+    import torchvision  # noqa: PLC0415
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return (
+        f"versions: python {platform.python_version()}, torch {torch.__version__}, torchvision "
+        f"{torchvision.__version__}, CUDA {torch.version.cuda or 'none (a CPU build)'}, cuDNN {cudnn or 'none'}"
+    )
+
+
+def describe_shm() -> str:
+    """/dev/shm's size and free space: the DataLoader's workers hand their batches over through it."""
+    from jobs.shared_memory import SHM, describe_bytes, read_shm_space  # noqa: PLC0415
+
+    space = read_shm_space()
+    if space is None:
+        return f"{SHM}: none on this system (the DataLoader's workers use another way)"
+    free, total = space
+    return f"{SHM}: {describe_bytes(total)}, {describe_bytes(free)} free"

@@ -155,7 +155,8 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
         records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root, threads=extract_units.load_threads(0)
     )  # the job's loading with workers=0
 
-    batches = [range(s, min(len(records), s + cfg.batch_size)) for s in range(0, len(records), cfg.batch_size)]
+    step = job.execution.batch_size
+    batches = [range(s, min(len(records), s + step)) for s in range(0, len(records), step)]
     schemas = UnitSchemas.make(job.loaded.classes, job.loaded.head == "imagenet", values, {})
     writer = UnitWriter(job.out, values, schemas, cfg.unit_size)
     grad_mode = torch.no_grad() if attributed else torch.inference_mode()

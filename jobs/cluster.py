@@ -29,8 +29,9 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
 
 
 class StopSignals:
-    """While inside: the first SIGINT/SIGTERM asks to stop at the next unit boundary (`requested`); a second one
-    stops at once (KeyboardInterrupt), losing the unit in flight and nothing else."""
+    """While inside: the first SIGINT/SIGTERM asks to stop (`requested`): the extract lets the unit being written
+    finish and begins no other; a second one stops at once (KeyboardInterrupt; the unit being written still
+    finishes unless a third comes), losing nothing committed."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -45,7 +46,8 @@ class StopSignals:
             raise KeyboardInterrupt
         self.signum = signum
         log.warning(
-            "%s: stopping after the unit in flight is committed (send it again to stop now and lose that unit)",
+            "%s: stopping once the unit being written is committed; the rest is redone by a rerun (send it again to "
+            "stop now)",
             signal.Signals(signum).name,
         )
 

@@ -23,8 +23,10 @@ from analysis.config import (
     normalize_classes,
     normalize_layers,
     normalize_optional_layers,
+    read_config_section,
     reject,
 )
+from analysis.store.concept_contract import CONCEPT_LAYERS
 from analysis.store.shards import parse_shard
 from analysis.walkthrough.convolution import KERNEL_NAMES
 
@@ -67,9 +69,10 @@ class ExtractConfig(ModelKeys):
     out: str | None
     labels: str | None
     attribution_layers: tuple[str, ...]
-    batch_size: int
+    batch_size: int | str  # or "auto": picked for the device (jobs/runtime.py)
     workers: int | str
     device: str
+    share_gpus: bool
     precision: str
     unit_size: int
     shard: str | None
@@ -84,10 +87,12 @@ class ExtractConfig(ModelKeys):
         object.__setattr__(
             self, "attribution_layers", normalize_optional_layers("attribution_layers", self.attribution_layers)
         )
-        check_int("batch_size", self.batch_size, 1)
+        if self.batch_size != "auto":
+            check_int("batch_size", self.batch_size, 1)
         if self.workers != "auto":
             check_int("workers", self.workers, 0, 256)
         check_device("device", self.device)
+        check_bool("share_gpus", self.share_gpus)
         check_choice("precision", self.precision, PRECISIONS)
         check_int("unit_size", self.unit_size, 1)
         if self.shard is not None:
@@ -148,8 +153,14 @@ class ReportConfig:
     note: str | None
     progress: bool
     dataset_issues: DatasetIssuesConfig  # the report_qa section; a mapping of it is checked and made the config
+    concepts: ConceptsConfig | None = None  # the concepts section (a mapping is checked); None: its defaults
 
     def __post_init__(self):
+        concepts = read_config_section(None, "concepts") if self.concepts is None else self.concepts
+        if isinstance(concepts, Mapping):
+            object.__setattr__(self, "concepts", make_config(ConceptsConfig, concepts))
+        elif not isinstance(concepts, ConceptsConfig):
+            reject("concepts", concepts, "the concepts section (a mapping)")
         if isinstance(self.dataset_issues, Mapping):
             object.__setattr__(self, "dataset_issues", make_config(DatasetIssuesConfig, self.dataset_issues))
         elif not isinstance(self.dataset_issues, DatasetIssuesConfig):
@@ -179,6 +190,50 @@ class ReportConfig:
     def stats_memory_bytes(self) -> int:
         """stats_memory_mb in bytes: what the library takes."""
         return self.stats_memory_mb << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ConceptsConfig:
+    """The concept stage (section concepts, tables concept_images.parquet and concepts.parquet): each class as k
+    concepts of one layer's activations. The report runs it when enabled; `python -m jobs.concepts` runs it alone."""
+
+    enabled: bool
+    layer: str
+    concepts: int
+    images_per_class: int
+    batch_size: int
+    device: str
+    seed: int
+
+    def __post_init__(self):
+        check_bool("concepts.enabled", self.enabled)
+        check_choice("concepts.layer", self.layer, CONCEPT_LAYERS)
+        check_int("concepts.concepts", self.concepts, 1, 512)
+        check_int("concepts.images_per_class", self.images_per_class, 1)
+        if self.images_per_class < self.concepts:
+            reject(
+                "concepts.images_per_class",
+                self.images_per_class,
+                f"at least concepts.concepts ({self.concepts}): each concept needs an image",
+            )
+        check_int("concepts.batch_size", self.batch_size, 1)
+        check_device("concepts.device", self.device)
+        check_int("concepts.seed", self.seed, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConceptsJobConfig:
+    """`python -m jobs.concepts`: the run, where its tables go, and the concepts section."""
+
+    run: str
+    out: str | None  # null: RUN/report
+    progress: bool
+    concepts: ConceptsConfig
+
+    def __post_init__(self):
+        check_optional_str("run", self.run)
+        check_optional_str("out", self.out)
+        check_bool("progress", self.progress)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,6 +81,7 @@ def main(cfg: DemoConfig, config_file: str | None = None) -> int:
         {
             **read_config_section(config_file, "report"),
             "dataset_issues": read_config_section(config_file, "report_qa"),
+            "concepts": {**read_config_section(config_file, "concepts"), "device": cfg.device},
             "run": str(run),
             "device": cfg.device,
             "note": f"{NOTE} {model_note}",

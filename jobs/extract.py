@@ -32,7 +32,7 @@ from analysis.model.vgg16 import CONV_INDICES, LoadedModel, layer_channels
 from analysis.store import contract, manifest, tables
 from analysis.store.layout import Attribution, Gradcam, ValueLayout
 from analysis.store.shards import Shard, Unit, make_units, select_units
-from jobs import cli, cluster, out_folder, run_metadata, runtime
+from jobs import cli, cluster, out_folder, run_metadata, runtime, shared_memory
 from jobs.config import ExtractConfig
 from jobs.extract_units import complete_run, stream_units
 
@@ -52,7 +52,7 @@ class ExtractRun:
     model: nn.Module  # loaded.model on the device, channels_last
     values: ValueLayout  # the layers' channels, their peaks' grids, the attribution and its Grad-CAM
     preprocessing: Preprocessing
-    execution: runtime.Execution  # device, precision, workers
+    execution: runtime.Execution  # device, precision, workers, batch size, prefetch
     meta: dict  # every table's key-value metadata (run_metadata.make_metadata)
     run: dict  # OUT/manifest.json, as read back
     todo: list[Unit]
@@ -61,7 +61,7 @@ class ExtractRun:
 def main(cfg: ExtractConfig) -> int:
     job = prepare(cfg)
     # 4. Stream this shard's units through the model, reducing every layer inside its hook; each unit is committed
-    #    as it completes. SIGINT/SIGTERM stop at the next unit boundary. 5. The shard that finds every unit done
+    #    as it completes. SIGINT/SIGTERM stop once the unit being written is. 5. The shard that finds every unit done
     #    marks the run complete: run.json, written once. A failed write (a full disk) ends both in one line.
     try:
         stopped = stream_units(job) if job.todo else None
@@ -86,7 +86,7 @@ def prepare(cfg: ExtractConfig) -> ExtractRun:
     csv_labels = read_labels_csv(cfg.labels) if cfg.labels else None
 
     # 2. The model and its weights, before any image is read; then the images, laid out knowing the model's classes.
-    device = runtime.pick_device(cfg.device)
+    device = runtime.pick_device(cfg.device, cfg.share_gpus)
     precision = runtime.pick_precision(cfg.precision, device)
     runtime.use_exact_fp32(device, precision)
     loaded = load_chosen_model(cfg, download=cfg.download)
@@ -97,8 +97,11 @@ def prepare(cfg: ExtractConfig) -> ExtractRun:
     preprocessing = make_preprocessing(cfg.preprocess, cfg.image_size)
     values = make_value_layout(cfg, model, loaded.classes, preprocessing.crop)
 
-    # 3. The run in OUT: create it, resume it, or refuse a different one. This shard's units, less those done.
-    execution = runtime.Execution(device, precision, runtime.pick_workers(cfg.workers, device))
+    # 3. How it runs (workers whose batches must fit in /dev/shm). The run in OUT: create it, resume it, or refuse a
+    #    different one. This shard's units, less those done.
+    workers, batch_size = runtime.pick_workers(cfg.workers, device), runtime.pick_batch_size(cfg.batch_size, device)
+    prefetch = shared_memory.fit_prefetch(workers, batch_size, preprocessing.crop)
+    execution = runtime.Execution(device, precision, workers, batch_size, prefetch)
     meta = run_metadata.make_metadata(cfg, found, loaded, values, preprocessing, execution, label_map)
     run = run_metadata.make_run_manifest(meta, found, cfg, shard)
     if out_folder.open_run(out, run, cfg.overwrite) or not (out / contract.CONFIG_YAML).exists():
@@ -229,7 +232,7 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
         help="layers whose channels' contributions to each class logit are "
         "stored (gradient x activation): comma-separated names, or none",
     )
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", help="images per forward, or auto (128 on a GPU, 32 elsewhere)")
     p.add_argument("--workers", help="DataLoader worker processes, or auto")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", help="auto | fp32 | bf16 | fp16")
@@ -245,6 +248,7 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     cli.add_config_args(p)
     args = p.parse_args(argv)
     workers = args.workers if args.workers in (None, "auto") else cli.parse_int("--workers", args.workers)
+    batch = args.batch_size if args.batch_size in (None, "auto") else cli.parse_int("--batch-size", args.batch_size)
     flags = dict(
         data=args.data,
         out=args.out,
@@ -256,7 +260,7 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
         image_size=args.image_size,
         layers=args.layers,
         attribution_layers=args.attribution_layers,
-        batch_size=args.batch_size,
+        batch_size=batch,
         workers=workers,
         device=args.device,
         precision=args.precision,

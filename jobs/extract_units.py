@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,10 +26,15 @@ if TYPE_CHECKING:
     from jobs.extract import ExtractRun
 
 log = logging.getLogger("cnn_blackbox")
+WRITER_ENV = "CNN_BLACKBOX_WRITER"  # "inline": commit units in the main thread (a benchmark's comparison)
 
 
 def stream_units(job: ExtractRun) -> int | None:
-    """Run and commit this shard's units to do; the exit code when a signal stopped it early, else None."""
+    """Run and commit this shard's units to do; the exit code when a signal stopped it early, else None.
+
+    Each unit is committed on the writer's thread while the next batches run (CNN_BLACKBOX_WRITER=inline: in this
+    thread, as benchmarks/bench_extract.py compares). A stop request (SIGINT, SIGTERM) lets the unit being written
+    finish and begins no other: the batches of a unit not yet written are dropped, and a rerun redoes them."""
     cfg, found, execution = job.cfg, job.found, job.execution
     dataset = ImageDataset(
         found.records,
@@ -38,7 +44,8 @@ def stream_units(job: ExtractRun) -> int | None:
         found.root,
         threads=load_threads(execution.workers),
     )
-    loader = make_loader(dataset, make_unit_batches(job.todo, cfg.batch_size), execution.workers, execution.device)
+    batches = make_unit_batches(job.todo, execution.batch_size)
+    loader = make_loader(dataset, batches, execution.workers, execution.device, execution.prefetch)
     schemas = UnitSchemas.make(job.loaded.classes, job.loaded.head == "imagenet", job.values, job.meta)
     writer = UnitWriter(
         job.out,
@@ -46,7 +53,7 @@ def stream_units(job: ExtractRun) -> int | None:
         schemas,
         cfg.unit_size,
         units=iter_unit_sizes(job.todo),
-        stamp=run_metadata.make_unit_stamp(job.run, job.shard, execution.device, cfg),
+        stamp=run_metadata.make_unit_stamp(job.run, job.shard, execution),
     )
     attribution = job.values.attribution
     with tqdm(
@@ -58,19 +65,24 @@ def stream_units(job: ExtractRun) -> int | None:
         grad_mode = torch.no_grad() if attribution else torch.inference_mode()
         attributor = Attributor(job.model, attribution.layers) if attribution else contextlib.nullcontext()
         reducer = ChannelReducer(job.model, list(job.values.channels), peaks=job.values.peak_grid is not None)
-        with cluster.StopSignals() as stop, grad_mode, reducer, attributor as att:
+        with cluster.StopSignals() as stop, writer, grad_mode, reducer, attributor as att:
+            if os.environ.get(WRITER_ENV, "thread") != "inline":
+                writer.commit_in_background(should_stop=lambda: stop.requested)
             forward = BatchForward(job, reducer, att)
             for batch in loader:
                 batch = dataclasses.replace(batch, images=to_device(batch.images, job.preprocessing, execution.device))
                 values, rows = forward(batch)
                 writer.add(rows, batch.ok, values)
                 bar.update(len(batch.indices))
-                if stop.requested and writer.at_unit_boundary:
+                if stop.requested:
                     break
+            if stop.requested:
+                writer.abandon()
+            else:
+                writer.close()
     if stop.requested and writer.unit < len(job.todo):
         log.warning("stopped: %d units committed by this process; rerun the same command to resume", writer.unit)
         return stop.exit_code()
-    writer.close()
     return None
 
 
@@ -81,9 +93,12 @@ def load_threads(workers: int) -> int:
     return max(1, torch.get_num_threads()) if workers == 0 else 1
 
 
-def make_loader(dataset: ImageDataset, batches, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: ImageDataset, batches, workers: int, device: torch.device, prefetch: int = 4
+) -> torch.utils.data.DataLoader:
     """Batches of `dataset` in the order of `batches` (lists of indices), decoded by `workers` processes (0: in
-    this one); pinned for a non_blocking copy when the model is on a GPU."""
+    this one), each keeping `prefetch` batches ready (jobs/shared_memory.py fits them in /dev/shm); pinned for a
+    non_blocking copy when the model is on a GPU."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batches,
@@ -91,7 +106,7 @@ def make_loader(dataset: ImageDataset, batches, workers: int, device: torch.devi
         collate_fn=collate_images,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=prefetch if workers else None,
         worker_init_fn=cluster.ignore_stop_signals,
     )
 

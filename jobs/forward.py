@@ -32,6 +32,17 @@ def to_device(images: torch.Tensor, preprocessing: Preprocessing, device: torch.
     return preprocessing.normalize(x)
 
 
+def copy_to_host(x: torch.Tensor) -> np.ndarray:
+    """(B, W) on any device -> numpy: one copy. From a GPU it goes into pinned memory without blocking, and one
+    wait for the stream follows (the copy is queued behind the batch's kernels: nothing else is waited for)."""
+    if x.device.type != "cuda":
+        return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
+    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    host.copy_(x, non_blocking=True)
+    torch.cuda.current_stream(x.device).synchronize()
+    return host.numpy()
+
+
 class BatchForward:
     """One batch through the model -> ((B_ok, width) values laid out by job.values, prediction rows of every file).
 
@@ -60,19 +71,15 @@ class BatchForward:
                 logits = compute_class_logits(raw.float(), job.loaded)  # (B_ok, K), in the graph when attributing
             attributed = self._backward(logits)  # (layer -> (B_ok, K, C), layer -> (B_ok, K, h, w))
             logits = logits.detach()
-            # One device-to-host copy per batch: [the values, logits, probs]
-            host = (
-                torch.cat(
-                    [self._block(b, reduced, *attributed) for b in job.values.blocks]
-                    + [logits, compute_probabilities(logits)],
-                    dim=1,
-                )
-                .cpu()
-                .numpy()
-            )
+            # One device-to-host copy per batch: [the values, logits, probs, ImageNet top-1 (exact in float32)]
+            blocks = [self._block(b, reduced, *attributed) for b in job.values.blocks]
+            blocks += [logits, compute_probabilities(logits)]
             if imagenet_head:
-                top1 = raw.detach().argmax(dim=1).cpu().numpy()
-        values, class_logits, probs = host[:, :width], host[:, width : width + k], host[:, width + k :]
+                blocks.append(raw.detach().argmax(dim=1, keepdim=True).float())
+            host = copy_to_host(torch.cat(blocks, dim=1))
+            if imagenet_head:
+                top1 = host[:, -1].astype(np.int64)
+        values, class_logits, probs = host[:, :width], host[:, width : width + k], host[:, width + k : width + 2 * k]
         return values, make_prediction_rows(job.found.records, batch, job.loaded, class_logits, probs, top1)
 
     def _backward(self, logits: torch.Tensor) -> tuple[dict, dict]:

@@ -22,8 +22,9 @@ from analysis.stats.groups import Groups, make_groups
 from analysis.stats.summary import PredictionSummary, compute_prediction_summary
 from analysis.store import blocks, contract, tables
 from analysis.store.run import FinishedRun, read_finished_run
-from jobs import cli, report_labels, report_pictures, runtime
+from jobs import cli, report_concepts, report_labels, report_pictures, runtime
 from jobs.config import DatasetIssuesConfig, ReportConfig
+from jobs.report_concepts import make_concept_section
 from reports.run.answer import pick_answer_channels
 from reports.run.channel_galleries import make_channel_galleries
 from reports.run.dataset_issues import list_worst, make_dataset_issues_section
@@ -78,6 +79,9 @@ def main(cfg: ReportConfig) -> int:
     tops = compute_channel_tops(run, shown, groups, cfg.top_images, cfg.stats_memory_bytes, meta.get("peak_grid"))
     tables.write_table(tops, contract.CHANNEL_TOPS_SCHEMA, out / contract.CHANNEL_TOPS, {"labels": labels})
 
+    # ... and each class's concepts: an NMF of one layer's activations over the whole run, every image projected.
+    concepts = report_concepts.run_concepts(cfg, finished, predictions, groups, out)
+
     # 3. Dataset checks: exact and near duplicates (files, pixels), similar scenes, likely label errors, outliers.
     issues = write_dataset_issues(cfg.dataset_issues, finished, predictions, out, labels)
     worst = list_worst(issues.issues, cfg.dataset_issues.shown) if issues else []
@@ -85,7 +89,7 @@ def main(cfg: ReportConfig) -> int:
     # 4. Overlays: the model re-run on the shown images only (and the checks' worst cases, for their thumbnails),
     #    their means checked against the Parquet.
     overlays = (
-        report_pictures.draw_overlays(cfg, finished, _pictured(examples, stats, layers, classes), out, worst)
+        report_pictures.draw_overlays(cfg, finished, _pictured(examples, stats, layers, classes, concepts), out, worst)
         if cfg.overlays
         else Overlays.empty("Overlays are off (report.overlays: false).")
     )
@@ -122,20 +126,24 @@ def main(cfg: ReportConfig) -> int:
         dataset_issues=make_dataset_issues_section(issues, overlays.views, cfg.dataset_issues.shown),
         labels=labels,
         channel_galleries=galleries,
-        cards=report_pictures.write_cards(run, meta, out, ids),
+        cards=report_pictures.write_cards(run, meta, out, ids, concepts.result),
+        concepts=make_concept_section(concepts, examples),
     )
     tables.write_bytes_atomic(render_page(make_context(inputs)).encode("utf-8"), out / contract.INDEX_HTML)
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, (out / contract.INDEX_HTML).resolve())
     return 0
 
 
-def _pictured(examples: pd.DataFrame, stats: pd.DataFrame, layers: list[str], classes: list[str]) -> pd.DataFrame:
-    """The top_examples rows the page draws overlays for: the answer's channels and the mistakes (every other
-    channel's images are thumbnails with a ring where it fires, drawn by the page)."""
-    if not layers:
-        return examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]
+def _pictured(
+    examples: pd.DataFrame, stats: pd.DataFrame, layers: list[str], classes: tuple[str, ...], concepts
+) -> pd.DataFrame:
+    """The top_examples rows the page draws overlays for: the mistakes, and the answer's channels where the answer
+    has no concept pictures (every other channel's images are thumbnails with a ring where it fires)."""
+    mistakes = examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]
+    if not layers or concepts.tiles:
+        return mistakes
     answer = pick_answer_channels(stats, layers, classes).rows_of(examples)
-    return pd.concat([answer, examples[examples[contract.SCOPE] == contract.SCOPE_MISTAKE]])
+    return pd.concat([answer, mistakes])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -262,7 +270,8 @@ def parse(argv: list[str] | None = None) -> ReportConfig:
         overlays=args.overlays,
         progress=args.progress,
     )
-    cfg = cli.resolve_config(ReportConfig, "report", args, flags, nested={"dataset_issues": "report_qa"})
+    nested = {"dataset_issues": "report_qa", "concepts": "concepts"}
+    cfg = cli.resolve_config(ReportConfig, "report", args, flags, nested=nested)
     if not cfg.run:
         raise ConfigError(
             "run: RUN is required: pass --run runs/<name>, the OUT of an extract run (make report RUN=runs/<name>)"

@@ -24,6 +24,7 @@ from jobs import runtime
 from jobs.config import ReportConfig
 from reports.encode import encode_jpeg, encode_png
 from reports.run import cards, figures, gallery, thumbs
+from reports.run.concepts import index_image_concepts
 from reports.run.inputs import Overlays
 
 log = logging.getLogger("cnn_blackbox")
@@ -128,9 +129,10 @@ def write_thumbnails(cfg: ReportConfig, run: FinishedRun, out: Path, image_ids: 
     return index
 
 
-def write_cards(run: Path, meta: dict, out: Path, image_ids: list[str]) -> dict:
-    """OUT/report/cards/part-NNNNN.js: every map row's Grad-CAM per class and top contributing channels, PER_PART
-    rows a file (reports/run/cards.py); returns the page's index of them, or why there are none."""
+def write_cards(run: Path, meta: dict, out: Path, image_ids: list[str], concepts=None) -> dict:
+    """OUT/report/cards/part-NNNNN.js: every map row's Grad-CAM per class and top contributing channels, and its
+    concepts per class where the concept stage ran (concepts: its ConceptResult), PER_PART rows a file
+    (reports/run/cards.py); returns the page's index of them, or why there are none."""
     for stale in (out / contract.CARDS_DIR).glob("part-*.js"):  # an earlier report's parts, never the user's files
         stale.unlink()
     note = card_maps.describe_missing(run, meta)
@@ -140,7 +142,9 @@ def write_cards(run: Path, meta: dict, out: Path, image_ids: list[str]) -> dict:
     t0 = time.perf_counter()
     maps = card_maps.read_card_maps(run, meta, image_ids)
     parts, size = [], 0
-    for first, text in cards.make_card_parts(maps, image_ids):
+    found = None if concepts is None or concepts.images.empty else concepts.images
+    per_image = index_image_concepts(found, image_ids, maps.classes) if found is not None else None
+    for first, text in cards.make_card_parts(maps, image_ids, per_image):
         parts.append(cards.part_name(first))
         tables.write_bytes_atomic(text.encode("ascii"), out / parts[-1])  # script_json: ASCII only
         size += len(text)

@@ -11,7 +11,6 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from analysis.data.discovery import Discovery
@@ -50,13 +49,13 @@ def make_run_manifest(meta: dict, found: Discovery, cfg: ExtractConfig, shard: S
     }
 
 
-def make_unit_stamp(run: dict, shard: Shard, device: torch.device, cfg: ExtractConfig) -> dict:
+def make_unit_stamp(run: dict, shard: Shard, execution: Execution) -> dict:
     """Fields of every unit manifest this process writes."""
     return {
         "identity_sha256": run["identity_sha256"],
         "shard": str(shard),
-        "device": str(device),
-        "batch_size": cfg.batch_size,
+        "device": str(execution.device),
+        "batch_size": execution.batch_size,
     }
 
 
@@ -99,7 +98,7 @@ def make_metadata(
         "preprocess": preprocessing.describe(),
         "precision": execution.precision,
         "device": str(execution.device),
-        "batch_size": cfg.batch_size,
+        "batch_size": execution.batch_size,
         "workers": execution.workers,
         "unit_size": cfg.unit_size,
         "versions": _versions(),

@@ -40,29 +40,29 @@ class Execution:
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
     workers: int  # DataLoader worker processes
+    batch_size: int = 32
+    prefetch: int = 4  # batches each worker keeps ready (jobs/shared_memory.py lowers it to fit /dev/shm)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, share_gpus: bool = False) -> torch.device:
     """`auto` is cuda, then mps, then cpu; a named device that is not available fails with what is.
 
-    Under torchrun (LOCAL_RANK) `auto` and `cuda` take GPU LOCAL_RANK: one process per GPU. With more processes on
-    the node than GPUs, `auto` runs them on the CPU (and `cuda` shares the GPUs), and CPU processes share the node's
-    cores. A CUDA device always comes back with its index (cuda:N): torch.cuda.set_device refuses a bare `cuda`."""
+    Under torchrun (LOCAL_RANK) `auto` and `cuda` take GPU LOCAL_RANK: one process per GPU. More processes on the
+    node than GPUs is refused in one line (never a quiet fall-back to the CPU) unless share_gpus: then process i
+    takes GPU i mod G. CPU processes share the node's cores. A CUDA device always comes back with its index
+    (cuda:N): torch.cuda.set_device refuses a bare `cuda`."""
     local_rank, local_world = os.environ.get("LOCAL_RANK"), os.environ.get("LOCAL_WORLD_SIZE")
     if local_rank is None or name not in ("auto", "cuda") or not torch.cuda.is_available():
         device = _check_device(name)
     else:
         gpus, rank = torch.cuda.device_count(), int(local_rank)
-        enough = int(local_world or gpus) <= gpus
-        if enough or name == "cuda":
-            device = torch.device(f"cuda:{rank % gpus}")
-        else:
-            log.warning(
-                "%s processes on this node but %d GPUs: running on the CPU (pass --device cuda to share the GPUs)",
-                local_world,
-                gpus,
+        if int(local_world or gpus) > gpus and not share_gpus:
+            raise ConfigError(
+                f"device: {local_world} processes on this node (torchrun --nproc_per_node) but {gpus} GPU"
+                f"{'s' if gpus != 1 else ''}: start {gpus} (one per GPU), or --set share_gpus=true to let them "
+                "share, or --device cpu"
             )
-            device = torch.device("cpu")
+        device = torch.device(f"cuda:{rank % gpus}")
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -124,15 +124,29 @@ def pick_workers(workers: int | str, device: torch.device, processes: int | None
     """DataLoader workers of one of `processes` processes sharing this machine's cores (None: torchrun's
     LOCAL_WORLD_SIZE, 1 without a launcher). On a CPU run the forward's threads already use every core, and a
     worker decoding beside them makes one of them a straggler in every convolution: on 2 cores, 0 workers measured
-    faster than 1 (9.4 vs 9.0 img/s at 224 px). Many cores have room for a worker; a GPU run needs several to stay
-    fed, leaving a core to the process that drives the GPU."""
+    faster than 1 (9.4 vs 9.0 img/s at 224 px). Many cores have room for a worker; a GPU run needs every core it can
+    get decoding, leaving two to the process that drives the GPU (its pinning thread and unit writer)."""
     if workers != "auto":
         return int(workers)
     processes = count_local_processes() if processes is None else processes
     cores = max(1, count_cores() // max(1, processes))
     if device.type == "cpu":
         return 0 if cores <= 4 else min(4, cores // 8 or 1)
-    return max(1, min(8, cores - 1))
+    return max(1, min(GPU_MAX_WORKERS, cores - 2))
+
+
+# A GPU's defaults (not yet measured on a GPU: benchmarks/bench_gpu.py measures them): VGG16 at 224 px runs a few
+# thousand images a second on an H100 in bf16, and a worker decodes ~150-250 Kaggle-sized JPEGs a second, so a GPU
+# wants every core decoding but the main process's and one for the pinning thread and the unit writer.
+GPU_BATCH_SIZE, CPU_BATCH_SIZE, GPU_MAX_WORKERS = 128, 32, 16
+
+
+def pick_batch_size(batch_size: int | str, device: torch.device) -> int:
+    """`auto`: 128 on a GPU (longer kernels, fewer launches and copies; VGG16's largest maps at 224 px, conv1's, are
+    1.6 GB at 128 images in bf16), 32 elsewhere (the CPU default the benchmarks measured)."""
+    if batch_size != "auto":
+        return int(batch_size)
+    return GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
 
 
 def use_exact_fp32(device: torch.device, precision: str) -> None:

@@ -77,6 +77,7 @@ def run_extract_and_report(data: Path, out: Path) -> Path:
                 "mistakes": 4,
                 "thumbnail": 64,
                 "progress": False,
+                "concepts": {**read_config_section(None, "concepts"), "device": "cpu", "concepts": 3},
             },
         )
     )
@@ -96,6 +97,7 @@ def make_report(run: Path, **values) -> Path:
                 "overlays": False,
                 "image_thumbnails": 0,
                 "progress": False,
+                "concepts": {**read_config_section(None, "concepts"), "enabled": False},  # not about concepts
                 **values,
             },
         )

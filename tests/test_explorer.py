@@ -85,7 +85,7 @@ def test_a_25000_image_run_renders_within_the_size_budget(tmp_path):
             report.parse,
             report.main,
             "report",
-            ["--run", str(run), "--device", "cpu", "--no-progress", "--no-overlays"],
+            ["--run", str(run), "--device", "cpu", "--no-progress", "--no-overlays", "--set", "concepts.enabled=false"],
         )
         == 0
     )

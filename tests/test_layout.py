@@ -1,6 +1,7 @@
 """The folders say how data flows, and the imports keep to it: a test, so that the layering cannot erode unseen.
 
-analysis.config <- analysis.data <- analysis.model <- analysis.store <- analysis.stats <- analysis.walkthrough
+analysis.config <- analysis.data <- analysis.model <- analysis.store <- analysis.stats <- analysis.concepts
+<- analysis.walkthrough
 analysis <- reports <- jobs        (benchmarks and tests may import anything)
 """
 
@@ -16,6 +17,7 @@ ORDER = [
     "analysis.model",
     "analysis.store",
     "analysis.stats",
+    "analysis.concepts",
     "analysis.walkthrough",
     "reports",
     "jobs",

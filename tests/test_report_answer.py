@@ -72,6 +72,7 @@ def inputs_for(stats: pd.DataFrame, examples: pd.DataFrame, matrix: np.ndarray) 
     }
     overlays = Overlays(tiles, {}, {}, [], 0, None)
     return types.SimpleNamespace(
+        concepts=None,
         layers=["conv5_3"],
         stats=stats,
         examples=examples,

@@ -38,8 +38,10 @@ def test_tables_and_tiles_written(page):
         for _, g in mean.groupby(contract.CLASS)
     )
     assert len(shown) == (2 * 2 * 2 + drivers) * 2 * 5  # (layers x classes x channels + drivers) x scopes x images
-    tiles = list((page / "tiles").glob("*.jpg"))
+    tiles = [t for t in (page / "tiles").glob("*.jpg") if not t.name.startswith("concept-")]
     assert tiles and all(Image.open(t).size == (64, 64) for t in tiles)
+    regions = list((page / "tiles").glob("concept-*.jpg"))  # the answer's concept regions, at 112 px, with heat
+    assert regions and all(Image.open(t).size == (112, 112) for t in regions)
     html = (page / contract.INDEX_HTML).read_text(encoding="utf-8")
     assert "RANDOM WEIGHTS" in html
     assert re.search(r"\d+ channel means of the shown images were recomputed; 0 differ", html)
@@ -73,7 +75,8 @@ def test_page_is_self_contained_and_references_exist(page):
             assert (layer, int(channel)) in rows and layer in browser["report_layers"], ref
             continue
         if ref.startswith("#image="):  # a card of the map: the image is on the page (the dataset checks' link)
-            assert any(unquote(ref[len("#image=") :]) in t for t in c.text), ref
+            named = [*c.text, *(a.get("alt") or "" for _, a in c.tags)]  # as text, or a picture's alt
+            assert any(unquote(ref[len("#image=") :]) in t for t in named), ref
             continue
         if ref.startswith("#"):
             assert f'id="{ref[1:]}"' in text or f"id='{ref[1:]}'" in text, ref

@@ -101,7 +101,13 @@ def run_both_stages(tree: Path, data: Path, out: Path, report_args: tuple[str, .
         assert done.returncode == 0, f"{tree.name}: {' '.join(cmd[:2])} failed:\n{done.stderr[-3000:]}"
 
 
-ADDED_TABLES = ("activations_peak/", "gradcam/", "report/channel_tops.parquet")
+ADDED_TABLES = (
+    "activations_peak/",
+    "gradcam/",
+    "report/channel_tops.parquet",
+    "report/concept_images.parquet",  # issue #21: tested in tests/test_concepts*.py
+    "report/concepts.parquet",
+)
 ADDED_KEYS = ("peak_grid", "gradcam")
 
 

@@ -1,7 +1,9 @@
-"""The page's first section, the answer: per class, the few channels that drive the network's answer for it (its
-strongest drivers at the deepest attributed report layer; the most selective channels where the run has no
-attribution), each as a row of its top images within the class with its share of the class logit and one line of
-numbers; and the accuracy and the confusion in one line. Plain data for section_answer.html."""
+"""The page's first section, the answer: per class, its concepts (reports/run/concepts.py) where the report found
+them, each a row of the regions where it is strongest, then the few channels that drive the network's answer for it
+(its strongest drivers at the deepest attributed report layer; the most selective channels where the run has no
+attribution): without concepts each a row of its top images within the class, with them a line of links; each with
+its share of the class logit and one line of numbers; and the accuracy and the confusion in one line. Plain data
+for section_answer.html."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pandas as pd
 from analysis.stats import topk
 from analysis.stats.summary import PredictionSummary
 from analysis.store import contract
+from reports.run.concepts import FIRST
 from reports.run.inputs import ReportInputs
 
 IMAGES = 5  # images per row: five 112-px tiles fill one of two columns at 1400 px
@@ -76,8 +79,23 @@ def make_answer(inputs: ReportInputs) -> dict[str, Any]:
                     "images": _images(inputs, layer, cls, c),
                 }
             )
-        classes.append({"name": cls, "rows": rows})
-    return {"answer": {"accuracy": describe_accuracy(inputs.summary), "note": note, "classes": classes}}
+        classes.append({"name": cls, "rows": rows, **_concepts_of(inputs.concepts, cls)})
+    concepts = inputs.concepts or {}
+    return {
+        "answer": {
+            "accuracy": describe_accuracy(inputs.summary),
+            "note": note,
+            "classes": classes,
+            "concepts_note": concepts.get("note"),
+            "concepts_skipped": concepts.get("skipped"),
+        }
+    }
+
+
+def _concepts_of(concepts: Mapping[str, Any] | None, cls: str) -> dict[str, Any]:
+    """The class's concept rows, the first FIRST on the first screen and the rest folded: {"concepts", "more"}."""
+    rows = ((concepts or {}).get("classes") or {}).get(cls) or []
+    return {"concepts": rows[:FIRST], "more": rows[FIRST:]}
 
 
 def _images(inputs: ReportInputs, layer: str, cls: str, channel: int) -> list[dict[str, Any]]:

@@ -15,13 +15,14 @@
 
   window.reportCards = function (first, data) {  // what each part calls: its first map row, its rows
     var part = Math.floor(first / C.per_part);
-    shards[part] = data.rows;
+    shards[part] = data;                           // rows; concepts where the report found them
     (waiting[part] || []).forEach(function (f) { f(); });
     delete waiting[part];
   };
   function withShard(i, then) {
     var part = Math.floor(i / C.per_part);
-    if (shards[part]) { then(shards[part][i - part * C.per_part]); return; }
+    var pick = function () { var d = shards[part], j = i - part * C.per_part; then(d.rows[j], (d.concepts || [])[j]); };
+    if (shards[part]) { pick(); return; }
     if (!waiting[part]) {
       waiting[part] = [];
       var s = document.createElement('script');
@@ -29,7 +30,7 @@
       s.onerror = function () { delete waiting[part]; then(null); };
       document.head.appendChild(s);
     }
-    waiting[part].push(function () { then(shards[part][i - part * C.per_part]); });
+    waiting[part].push(pick);
   }
 
   function colour(v) {
@@ -60,7 +61,7 @@
       return;
     }
     box.appendChild(make('p', 'Loading its Grad-CAM\u2026', {'class': 'muted'}));
-    withShard(i, function (row) {
+    withShard(i, function (row, concepts) {
       box.textContent = '';
       if (!row) { box.appendChild(make('p', 'No Grad-CAM: its file did not load.', {'class': 'muted'})); return; }
       C.classes.forEach(function (cls, k) {
@@ -82,6 +83,11 @@
         });
         if (!one[2].length) { p.appendChild(document.createTextNode('\u2013')); }
         fig.appendChild(p);
+        if (concepts && concepts[k] && concepts[k].length) {   // [[concept number, contribution, presence], ...]
+          fig.appendChild(make('p', 'concepts of ' + cls + ' here: ' + concepts[k].map(function (c) {
+            return '#' + c[0] + ' (' + signed(c[1]) + ')'; }).join(', '),
+            {'class': 'concepts'}));
+        }
         box.appendChild(fig);
       });
     });

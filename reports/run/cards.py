@@ -4,7 +4,8 @@ explorer's `ids` order), one classic script, cards/part-NNNNN.js, that calls
 (no fetch). Its data, escaped for a script like the page's inline JSON (reports/escape.py script_json):
 
     {"layer": "conv5_3", "grid": [h, w], "classes": [...], "ids": [the rows' image ids],
-     "rows": [per row: [per class: [max, base64 of h * w bytes, [[channel, contribution], ...]] or null]]}
+     "rows": [per row: [per class: [max, base64 of h * w bytes, [[channel, contribution], ...]] or null]],
+     "concepts": [per row: [per class: [[concept number, contribution, presence], ...]]]}   (with concepts only)
 
 A map's cell value is byte * max / 255 (each map divided by its own max; max 0: an all-zero map); null: the image
 has no Grad-CAM row for the class. Contributions: the TOP channels by contribution to the class logit at the
@@ -47,8 +48,11 @@ def make_card_row(maps: CardMaps, row: int) -> list[Any]:
     return out
 
 
-def make_card_parts(maps: CardMaps, image_ids: Sequence[str]) -> Iterator[tuple[int, str]]:
-    """(first row, the script's text) of each part, in row order."""
+def make_card_parts(
+    maps: CardMaps, image_ids: Sequence[str], concepts: Sequence[list] | None = None
+) -> Iterator[tuple[int, str]]:
+    """(first row, the script's text) of each part, in row order. concepts: per row, per class, the image's
+    [[concept number, contribution, presence], ...] (reports/run/concepts.py index_image_concepts), or None."""
     for first in range(0, len(image_ids), PER_PART):
         rows = range(first, min(len(image_ids), first + PER_PART))
         data = {
@@ -58,6 +62,8 @@ def make_card_parts(maps: CardMaps, image_ids: Sequence[str]) -> Iterator[tuple[
             "ids": [str(image_ids[r]) for r in rows],
             "rows": [make_card_row(maps, r) for r in rows],
         }
+        if concepts is not None:
+            data["concepts"] = [concepts[r] for r in rows]
         yield first, f"{CALLBACK}({first}, {script_json(data)});\n"
 
 

@@ -55,6 +55,9 @@ class ReportInputs:
     channel_galleries: Mapping[str, Any] | None = None
     # the image cards' per-image files: parts, grid, classes; or no parts and why (reports/run/cards.py)
     cards: Mapping[str, Any] | None = None
+    # the answer's concepts per class, with their region tiles (reports/run/concepts.py make_concept_section); None:
+    # the concept stage did not run
+    concepts: Mapping[str, Any] | None = None
 
     @property
     def classes(self) -> list[str]:

@@ -48,6 +48,9 @@ def _tile(rows: list[pd.Series], inputs: ReportInputs) -> dict[str, Any]:
         if drove:
             text += f"; drove {r[contract.PRED]} most: " + ", ".join(f"c{ch} ({v:.3g})" for ch, v in drove)
         pushed.append(text)
+    concept_line = ((inputs.concepts or {}).get("mistakes") or {}).get(image_id)
+    if concept_line:
+        pushed.append(concept_line)
     return {
         "image_id": image_id,
         "href": card_link(image_id),
