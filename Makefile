@@ -56,7 +56,7 @@ analyze: $(RUNTIME_STAMP) ## Extract activations of DATA into Parquet, then writ
 extract: $(RUNTIME_STAMP) ## The extract stage alone: DATA -> OUT/predictions, OUT/activations[_max]/<layer>
 	$(EXTRACT) $(JOB_FLAGS) $(ARGS)
 
-report: $(RUNTIME_STAMP) ## Channel rankings, galleries with overlays and the HTML page of a finished run (RUN=OUT)
+report: $(RUNTIME_STAMP) ## Channel rankings, concepts, every channel's top images and the HTML page of a finished run (RUN=OUT)
 	$(if $(RUN),,$(error RUN is required: make report RUN=runs/<name>, the OUT of make analyze or make extract))
 	$(BIN)/python -m jobs.report --run="$(RUN)" $(if $(CONFIG),--config="$(CONFIG)") $(ARGS)
 

@@ -1,4 +1,4 @@
-"""Report: rank channels per class, show their top-activating images with overlays, write the HTML summary.
+"""Report: rank channels per class, find each class's concepts, show every channel's top images, write the HTML page.
 
 python -m jobs.report --run OUT [--out DIR] [--labels CSV] [--layers conv5_3,conv4_3] [--config YAML]
                       [--set key=value]
