@@ -82,14 +82,14 @@ def load_model(run: FinishedRun) -> RunModel:
 
 def describe_classes(result: ConceptResult, layer: str) -> list[str]:
     """One line per class with concepts, e.g. "cat: 8 concepts at conv5_3 from 2,000 of 12,500 images,
-    reconstruction error 0.41; top: concept 0 share 23%"."""
+    reconstruction error 0.41; the first concept's share 23%"."""
     lines = []
     for cls, rows in result.concepts.groupby(contract.CLASS, sort=False):
         top = rows.iloc[0]
         share = top[cc.SHARE]
         lines.append(
             f"{cls}: {len(rows)} concepts at {layer} from {top[cc.N_SAMPLE]:,} of {top[cc.N_IMAGES]:,} images, "
-            f"reconstruction error {top[cc.RECONSTRUCTION_ERROR]:.2f}; top: concept 0 share "
+            f"reconstruction error {top[cc.RECONSTRUCTION_ERROR]:.2f}; the first concept's share "
             + ("n/a" if share != share else f"{share:.0%}")
         )
     return lines

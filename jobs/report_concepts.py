@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from analysis.concepts.stage import ConceptResult, ConceptSettings, compute_concepts, write_concept_tables
+from analysis.concepts.stage import ConceptResult, compute_concepts, write_concept_tables
 from analysis.concepts.values import compute_concept_maps
 from analysis.stats.groups import Groups
 from analysis.stats.recompute import RecomputeError, compute_shown_maps, load_run_model
@@ -24,6 +22,7 @@ from analysis.store import concept_contract as cc
 from analysis.store import contract, tables
 from analysis.store.run import FinishedRun
 from jobs import runtime
+from jobs.concepts import ProgressBars, describe_classes, make_settings
 from jobs.config import ReportConfig
 from reports.encode import encode_jpeg
 from reports.overlays import make_overlay
@@ -55,32 +54,16 @@ def run_concepts(
     if not c.enabled:
         return ConceptPictures(None, {}, "Concepts are off (concepts.enabled: false).")
     device = runtime.pick_device(c.device)
-    settings = ConceptSettings(c.layer, c.concepts, c.images_per_class, c.batch_size, c.seed)
-    bars: dict[str, tqdm] = {}
-
-    def progress(what: str, done: int, total: int) -> None:
-        if cfg.progress:
-            bar = bars.setdefault(what, tqdm(total=total, desc=f"concepts ({what})", unit="img", file=sys.stderr))
-            bar.update(done - bar.n)
-
-    result = compute_concepts(run, predictions, groups, settings, device, progress)
-    for bar in bars.values():
-        bar.close()
+    bars = ProgressBars(cfg.progress)
+    result = compute_concepts(run, predictions, groups, make_settings(c), device, bars)
+    bars.close()
     write_concept_tables(out, result)
     for note in result.notes:
         log.info("concepts: %s", note)
     if result.concepts.empty:
         return ConceptPictures(result, {}, None if result.notes else "no class had ok images")
-    for cls, rows in result.concepts.groupby(contract.CLASS, sort=False):
-        top = rows.sort_values(cc.CONCEPT).iloc[0]
-        log.info(
-            "concepts of %s: %d at %s, reconstruction error %.2f; concept 1 holds %.0f%% of the layer's contribution",
-            cls,
-            len(rows),
-            c.layer,
-            top[cc.RECONSTRUCTION_ERROR],
-            100 * (top[cc.SHARE] or 0.0),
-        )
+    for line in describe_classes(result, c.layer):
+        log.info("concepts: %s", line)
     picked = pick_regions(result, groups)
     if not cfg.overlays:
         return ConceptPictures(result, {}, "No pictures of the concepts: overlays are off (report.overlays: false).")
