@@ -26,7 +26,8 @@ def make_mistakes(inputs: ReportInputs) -> dict[str, Any]:
         "mistakes_note": (
             "Wrong predictions with the highest confidence, each with the channel (among the predicted class's most "
             "selective) whose value was furthest above the true class's mean, in standard deviations (z), and the "
-            "channels that drove the wrong answer most. A tile opens the image's card: its Grad-CAM per class."
+            "channels that drove the wrong answer most (and, with concepts, the wrong class's concepts that pushed "
+            "it). A tile opens the image's card: its Grad-CAM per class."
             if tiles
             else "No mistakes to show (no labels or no errors)."
         ),
