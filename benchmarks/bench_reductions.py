@@ -5,6 +5,7 @@ analysis/model/activations.py does, without and with the peaks (where each max i
 interleaved A B C A B C so that the machine's drift hits all alike.
 
     python -m benchmarks.bench_reductions [--batch-size 32] [--image-size 224] [--precision fp32,bf16] [--repeats 5]
+                                          [--compiled]   # also torch.compile's one-pass mean and max, against eager
 """
 
 from __future__ import annotations
@@ -59,6 +60,40 @@ def describe(name: str, seconds: list[float], batch: int) -> str:
     return f"{name} {statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
 
 
+def compare_compiled(maps, batch: int, repeats: int) -> str:
+    """Every layer's mean and max in one pass compiled by inductor (static shapes), against the job's eager
+    `compute_mean_max` (no peaks, no pool lever), interleaved: issue #23's item 1, measured before it is built."""
+    from analysis.model.activations import compute_mean_max  # noqa: PLC0415
+
+    def fused(x):  # (B, C, H, W) -> (B, C) float32 mean, (B, C) float32 max
+        return x.float().mean(dim=(2, 3)), x.amax(dim=(2, 3)).float()
+
+    compiled = torch.compile(fused, dynamic=False)
+    fulls = [full for full, _ in maps.values()]
+    t = time.perf_counter()
+    for x in fulls:  # one compilation per shape
+        compiled(x)
+    compile_s = time.perf_counter() - t
+    eager, fast = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for x in fulls:
+            compute_mean_max(x)
+        eager.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for x in fulls:
+            compiled(x)
+        fast.append(time.perf_counter() - t)
+    ratio = [f / e for f, e in zip(fast, eager)]
+    gain = (statistics.median(eager) - statistics.median(fast)) / batch
+    pays = f", paid back after {compile_s / gain:,.0f} images" if gain > 0 else ", never paid back"
+    return (
+        f"{describe('eager mean and max', eager, batch)}, {describe('compiled', fast, batch)}; compiled / eager "
+        f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {repeats} pairs; compiling the "
+        f"{len(fulls)} shapes {compile_s:.1f} s{pays}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
 
@@ -67,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--precision", default="fp32,bf16")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compiled", action="store_true", help="also torch.compile's one-pass mean and max (slow start)")
     args = p.parse_args(argv)
     print(describe_cpu(), flush=True)
     for precision in args.precision.split(","):
@@ -90,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.repeats} triples",
             flush=True,
         )
+        if args.compiled:
+            with torch.inference_mode():
+                print(f"{precision}: {compare_compiled(maps, args.batch_size, args.repeats)}", flush=True)
     return 0
 
 

@@ -7,7 +7,9 @@ with its read/digest/decode/fingerprint/preprocess methods timed inside, jobs.fo
 UnitWriter), after the job's own setup (jobs.extract.prepare), with a clock around each: load (wall; inside it
 read, sha256, decode, phash, preprocess to uint8, summed over the threads), collate, copy (pinning, the copy to the
 device and the normalization there), forward (net of the hooks), reductions (inside the hooks), attribution (the
-backward of each class), rows (logits, the one host copy, prediction rows), parquet (unit commits). Everything runs
+backward of every class), rows (logits, the one host copy, prediction rows), parquet (unit commits; the profiled
+images make one small unit, so the same batches are also committed again as one unit of the config's unit_size,
+2,048 images by default, and that cost per image printed apart: what the job pays). Everything runs
 in the main process, as the job does with workers=0; on a GPU the clock synchronizes the device, which costs some
 overlap the job would have.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import statistics
 import sys
 import tempfile
@@ -33,6 +36,7 @@ import torch
 PARTS = ("load", "collate", "copy", "forward", "reductions", "attribution", "rows", "parquet")
 # Inside "load": each item's steps, summed over the threads that load a batch (so they can add up to more than it).
 STEPS = ("read", "sha256", "decode", "phash", "preprocess")
+DEFAULT_UNIT = "parquet at the config's unit size"  # printed apart: not part of the profiled total
 
 
 class Clock:
@@ -161,6 +165,7 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     writer = UnitWriter(job.out, values, schemas, cfg.unit_size)
     grad_mode = torch.no_grad() if attributed else torch.inference_mode()
     att = Attributor(model, values.attribution.layers) if attributed else contextlib.nullcontext()
+    kept = []  # (rows, ok, acts) of every counted batch
     reducer = TimedReducer(model, list(values.channels), peaks=values.peak_grid is not None)
     with grad_mode, reducer, att as a:
         forward = _TimedForward(a if attributed else model, clock)
@@ -184,16 +189,27 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
                 continue
             with clock.part("parquet"):
                 writer.add(rows, batch.ok, acts)
+            kept.append((rows, batch.ok, acts))
         with clock.part("parquet"):
             writer.close()
+    # The same batches again, repeated into one unit of the config's size: the job's Parquet cost per image.
+    default_unit = UnitWriter(job.out / "default-unit", values, schemas, cfg.unit_size)
+    filled, t = 0, time.perf_counter()
+    for rows, ok, acts in itertools.cycle(kept):
+        if filled + len(ok) > cfg.unit_size:
+            break
+        default_unit.add(rows, ok, acts)
+        filled += len(ok)
+    default_unit.close()
+    clock.seconds[DEFAULT_UNIT] = (time.perf_counter() - t) / max(1, filled) * len(records)
     # The forward's clock ran around the hooks: charge the reductions once.
     clock.seconds["forward"] -= clock.seconds["reductions"]
-    return {p: clock.seconds.get(p, 0.0) for p in PARTS + STEPS}, len(records)
+    return {p: clock.seconds.get(p, 0.0) for p in PARTS + STEPS + (DEFAULT_UNIT,)}, len(records)
 
 
-def print_breakdown(title: str, runs: list[dict[str, float]], n: int, bare: list[float]) -> None:
+def print_breakdown(title: str, runs: list[dict[str, float]], n: int, bare: list[float], unit_size: int) -> None:
     """Per part: ms per image (median, min-max over the repeats) and share of the profiled total."""
-    per = {p: [r[p] / n * 1000 for r in runs] for p in PARTS + STEPS}
+    per = {p: [r[p] / n * 1000 for r in runs] for p in PARTS + STEPS + (DEFAULT_UNIT,)}
     total = [sum(r[p] for p in PARTS) / n * 1000 for r in runs]
     bare_ms = [1000 / b for b in bare]
     print(f"\n{title}: {n} images x {len(runs)} repeats; ms per image, median (min-max)")
@@ -208,6 +224,12 @@ def print_breakdown(title: str, runs: list[dict[str, float]], n: int, bare: list
                     "loading threads"
                 )
     print(f"  {'total':12s} {statistics.median(total):9.2f} ({min(total):.2f}-{max(total):.2f})")
+    d = per[DEFAULT_UNIT]
+    print(
+        f"  parquet at units of {unit_size:,} (the config's unit_size, what the job pays) {statistics.median(d):.2f} "
+        f"({min(d):.2f}-{max(d):.2f}) ms per image, against {statistics.median(per['parquet']):.2f} above at units "
+        f"of {n}"
+    )
     print(
         f"  bare forward {statistics.median(bare_ms):9.2f} ({min(bare_ms):.2f}-{max(bare_ms):.2f})  "
         f"model(x) alone, no hooks, measured before and after each repeat"
@@ -264,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs,
                 n,
                 bare,
+                cfg.unit_size,
             )
     return 0
 

@@ -133,10 +133,11 @@ def test_gradcam_equals_captum():
             np.testing.assert_allclose(cams[layer][:, k].numpy(), want[:, 0].detach().numpy(), atol=1e-4 * scale)
 
 
-def test_the_split_forward_gives_the_plain_forward_logits():
+@pytest.mark.parametrize("size", [64, 224])  # 224: conv5_3's pooled map is already 7 x 7, and the split skips avgpool
+def test_the_split_forward_gives_the_plain_forward_logits(size):
     torch.manual_seed(2)
     model = make_vgg16(2).eval().requires_grad_(False)
-    x = torch.rand(2, 3, 64, 64)
+    x = torch.rand(2, 3, size, size)
     with torch.no_grad():
         plain = model(x)
         with Attributor(model, ["conv2_2", "conv5_1"]) as att:

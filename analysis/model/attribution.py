@@ -6,8 +6,10 @@
 A is the post-ReLU map of an attributed layer, logit_k the class logit as the tables store it. The forward is split
 at the lowest attributed layer: the layers below it run without a graph (their activations are reduced by the
 hooks as usual), the rest with one, so the backward goes from the logits down to that layer only; no parameter
-gets a gradient. One backward per class. With every bias zero the network is positively homogeneous and, for
-each layer, the contributions sum to the logit (Euler): the tests check exactly that.
+gets a gradient. One backward per class: one batched backward for all classes (autograd.grad with
+is_grads_batched) measured within noise of it on a 2-core CPU and changes the sums' rounding, so the tables would no
+longer be bit for bit those of earlier runs (docs/benchmarks.md). With every bias zero the network is positively
+homogeneous and, for each layer, the contributions sum to the logit (Euler): the tests check exactly that.
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ class Attributor:
             low = low.detach().requires_grad_(True)
             self._maps = {self.layers[0]: low}
             y = m.features[self._split :](low)
-            y = torch.flatten(m.avgpool(y), 1)
+            # At 224 px the map is already the pool's 7 x 7: each bin one cell, the pool an exact identity whose
+            # backward would still cost a pass over the map per class.
+            same = isinstance(m.avgpool, nn.AdaptiveAvgPool2d) and tuple(y.shape[-2:]) == _pair(m.avgpool.output_size)
+            y = torch.flatten(y if same else m.avgpool(y), 1)
             return m.classifier(y)
 
     def _backward(self, logits: torch.Tensor, contributions: bool, gradcams: Sequence[str]):
@@ -117,3 +122,7 @@ class Attributor:
         if unknown:
             raise ValueError(f"Grad-CAM of {unknown}: not attributed layers ({', '.join(self.layers)})")
         return self._backward(logits, True, layers)
+
+
+def _pair(size) -> tuple:
+    return (size, size) if isinstance(size, int) else tuple(size)
