@@ -4,6 +4,7 @@ loaded. Files the tests write are in helpers.py, fixtures in conftest.py."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from analysis.config import make_config, read_config_section
-from analysis.model.vgg16 import load_model, make_vgg16
+from analysis.model.vgg16 import CONV_INDICES, load_model, make_vgg16
 from analysis.store import contract
 from jobs import cli, extract, report
 from jobs.config import ExtractConfig, ReportConfig
@@ -160,3 +161,18 @@ def assert_no_unsafe_advice(message: str) -> None:
     assert "\n" not in message and "\x1b" not in message, message
     assert "weights_only=False" not in message and "False" not in message, message
     assert "safe_globals" not in message and "trust" not in message, message
+
+
+def trace_maps(model: nn.Module, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    """Post-ReLU maps (B, C, H, W) of `layers` from an FX-traced copy of the features with out-of-place ReLUs: the
+    tests' second way to the maps the hooks reduce."""
+    from torchvision.models.feature_extraction import create_feature_extractor  # noqa: PLC0415
+
+    features = copy.deepcopy(model.features)
+    for m in features.modules():
+        m._forward_hooks.clear()  # deepcopy copies hooks too
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    extractor = create_feature_extractor(features, return_nodes={str(CONV_INDICES[n] + 1): n for n in layers})
+    with torch.inference_mode():
+        return dict(extractor(x))

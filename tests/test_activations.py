@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from analysis.config import LAYER_NAMES
 from analysis.model.activations import ChannelReducer
 from analysis.model.vgg16 import CONV_INDICES, layer_channels, make_vgg16, relu_modules
+from tests.small_runs import trace_maps
 
 SUBSET = ["conv1_2", "conv3_3", "conv5_3"]
 
@@ -31,15 +31,8 @@ def batch() -> torch.Tensor:
 
 
 def reference(model: nn.Module, x: torch.Tensor, layers) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Post-ReLU maps from an FX-traced copy of the features with out-of-place ReLUs, reduced in float64."""
-    features = copy.deepcopy(model.features)
-    for m in features.modules():
-        m._forward_hooks.clear()  # deepcopy copies hooks too
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    extractor = create_feature_extractor(features, return_nodes={str(CONV_INDICES[n] + 1): n for n in layers})
-    with torch.inference_mode():
-        maps = extractor(x)  # name -> (B, C, H, W)
+    """Post-ReLU maps of the traced copy (tests/small_runs.py), reduced in float64."""
+    maps = trace_maps(model, x, layers)  # name -> (B, C, H, W)
     return {n: (m.double().mean(dim=(2, 3)), m.double().amax(dim=(2, 3))) for n, m in maps.items()}
 
 

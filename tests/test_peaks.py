@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 import analysis.model.activations as acts
 from analysis.config import LAYER_NAMES
 from analysis.model.activations import ChannelReducer, compute_map_sizes, compute_peak_grids
 from analysis.model.vgg16 import CONV_INDICES, make_vgg16, relu_modules
+from tests.small_runs import trace_maps
 
 POOLED = ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"]  # each followed by a 2x2 max pool
 
@@ -29,15 +29,8 @@ def model() -> nn.Module:
 
 
 def whole_maps(model: nn.Module, x: torch.Tensor, layers) -> dict[str, np.ndarray]:
-    """Post-ReLU maps (B, C, H, W) from an FX-traced copy of the features with out-of-place ReLUs, as float32."""
-    features = copy.deepcopy(model.features)
-    for m in features.modules():
-        m._forward_hooks.clear()  # deepcopy copies hooks too
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    extractor = create_feature_extractor(features, return_nodes={str(CONV_INDICES[n] + 1): n for n in layers})
-    with torch.inference_mode():
-        return {n: m.float().numpy() for n, m in extractor(x).items()}
+    """Post-ReLU maps (B, C, H, W) of the traced copy (tests/small_runs.py), as float32."""
+    return {n: m.float().numpy() for n, m in trace_maps(model, x, layers).items()}
 
 
 def first_argmax(maps: np.ndarray) -> np.ndarray:
