@@ -17,7 +17,7 @@ import torch
 from analysis.concepts.stage import ConceptResult, compute_concepts, write_concept_tables
 from analysis.concepts.values import compute_concept_maps
 from analysis.stats.groups import Groups
-from analysis.stats.recompute import RecomputeError, compute_shown_maps, load_run_model
+from analysis.stats.recompute import RecomputeError, RunModel, compute_shown_maps, load_run_model
 from analysis.store import concept_contract as cc
 from analysis.store import contract, tables
 from analysis.store.run import FinishedRun
@@ -55,7 +55,11 @@ def run_concepts(
         return ConceptPictures(None, {}, "Concepts are off (concepts.enabled: false).")
     device = runtime.pick_device(c.device)
     bars = ProgressBars(cfg.progress)
-    result = compute_concepts(run, predictions, groups, make_settings(c), device, bars)
+    try:  # once, for the stage and its pictures
+        model = load_run_model(run)
+    except RecomputeError:
+        model = None  # compute_concepts tries again and says why in its notes
+    result = compute_concepts(run, predictions, groups, make_settings(c), device, bars, model=model)
     bars.close()
     write_concept_tables(out, result)
     for note in result.notes:
@@ -68,7 +72,7 @@ def run_concepts(
     if not cfg.overlays:
         return ConceptPictures(result, {}, "No pictures of the concepts: overlays are off (report.overlays: false).")
     try:
-        tiles = draw_regions(cfg, run, result, picked, out)
+        tiles = draw_regions(cfg, run, result, picked, out, model)
     except RecomputeError as e:
         log.warning("no concept pictures: %s", e)
         return ConceptPictures(result, {}, f"No pictures of the concepts: {e}")
@@ -89,14 +93,18 @@ def pick_regions(result: ConceptResult, groups: Groups) -> dict[tuple[str, int],
 
 
 def draw_regions(
-    cfg: ReportConfig, run: FinishedRun, result: ConceptResult, picked: dict[tuple[str, int], pd.DataFrame], out: Path
+    cfg: ReportConfig,
+    run: FinishedRun,
+    result: ConceptResult,
+    picked: dict[tuple[str, int], pd.DataFrame],
+    out: Path,
+    rm: RunModel,
 ) -> dict[tuple[str, int], list[dict]]:
     """Each picked image re-run once (its whole map at the concept layer), each concept's heatmap made from the
     concept's basis; the region around the peak cut from the crop, plain and with the heatmap; paths per concept."""
     layer = str(result.meta["layer"])
     channels = int(run.meta["layers"][layer])
     ids = list(dict.fromkeys(str(i) for rows in picked.values() for i in rows[contract.IMAGE_ID]))
-    rm = load_run_model(run)
     crop = rm.preprocessing.crop
     device = runtime.pick_device(cfg.concepts.device)
     precision = str(run.meta.get("precision") or "fp32")

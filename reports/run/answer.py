@@ -56,7 +56,8 @@ def make_answer(inputs: ReportInputs) -> dict[str, Any]:
         f"This run has no attribution: the rows are each class's most selective channels of {inputs.layers[0]} "
         "(by ROC AUC), not its drivers."
         if layer is None
-        else f"Rows: each class's strongest drivers at {layer}. Share: the channel's mean contribution to the class "
+        else ("Driver channels" if inputs.concepts and inputs.concepts.get("classes") else "Rows")
+        + f": each class's strongest drivers at {layer}. Share: the channel's mean contribution to the class "
         f"logit (contrib_mean over the class's images) over the sum of the positive contrib_mean of all {layer} "
         "channels for that class."
     )
