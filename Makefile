@@ -92,8 +92,9 @@ lint: $(DEV_STAMP) ## ruff's linter and formatter check, as pyproject.toml confi
 
 bench: $(DEV_STAMP) ## Benchmarks: extract vs bare forward and per part; report stage, page, dataset checks and concepts at scale
 	$(BIN)/python -m benchmarks.bench_extract
+	$(BIN)/python -m benchmarks.bench_extract --precision bf16 --images 384
 	$(BIN)/python -m benchmarks.profile_extract
-	$(BIN)/python -m benchmarks.bench_reductions
+	$(BIN)/python -m benchmarks.bench_reductions --compiled
 	$(BIN)/python -m benchmarks.bench_input
 	$(BIN)/python -m benchmarks.bench_report
 	$(BIN)/python -m benchmarks.bench_report --images 25000

@@ -34,6 +34,8 @@ LAYER_NAMES = (
 )
 PREPROCESS_NAMES = ("imagenet", "classification-pytorch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+REDUCTIONS = ("auto", "eager", "compiled")
+DECODES = ("auto", "cpu", "gpu")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -111,6 +111,20 @@ def whole_extract(
     return dict(read_finished_run(out).meta)
 
 
+def describe_reductions(run: dict, again: dict, eager: dict) -> str:
+    """The eager reductions' job against the compiled one's (the mean of its two runs), and the compile time with
+    the images over which it pays back."""
+    rates = [r["timings"]["images_per_s"] for r in (run, again)]
+    fast, slow = sum(rates) / 2, eager["timings"]["images_per_s"]
+    compile_s = max(run["timings"].get("compile_seconds", 0), again["timings"].get("compile_seconds", 0))
+    gain = 1 / slow - 1 / fast  # seconds per image
+    pays = f"pays back after {compile_s / gain:,.0f} images" if gain > 0 else "never pays back"
+    return (
+        f"eager reductions / {run['reductions']}     {slow / fast:8.3f}  (the job's rate; compiling took "
+        f"{compile_s:.1f} s before the first unit: {pays})"
+    )
+
+
 def compare_writers(data: Path, tmp: Path, args) -> str:
     """The whole extract (no attribution) with its units committed on the writer's thread, then in the main thread
     (CNN_BLACKBOX_WRITER=inline), once each, in units of --writer-unit-size so that commits and batches can overlap:
@@ -171,6 +185,7 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--naive-images", type=int, default=16)
+    p.add_argument("--reductions", default="compiled", choices=["compiled", "eager"], help="of the ratio lines' jobs")
     p.add_argument("--writer-unit-size", type=int, default=128, help="units of the writer thread / inline line")
     p.add_argument("--writer-only", action="store_true", help="only the writer thread / inline line")
     args = p.parse_args()
@@ -201,22 +216,31 @@ def main() -> int:
         def bare(keep_memory: bool, precision: str = args.precision, n: int = batches) -> float:
             return bare_forward_subprocess(args.batch_size, args.image_size, precision, n, keep_memory)
 
+        # The job as auto runs it on a large dataset: compiled reductions (where a compiler is), compiled before
+        # the units' clock starts; the compile time is printed with the images over which it pays back.
+        def job(name: str, attribution: str | None = "none", reductions: str = args.reductions) -> dict:
+            return whole_extract(
+                data, Path(tmp) / name, args.batch_size, args.image_size, args.precision, attribution,
+                ("--reductions", reductions),
+            )  # fmt: skip
+
         bare_before = bare(True)
-        run = whole_extract(data, Path(tmp) / "out", args.batch_size, args.image_size, args.precision, "none")
+        run = job("out")
         bare_after = bare(True)
         # Attribution (the default: contributions of conv4_3 and conv5_3 to both classes) against the same job
-        # without it, each bracketed by the other.
-        attributed = whole_extract(data, Path(tmp) / "out-attr", args.batch_size, args.image_size, args.precision)
-        plain_again = whole_extract(data, Path(tmp) / "out", args.batch_size, args.image_size, args.precision, "none")
+        # without it, each bracketed by the other; then the eager reductions against the same.
+        attributed = job("out-attr", None)
+        plain_again = job("out")
+        eager = job("out-eager", reductions="eager")
         bare_glibc = bare(False)
         bare_last = bare(True)
         naive = naive_loop(data, args.naive_images, args.image_size)
         other = "bf16" if args.precision == "fp32" else "fp32"
         bare_other = bare(True, other, 2)
         writers = compare_writers(data, Path(tmp), args)
-    job = run["timings"]["images_per_s"]
+    job_rate = run["timings"]["images_per_s"]
     job_attr = attributed["timings"]["images_per_s"]
-    ref_attr = (job + plain_again["timings"]["images_per_s"]) / 2
+    ref_attr = (job_rate + plain_again["timings"]["images_per_s"]) / 2
     ref_job = (bare_before + bare_after) / 2
     ref_glibc = (bare_after + bare_last) / 2
 
@@ -226,16 +250,18 @@ def main() -> int:
         ("bare forward (glibc default)", bare_glibc),
         ("bare forward (allocator tuned)", bare_last),
         (f"bare forward {other}", bare_other),
-        ("whole extract, no attribution", job),
+        ("whole extract, no attribution", job_rate),
         ("whole extract, default attribution", job_attr),
         ("naive per-image loop", naive),
     ]
     for name, v in rows:
         print(f"{name:34s} {v:8.2f} img/s  {v * gflop:7.1f} GFLOP/s")
     print(f"drift of the machine (after/before) {bare_after / bare_before:6.3f}")
-    print(f"whole extract / bare forward      {job / ref_job:8.3f}  ({TARGETS['job']})")
+    reduced = f"{run['reductions']} reductions"
+    print(f"whole extract / bare forward      {job_rate / ref_job:8.3f}  ({TARGETS['job']}; {reduced})")
     print(f"with attribution / without        {job_attr / ref_attr:8.3f}  ({TARGETS['attribution']})")
-    print(f"whole extract / naive loop        {job / naive:8.2f}x")
+    print(describe_reductions(run, plain_again, eager))
+    print(f"whole extract / naive loop        {job_rate / naive:8.2f}x")
     print(f"allocator tuned / glibc default   {ref_glibc / bare_glibc:8.2f}x")
     print(f"bf16 / fp32 bare forward          {(bare_other / bare_last) ** (1 if other == 'bf16' else -1):8.2f}x")
     print(

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_decode import DecodeSection
 from benchmarks.gpu_job_sections import JobSections
 from benchmarks.gpu_settings import FULL, SECTIONS, SMOKE, Settings, time_limit
 from benchmarks.gpu_verdict import make_verdict
 
 
-class Bench(JobSections):
+class Bench(JobSections, DecodeSection):
     def __init__(self, s: Settings, tmp: Path, weights: Path | None = None):
         self.s, self.tmp, self.t0 = s, tmp, time.perf_counter()
         self.device = torch.device(s.device)
@@ -142,10 +143,11 @@ class Bench(JobSections):
         from jobs import runtime  # noqa: PLC0415
 
         cfg, loader, batch = self.config(), self.found.setdefault("loader", {}), self.job_batch()
+        decode = self.job_decode()  # decode auto's choice here: what the whole extract's loader runs
         for w in sorted({*self.s.workers, runtime.pick_workers("auto", self.device)}):  # and the job's default
-            loader[w], ready = measure_loader(cfg, self.device, w, batch, self.s.loader_seconds)
+            loader[w], ready = measure_loader(cfg, self.device, w, batch, self.s.loader_seconds, decode)
             print(
-                f"DataLoader alone, {w:2d} workers, batch {batch} (the job's): {loader[w]:8.1f} img/s "
+                f"DataLoader alone, {w:2d} workers, batch {batch} (the job's), decode {decode}: {loader[w]:8.1f} img/s "
                 f"({f'{loader[w] / w:.0f} per worker' if w else 'in the main process'}), timed after the first round "
                 f"of {max(1, w)} batches "
                 f"(in after {ready:.1f} s)"
@@ -163,7 +165,7 @@ class Bench(JobSections):
         from benchmarks.profile_extract import PARTS, profile_parts  # noqa: PLC0415
 
         cfg = self.config(batch=self.best_batch())
-        parts, n = profile_parts(cfg, self.s.profile_images)
+        parts, n, _ = profile_parts(cfg, self.s.profile_images, "eager")  # as the job's auto on a few thousand
         self.found["parts"] = {p: parts[p] / n * 1000 for p in PARTS}
         total = sum(self.found["parts"].values())
         print(f"where the time goes on {self.s.device}, everything in the main process, {n} images, ms per image:")

@@ -5,7 +5,7 @@ analysis/model/activations.py does, without and with the peaks (where each max i
 interleaved A B C A B C so that the machine's drift hits all alike.
 
     python -m benchmarks.bench_reductions [--batch-size 32] [--image-size 224] [--precision fp32,bf16] [--repeats 5]
-                                          [--compiled]   # also torch.compile's one-pass mean and max, against eager
+                                          [--compiled]   # also the compiled reductions (the job's), against eager
 """
 
 from __future__ import annotations
@@ -40,17 +40,27 @@ def capture_maps(batch: int, size: int, precision: str) -> dict[str, tuple[torch
     return maps
 
 
-def reduce_all(maps, use_pool: bool, peaks: bool = False) -> float:
-    from analysis.model.activations import compute_max_peak, compute_mean, compute_mean_max  # noqa: PLC0415
+def reduce_all(maps, use_pool: bool, peaks: bool = False, reductions=None, pools: bool = False) -> float:
+    """Seconds to reduce every layer's map as ChannelReducer does (use_pool: the pre-pool layers' maxima from their
+    pool), with `reductions` (map_reductions.EAGER by default, or compiled.CompiledReductions); pools: also run
+    the pre-pool layers' max pools (fused with the mean where the reductions fuse them, as the job does)."""
+    import torch.nn.functional as F  # noqa: PLC0415, N812
 
+    from analysis.model.map_reductions import EAGER  # noqa: PLC0415
+
+    ops = reductions or EAGER
     t = time.perf_counter()
     for full, pooled in maps.values():
         even = full.shape[-2] % 2 == 0 and full.shape[-1] % 2 == 0
         if use_pool and pooled is not None and even:  # what ChannelReducer does for a pre-pool layer
-            compute_mean(full)
-            compute_max_peak(pooled) if peaks else pooled.amax(dim=(2, 3)).float()
+            if pools and ops.fuses_pool:
+                pooled = ops.pool_mean(full)[0]
+            else:
+                pooled = F.max_pool2d(full, 2) if pools else pooled
+                ops.mean(full)
+            ops.max_peak(pooled, peaks)
         else:
-            compute_mean_max(full, peaks)
+            ops.mean_max(full, peaks)
     return time.perf_counter() - t
 
 
@@ -61,36 +71,27 @@ def describe(name: str, seconds: list[float], batch: int) -> str:
 
 
 def compare_compiled(maps, batch: int, repeats: int) -> str:
-    """Every layer's mean and max in one pass compiled by inductor (static shapes), against the job's eager
-    `compute_mean_max` (no peaks, no pool lever), interleaved: issue #23's item 1, measured before it is built."""
-    from analysis.model.activations import compute_mean_max  # noqa: PLC0415
+    """The job's reductions with peaks and the pool lever, and the five max pools they read from, compiled
+    (analysis/model/compiled.py: the pools fused with the means) against eager, interleaved; the compile time and
+    the images over which it pays back."""
+    from analysis.model.compiled import CompiledReductions  # noqa: PLC0415
 
-    def fused(x):  # (B, C, H, W) -> (B, C) float32 mean, (B, C) float32 max
-        return x.float().mean(dim=(2, 3)), x.amax(dim=(2, 3)).float()
-
-    compiled = torch.compile(fused, dynamic=False)
-    fulls = [full for full, _ in maps.values()]
+    compiled = CompiledReductions()
     t = time.perf_counter()
-    for x in fulls:  # one compilation per shape
-        compiled(x)
+    reduce_all(maps, True, True, compiled, pools=True)  # one compilation per shape
     compile_s = time.perf_counter() - t
     eager, fast = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        for x in fulls:
-            compute_mean_max(x)
-        eager.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        for x in fulls:
-            compiled(x)
-        fast.append(time.perf_counter() - t)
+        eager.append(reduce_all(maps, True, True, pools=True))
+        fast.append(reduce_all(maps, True, True, compiled, pools=True))
     ratio = [f / e for f, e in zip(fast, eager)]
     gain = (statistics.median(eager) - statistics.median(fast)) / batch
     pays = f", paid back after {compile_s / gain:,.0f} images" if gain > 0 else ", never paid back"
     return (
-        f"{describe('eager mean and max', eager, batch)}, {describe('compiled', fast, batch)}; compiled / eager "
-        f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {repeats} pairs; compiling the "
-        f"{len(fulls)} shapes {compile_s:.1f} s{pays}"
+        f"reductions with peaks + the 5 max pools: {describe('eager', eager, batch)}, "
+        f"{describe('compiled', fast, batch)}"
+        f"; compiled / eager {statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f}), {repeats} pairs; "
+        f"compiling {compile_s:.1f} s{pays}" + (f"; FAILED, eager ran: {compiled.failure}" if compiled.failure else "")
     )
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--precision", default="fp32,bf16")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--compiled", action="store_true", help="also torch.compile's one-pass mean and max (slow start)")
+    p.add_argument("--compiled", action="store_true", help="also the compiled reductions, against eager (slow start)")
     args = p.parse_args(argv)
     print(describe_cpu(), flush=True)
     for precision in args.precision.split(","):

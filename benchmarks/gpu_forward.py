@@ -8,7 +8,8 @@ so that a section's budget holds on any machine:
 - the attributed forward: the job's own Attributor, forward split at the lowest attributed layer, two class logits,
   one backward per class with gradient x activation and the Grad-CAM, without the reducing hooks or any output;
 - the DataLoader alone (decode + preprocess + collate + pin + copy), as the job builds it, at the job's batch size,
-  timed once the first round of batches (one per worker, all ready at about the same moment) is in.
+  timed once the first round of batches (one per worker, all ready at about the same moment) is in; with --decode
+  gpu's split, the device's decode and resize included.
 """
 
 from __future__ import annotations
@@ -126,13 +127,19 @@ def measure_attributed(
         return _time(step, device, batch, seconds, min_iters)
 
 
-def measure_loader(cfg, device: torch.device, workers: int, batch: int, seconds: float) -> tuple[float, float]:
+def measure_loader(
+    cfg, device: torch.device, workers: int, batch: int, seconds: float, decode: str = "cpu"
+) -> tuple[float, float]:
     """(images/s in steady state, seconds until the first round of batches is in) of the job's DataLoader over the
     files of cfg.data (an ExtractConfig) at `batch` images, each batch copied to `device` and normalized there as
-    the job does it (uint8, pinned memory, non_blocking, prefetch fitted to /dev/shm). The clock starts once every
-    worker has delivered its first batch: those arrive together, and counting them would add W-1 free batches."""
+    the job does it (uint8, pinned memory, non_blocking, prefetch fitted to /dev/shm); decode gpu: the workers check
+    the JPEGs and pass their bytes, which the device decodes and resizes (jobs/extract_units.py's make_dataset). The
+    clock starts once every worker has delivered its first batch: those arrive together, and counting them would
+    add W-1 free batches."""
     from analysis.data.dataset import ImageDataset  # noqa: PLC0415
+    from analysis.data.device_decode import DeviceDecoder  # noqa: PLC0415
     from analysis.data.discovery import find_images  # noqa: PLC0415
+    from analysis.data.jpeg_bytes import JpegBytesDataset  # noqa: PLC0415
     from analysis.data.preprocessing import make_preprocessing  # noqa: PLC0415
     from jobs.extract_units import load_threads, make_loader  # noqa: PLC0415
     from jobs.forward import to_device  # noqa: PLC0415
@@ -145,14 +152,15 @@ def measure_loader(cfg, device: torch.device, workers: int, batch: int, seconds:
     if len(batches) <= first_round:
         raise ValueError(f"{len(records)} images make {len(batches)} batches of {batch}: none after the first round")
     pre = make_preprocessing(cfg.preprocess, cfg.image_size)
-    dataset = ImageDataset(
+    dataset = (JpegBytesDataset if decode == "gpu" else ImageDataset)(
         records, pre, cfg.max_image_pixels, cfg.max_file_bytes, found.root, threads=load_threads(workers)
     )
+    decoder = DeviceDecoder(pre, device, cfg.max_image_pixels) if decode == "gpu" else None
     prefetch = fit_prefetch(workers, batch, pre.crop)
     t0 = time.perf_counter()
     seen, n, t = 0, 0, t0
     for b in make_loader(dataset, batches, workers, device, prefetch):
-        x = to_device(b.images, pre, device)
+        x = to_device((decoder(b) if decoder else b).images, pre, device)
         seen += 1
         if seen == first_round:
             _sync(device)

@@ -47,7 +47,7 @@ FULL = Settings(
     2048,
     1024,
     450.0,
-    dict(data=90, forward=50, loader=45, extract=140, profile=40, compare=60, torchrun=70, compile=150),
+    dict(data=90, forward=50, loader=45, decode=45, extract=140, profile=40, compare=60, torchrun=70, compile=150),
 )
 # On a CPU bf16 may be emulated and VGG16's classifier (124M weights) costs the same at any image size: one dtype,
 # the fewest forwards. The budgets only stop a hang: on an idle 2-core machine the whole smoke run takes ~40 s.
@@ -68,10 +68,10 @@ SMOKE = Settings(
     4,
     8,
     900.0,
-    dict(data=60, forward=120, loader=60, extract=240, profile=120, compare=180, torchrun=180, compile=120),
+    dict(data=60, forward=120, loader=60, decode=60, extract=240, profile=120, compare=180, torchrun=180, compile=120),
     job_batch=4,
 )
-SECTIONS = ("data", "forward", "loader", "profile", "extract", "compare", "torchrun", "compile")
+SECTIONS = ("data", "forward", "loader", "decode", "profile", "extract", "compare", "torchrun", "compile")
 
 
 class SectionTimeout(Exception):

@@ -1,6 +1,7 @@
 """Where the extract's time goes: each part of the job's own code timed on the same images, per image.
 
     python -m benchmarks.profile_extract [--images 64] [--batch-size 32] [--image-size 224] [--precision fp32,bf16]
+                                         [--reductions eager|compiled]  # default: auto, as on a large dataset
 
 The parts are the job's functions called in its order (the dataset's __getitems__ on the job's loading threads,
 with its read/digest/decode/fingerprint/preprocess methods timed inside, jobs.forward.to_device and BatchForward,
@@ -98,31 +99,22 @@ def make_config(
     from jobs import extract  # noqa: PLC0415
 
     return extract.parse(
-        [
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--weights",
-            weights,
-            "--device",
-            device,
-            "--precision",
-            precision,
-            "--image-size",
-            str(image_size),
-            "--no-progress",
-        ]
+        ["--data", str(data), "--out", str(out), "--weights", weights, "--device", device]
+        + ["--precision", precision, "--image-size", str(image_size), "--no-progress"]
         + (["--batch-size", str(batch_size)] if batch_size else [])  # None: the config's
         + (["--attribution-layers", attribution] if attribution else [])
     )
 
 
-def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float], int]:
-    """({part: seconds}, images) of one pass of the job's code over cfg.data, after one warm-up batch."""
+def profile_parts(
+    cfg, max_images: int | None = None, reductions: str | None = None
+) -> tuple[dict[str, float], int, str]:
+    """({part: seconds}, images, the reductions' name) of one pass of the job's code over cfg.data, after one warm-up
+    batch. reductions: eager | compiled | auto; None: what the job picks for a large dataset."""
     from analysis.data.dataset import ImageDataset, collate_images  # noqa: PLC0415
     from analysis.model.activations import ChannelReducer  # noqa: PLC0415
     from analysis.model.attribution import Attributor  # noqa: PLC0415
+    from analysis.model.compiled import choose_reductions  # noqa: PLC0415
     from analysis.store.writer import UnitSchemas, UnitWriter  # noqa: PLC0415
     from jobs import extract, extract_units  # noqa: PLC0415
     from jobs.forward import BatchForward, to_device  # noqa: PLC0415
@@ -166,7 +158,10 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     grad_mode = torch.no_grad() if attributed else torch.inference_mode()
     att = Attributor(model, values.attribution.layers) if attributed else contextlib.nullcontext()
     kept = []  # (rows, ok, acts) of every counted batch
-    reducer = TimedReducer(model, list(values.channels), peaks=values.peak_grid is not None)
+    # The reductions the job picks for a large dataset (auto: compiled where a compiler is); the warm-up batch
+    # compiles them, outside the clock.
+    reductions = choose_reductions(reductions or cfg.reductions, device, job.execution.precision, 10**9)[0]
+    reducer = TimedReducer(model, list(values.channels), values.peak_grid is not None, reductions)
     with grad_mode, reducer, att as a:
         forward = _TimedForward(a if attributed else model, clock)
         compute = BatchForward(dataclasses.replace(job, model=forward), reducer, forward if attributed else None)
@@ -204,7 +199,7 @@ def profile_parts(cfg, max_images: int | None = None) -> tuple[dict[str, float],
     clock.seconds[DEFAULT_UNIT] = (time.perf_counter() - t) / max(1, filled) * len(records)
     # The forward's clock ran around the hooks: charge the reductions once.
     clock.seconds["forward"] -= clock.seconds["reductions"]
-    return {p: clock.seconds.get(p, 0.0) for p in PARTS + STEPS + (DEFAULT_UNIT,)}, len(records)
+    return {p: clock.seconds.get(p, 0.0) for p in PARTS + STEPS + (DEFAULT_UNIT,)}, len(records), reductions.name
 
 
 def print_breakdown(title: str, runs: list[dict[str, float]], n: int, bare: list[float], unit_size: int) -> None:
@@ -261,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--attribution", default=None, help="--attribution-layers of the job (default: the config's)")
+    p.add_argument("--reductions", choices=["auto", "eager", "compiled"], help="default: the job's on a large dataset")
     args = p.parse_args(argv)
     runtime.keep_freed_memory()
     print(describe_cpu(), flush=True)
@@ -276,13 +272,13 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = make_config(
                     data, Path(tmp) / f"out-{precision}-{r}", "cpu", precision, args.batch_size, size, args.attribution
                 )
-                parts, n = profile_parts(cfg)
+                parts, n, reduced = profile_parts(cfg, reductions=args.reductions)
                 runs.append(parts)
                 bare.append(bare_forward(args.batch_size, size, precision, 1, True))
             note = "" if precision != "bf16" or native else " (bf16 EMULATED on this CPU: for information only)"
             print_breakdown(
                 f"{precision} batch {args.batch_size} size {size}, attribution "
-                f"{','.join(cfg.attribution_layers) or 'none'}{note}",
+                f"{','.join(cfg.attribution_layers) or 'none'}, {reduced} reductions{note}",
                 runs,
                 n,
                 bare,

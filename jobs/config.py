@@ -8,9 +8,11 @@ import dataclasses
 from typing import Mapping
 
 from analysis.config import (
+    DECODES,
     LAYER_NAMES,
     PRECISIONS,
     PREPROCESS_NAMES,
+    REDUCTIONS,
     check_bool,
     check_choice,
     check_colormap,
@@ -74,6 +76,8 @@ class ExtractConfig(ModelKeys):
     device: str
     share_gpus: bool
     precision: str
+    reductions: str  # auto | eager | compiled: how the hooks reduce the maps (analysis/model/compiled.py)
+    decode: str  # auto | cpu | gpu: where JPEGs are decoded and resized (analysis/data/device_decode.py)
     unit_size: int
     shard: str | None
     progress: bool
@@ -94,6 +98,8 @@ class ExtractConfig(ModelKeys):
         check_device("device", self.device)
         check_bool("share_gpus", self.share_gpus)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("reductions", self.reductions, REDUCTIONS)
+        check_choice("decode", self.decode, DECODES)
         check_int("unit_size", self.unit_size, 1)
         if self.shard is not None:
             parse_shard(self.shard)

@@ -52,7 +52,7 @@ class ExtractRun:
     model: nn.Module  # loaded.model on the device, channels_last
     values: ValueLayout  # the layers' channels, their peaks' grids, the attribution and its Grad-CAM
     preprocessing: Preprocessing
-    execution: runtime.Execution  # device, precision, workers, batch size, prefetch
+    execution: runtime.Execution  # device, precision, workers, batch size, prefetch, decode
     meta: dict  # every table's key-value metadata (run_metadata.make_metadata)
     run: dict  # OUT/manifest.json, as read back
     todo: list[Unit]
@@ -101,7 +101,9 @@ def prepare(cfg: ExtractConfig) -> ExtractRun:
     #    different one. This shard's units, less those done.
     workers, batch_size = runtime.pick_workers(cfg.workers, device), runtime.pick_batch_size(cfg.batch_size, device)
     prefetch = shared_memory.fit_prefetch(workers, batch_size, preprocessing.crop)
-    execution = runtime.Execution(device, precision, workers, batch_size, prefetch)
+    decode, why = runtime.pick_decode(cfg.decode, device, preprocessing)
+    log.info("%s", why)
+    execution = runtime.Execution(device, precision, workers, batch_size, prefetch, decode)
     meta = run_metadata.make_metadata(cfg, found, loaded, values, preprocessing, execution, label_map)
     run = run_metadata.make_run_manifest(meta, found, cfg, shard)
     if out_folder.open_run(out, run, cfg.overwrite) or not (out / contract.CONFIG_YAML).exists():
@@ -236,6 +238,8 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
     p.add_argument("--workers", help="DataLoader worker processes, or auto")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", help="auto | fp32 | bf16 | fp16")
+    p.add_argument("--reductions", help="auto | eager | compiled: how the hooks reduce each map")
+    p.add_argument("--decode", help="auto | cpu | gpu: where JPEGs are decoded and resized")
     p.add_argument(
         "--shard",
         help="i/N (0-based): this process does units k with k %% N == i (default: from "
@@ -264,6 +268,8 @@ def parse(argv: list[str] | None = None) -> ExtractConfig:
         workers=workers,
         device=args.device,
         precision=args.precision,
+        reductions=args.reductions,
+        decode=args.decode,
         progress=args.progress,
         overwrite=args.overwrite or None,
         shard=args.shard,

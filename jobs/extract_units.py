@@ -8,14 +8,20 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
 
 from analysis.data.dataset import ImageDataset, collate_images
+from analysis.data.device_decode import DeviceDecoder
+from analysis.data.jpeg_bytes import JpegBytesDataset
 from analysis.model.activations import ChannelReducer
 from analysis.model.attribution import Attributor
+from analysis.model.compiled import choose_reductions
+from analysis.model.heads import compute_class_logits
+from analysis.model.precision import autocast
 from analysis.store import manifest
 from analysis.store.shards import iter_unit_sizes, make_unit_batches
 from analysis.store.writer import UnitSchemas, UnitWriter
@@ -35,41 +41,41 @@ def stream_units(job: ExtractRun) -> int | None:
     Each unit is committed on the writer's thread while the next batches run (CNN_BLACKBOX_WRITER=inline: in this
     thread, as benchmarks/bench_extract.py compares). A stop request (SIGINT, SIGTERM) lets the unit being written
     finish and begins no other: the batches of a unit not yet written are dropped, and a rerun redoes them."""
-    cfg, found, execution = job.cfg, job.found, job.execution
-    dataset = ImageDataset(
-        found.records,
-        job.preprocessing,
-        cfg.max_image_pixels,
-        cfg.max_file_bytes,
-        found.root,
-        threads=load_threads(execution.workers),
-    )
+    cfg, execution = job.cfg, job.execution
+    dataset, decoder = make_dataset(job)
     batches = make_unit_batches(job.todo, execution.batch_size)
     loader = make_loader(dataset, batches, execution.workers, execution.device, execution.prefetch)
     schemas = UnitSchemas.make(job.loaded.classes, job.loaded.head == "imagenet", job.values, job.meta)
+    attribution = job.values.attribution
+    # Attribution needs a graph above its lowest layer: then no_grad (its tensors may enter one), else
+    # inference_mode. No parameter ever needs a gradient.
+    job.model.requires_grad_(False)
+    grad_mode = torch.no_grad() if attribution else torch.inference_mode()
+    images = sum(len(u) for u in job.todo)
+    reductions, why = choose_reductions(cfg.reductions, execution.device, execution.precision, images)
+    reducer = ChannelReducer(job.model, list(job.values.channels), job.values.peak_grid is not None, reductions)
+    compile_s = compile_reductions(job, reducer)
+    log.info("reductions: %s%s", why, f"; compiled in {compile_s:.1f} s" if compile_s else "")
+    stamp = run_metadata.make_unit_stamp(job.run, job.shard, execution)
     writer = UnitWriter(
         job.out,
         job.values,
         schemas,
         cfg.unit_size,
         units=iter_unit_sizes(job.todo),
-        stamp=run_metadata.make_unit_stamp(job.run, job.shard, execution),
+        stamp={**stamp, "reductions": reductions.name, "compile_seconds": round(compile_s, 3)},
     )
-    attribution = job.values.attribution
     with tqdm(
         total=sum(len(u) for u in job.todo), unit="img", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr
     ) as bar:
-        # Attribution needs a graph above its lowest layer: then no_grad (its tensors may enter one), else
-        # inference_mode. No parameter ever needs a gradient.
-        job.model.requires_grad_(False)
-        grad_mode = torch.no_grad() if attribution else torch.inference_mode()
-        attributor = Attributor(job.model, attribution.layers) if attribution else contextlib.nullcontext()
-        reducer = ChannelReducer(job.model, list(job.values.channels), peaks=job.values.peak_grid is not None)
+        attributor = Attributor(job.model, attribution.layers, reductions) if attribution else contextlib.nullcontext()
         with cluster.StopSignals() as stop, writer, grad_mode, reducer, attributor as att:
             if os.environ.get(WRITER_ENV, "thread") != "inline":
                 writer.commit_in_background(should_stop=lambda: stop.requested)
             forward = BatchForward(job, reducer, att)
             for batch in loader:
+                if decoder is not None:  # --decode gpu: the batch's JPEGs decoded on the device, put in their places
+                    batch = decoder(batch)
                 batch = dataclasses.replace(batch, images=to_device(batch.images, job.preprocessing, execution.device))
                 values, rows = forward(batch)
                 writer.add(rows, batch.ok, values)
@@ -80,10 +86,47 @@ def stream_units(job: ExtractRun) -> int | None:
                 writer.abandon()
             else:
                 writer.close()
+    if decoder is not None and decoder.fallbacks:
+        log.info("decode gpu: %d JPEGs failed on %s and were decoded by PIL", decoder.fallbacks, execution.device)
     if stop.requested and writer.unit < len(job.todo):
         log.warning("stopped: %d units committed by this process; rerun the same command to resume", writer.unit)
         return stop.exit_code()
     return None
+
+
+def compile_reductions(job: ExtractRun, reducer: ChannelReducer) -> float:
+    """Seconds spent compiling the reductions for every map the job's forward makes and every contribution its
+    backward sums (two blank images through the model and the attribution, in the job's precision and grad mode),
+    before the first unit's clock starts; 0 when they are not compiled."""
+    if reducer.reductions.name != "compiled":
+        return 0.0
+    execution, size, attribution = job.execution, job.preprocessing.crop, job.values.attribution
+    start = time.perf_counter()
+    x = torch.zeros(2, 3, size, size, device=execution.device).contiguous(memory_format=torch.channels_last)
+    att = Attributor(job.model, attribution.layers, reducer.reductions) if attribution else None
+    with torch.no_grad() if att else torch.inference_mode(), reducer, att or contextlib.nullcontext():
+        with autocast(execution.device, execution.precision):
+            raw = att.forward(x) if att else job.model(x)
+        reducer.take()
+        if att:
+            with torch.enable_grad():
+                att.take_contributions(compute_class_logits(raw.float(), job.loaded))
+    return time.perf_counter() - start
+
+
+def make_dataset(job: ExtractRun) -> tuple[ImageDataset, DeviceDecoder | None]:
+    """The job's dataset and, with decode gpu, the decoder that finishes its JPEGs on the device."""
+    cfg, found, execution = job.cfg, job.found, job.execution
+    gpu = execution.decode == "gpu"
+    dataset = (JpegBytesDataset if gpu else ImageDataset)(
+        found.records,
+        job.preprocessing,
+        cfg.max_image_pixels,
+        cfg.max_file_bytes,
+        found.root,
+        threads=load_threads(execution.workers),
+    )
+    return dataset, DeviceDecoder(job.preprocessing, execution.device, cfg.max_image_pixels) if gpu else None
 
 
 def load_threads(workers: int) -> int:

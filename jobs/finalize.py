@@ -94,12 +94,15 @@ def make_summary(run: dict, units: dict[int, dict]) -> dict:
     c = manifest.sum_counts(units.values())
     d = run["discovery"]
     devices = sorted({u["device"] for u in units.values()})
+    decodes = sorted({u.get("decode", "cpu") for u in units.values()})  # a unit written before --decode: cpu
     busy = sum(float(u["seconds"]) for u in units.values())
     wall = time.time() - float(run["created_unix"])
     processes = Counter((u["host"], u["shard"], u["device"]) for u in units.values())
+    compiling = {(u["host"], u["shard"], u["device"]): float(u.get("compile_seconds", 0)) for u in units.values()}
     return {
         **run["meta"],
         "device": devices[0] if len(devices) == 1 else ", ".join(devices),
+        "decode": ", ".join(decodes),
         "complete": True,
         "finished": manifest.now(),
         "counts": {
@@ -120,7 +123,9 @@ def make_summary(run: dict, units: dict[int, dict]) -> dict:
             "seconds": round(wall, 3),
             "extract_seconds": round(busy, 3),
             "images_per_s": round(run["n_images"] / busy, 3) if busy > 0 else None,
+            "compile_seconds": round(sum(compiling.values()), 3),  # the reductions' (analysis/model/compiled.py)
         },
+        "reductions": ", ".join(sorted({u.get("reductions", "eager") for u in units.values()})),
         "tables": {
             "units": run["n_units"],
             "unit_size": run["unit_size"],

@@ -56,6 +56,7 @@ def make_unit_stamp(run: dict, shard: Shard, execution: Execution) -> dict:
         "shard": str(shard),
         "device": str(execution.device),
         "batch_size": execution.batch_size,
+        "decode": execution.decode,  # cpu | gpu, as run; run.json names every one (not the identity: a run resumes)
     }
 
 

@@ -1,4 +1,4 @@
-"""Process-level choices that only entry points make: device, precision, workers, logging, allocator."""
+"""Process-level choices that only entry points make: device, precision, workers, decode, logging, allocator."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from analysis.config import ConfigError
 from analysis.data.names import make_log_safe
+
+if TYPE_CHECKING:
+    from analysis.data.preprocessing import Preprocessing
 
 log = logging.getLogger("cnn_blackbox")
 
@@ -35,13 +39,15 @@ def setup_logging(verbose: bool = False) -> None:
 
 @dataclass(frozen=True)
 class Execution:
-    """How this process runs the model: run.json records it (of these, only the precision changes a value)."""
+    """How this process runs the model: run.json records it (of these, only the precision changes a value beyond
+    rounding; decode moves the input by a grey level or so, and the pHash by up to 2 bits: README, --decode)."""
 
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
     workers: int  # DataLoader worker processes
     batch_size: int = 32
     prefetch: int = 4  # batches each worker keeps ready (jobs/shared_memory.py lowers it to fit /dev/shm)
+    decode: str = "cpu"  # cpu | gpu: where JPEGs are decoded and resized (pick_decode)
 
 
 def pick_device(name: str, share_gpus: bool = False) -> torch.device:
@@ -85,6 +91,35 @@ def _check_device(name: str) -> torch.device:
     if name not in available:
         raise ConfigError(f"device: {name!r} is not available on this machine; available: {', '.join(available)}")
     return torch.device(name)
+
+
+def pick_decode(name: str, device: torch.device, preprocessing: Preprocessing) -> tuple[str, str]:
+    """(cpu | gpu, why: the log's line). `auto` is gpu on a CUDA device where torchvision decodes a probe JPEG,
+    else cpu; a `gpu` that cannot run fails in one line (never a quiet fall-back). gpu on the CPU device runs the
+    device path's own code (torchvision's libjpeg-turbo in the main process): how the tests check it."""
+    from analysis.data.device_decode import INTERPOLATIONS, probe  # noqa: PLC0415 - torchvision.io only when asked
+
+    if name == "cpu":
+        return "cpu", "decode cpu: PIL decodes and resizes in the DataLoader"
+    cannot = None
+    if device.type not in ("cuda", "cpu"):
+        cannot = f"the device is {device}: JPEGs are decoded on a CUDA device (or the CPU, for tests)"
+    elif preprocessing.interpolation not in INTERPOLATIONS:
+        cannot = f"the preprocessing resizes {preprocessing.interpolation}, not {' or '.join(INTERPOLATIONS)}"
+    elif name == "auto" and device.type != "cuda":
+        return "cpu", f"decode auto: cpu (the device is {device}; --decode gpu runs the device path's code here)"
+    else:
+        failure = probe(device)
+        cannot = failure and f"torchvision cannot decode a JPEG on {device}: {failure}"
+    if cannot and name == "gpu":
+        raise ConfigError(f"decode: gpu, but {cannot}; use --decode cpu (or auto)")
+    if cannot:
+        return "cpu", f"decode auto: cpu ({cannot})"
+    where = f"on {device}" if device.type == "cuda" else "in the main process on the CPU (slower than --decode cpu)"
+    return "gpu", (
+        f"decode {name}: gpu: JPEGs decoded by torchvision.io.decode_jpeg {where}, resized and cropped there; other "
+        "files, and a JPEG that fails there, by PIL on the CPU"
+    )
 
 
 def has_native_bf16(device: torch.device) -> bool:

@@ -125,7 +125,7 @@ def test_an_unknown_layer_lists_the_valid_names(model):
 @pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 30])
 def test_sliced_mean_max_equals_numpy_on_any_values(monkeypatch, chunk_bytes):
     """The cache-sized slices (CPU, channels_last) give numpy's mean and max, negatives and uneven slices included."""
-    import analysis.model.activations as acts
+    import analysis.model.map_reductions as acts
 
     monkeypatch.setattr(acts, "_CHUNK_BYTES", chunk_bytes)
     x = torch.randn(3, 5, 7, 9, generator=torch.Generator().manual_seed(0)) - 0.5
@@ -142,7 +142,7 @@ def test_sliced_mean_max_equals_numpy_on_any_values(monkeypatch, chunk_bytes):
 def test_mean_alone_equals_numpy_in_every_dtype_and_slicing(monkeypatch, chunk_bytes, dtype):
     """compute_mean (the pre-pool layers' mean): float32 means of the map's own values, whether it reduces the
     whole map (float32, other layouts) or sums cache-sized slices (a bf16/fp16 channels_last map on the CPU)."""
-    import analysis.model.activations as acts
+    import analysis.model.map_reductions as acts
 
     monkeypatch.setattr(acts, "_CHUNK_BYTES", chunk_bytes)
     x = (torch.randn(3, 5, 7, 9, generator=torch.Generator().manual_seed(1)) - 0.5).to(dtype)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-import analysis.model.activations as acts
+import analysis.model.map_reductions as acts
 from analysis.config import LAYER_NAMES
 from analysis.model.activations import ChannelReducer, compute_map_sizes, compute_peak_grids
 from analysis.model.vgg16 import CONV_INDICES, make_vgg16, relu_modules

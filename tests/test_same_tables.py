@@ -109,16 +109,21 @@ ADDED_TABLES = (
     "report/concepts.parquet",
 )
 ADDED_KEYS = ("peak_grid", "gradcam")
+# Issue #23: how each process ran (tests/test_compiled_reductions.py, tests/test_device_decode_extract.py check them).
+EXECUTION_KEYS = ("reductions", "compile_seconds", "decode")
 
 
 def drop_additions(doc: dict) -> dict:
-    """A table's metadata, run.json or a manifest less what issue #20 adds (checked there first)."""
+    """A table's metadata, run.json or a manifest less what issues #20 and #23 add (checked there first)."""
     doc = dict(doc)
     for key in ("meta",) if "meta" in doc else ():
         doc[key] = drop_additions(doc[key])
     if "layers" in doc and "format_version" in doc:  # a run's metadata
         assert all(key in doc for key in ADDED_KEYS), sorted(doc)
         doc = {k: v for k, v in doc.items() if k not in ADDED_KEYS}
+    if "timings" in doc:  # run.json
+        doc["timings"] = {k: v for k, v in doc["timings"].items() if k not in EXECUTION_KEYS}
+    doc = {k: v for k, v in doc.items() if k not in EXECUTION_KEYS}
     if "parts" in doc:  # a unit manifest
         added = [p for p in doc["parts"] if p.startswith(ADDED_TABLES)]
         assert added, "a unit without the peak and Grad-CAM parts"

@@ -28,13 +28,18 @@ from analysis.data.sources import ImageRecord, SourceError, read_bytes
 @dataclass
 class Item:
     index: int  # position in the dataset's records
-    image: torch.Tensor | None  # (3, N, N) uint8 (Preprocessing.normalize finishes it on the device); None: failed
+    image: torch.Tensor | None  # (3, N, N) uint8 (Preprocessing.normalize finishes it on the device); None: failed,
+    # or left to the device (`encoded`)
     error: str | None  # the reason when it failed, else None
     width: int | None  # as stored; also set for a failure when the header could be read
     height: int | None
     format: str | None
     sha256: str | None = None  # of the file's bytes, as read for decoding; None when they could not be read
     phash: int | None = None  # of the whole decoded image (contract.PHASH); None when it failed
+    # A JPEG left for the device to decode (analysis/data/jpeg_bytes.py; image is None, error None): its bytes and
+    # the EXIF orientation (1-8) the device applies. None on the CPU path.
+    encoded: bytearray | None = None
+    orientation: int = 1
 
 
 class ImageDataset(Dataset):
@@ -91,6 +96,11 @@ class ImageDataset(Dataset):
             data = self.read(i)
         except SourceError as e:
             return Item(index=i, image=None, error=e.reason, width=None, height=None, format=None)
+        return self.make_item(i, data)
+
+    def make_item(self, i: int, data: bytes) -> Item:
+        """The item of record i from its bytes: decoded and preprocessed here (a subclass may leave some for the
+        device: analysis/data/jpeg_bytes.py)."""
         digest = self.digest(data)  # the bytes just read: no second read of the file
         try:
             decoded = self.decode(data)
@@ -129,7 +139,9 @@ class ImageDataset(Dataset):
 @dataclass
 class Batch:
     indices: list[int]  # dataset index of every item, good or bad, in order
-    images: torch.Tensor  # (B_ok, 3, N, N) uint8: the good items in order; (0, 3, 0, 0) when none is good
+    # (B_ok, 3, N, N) uint8: the good items in order; (0, 3, 0, 0) when none is good. Out of the loader with
+    # --decode gpu: the good items but those in `encoded`, until the device step adds them.
+    images: torch.Tensor
     ok: list[bool]
     errors: list[str | None]
     widths: list[int | None]
@@ -137,6 +149,12 @@ class Batch:
     formats: list[str | None]
     sha256s: list[str | None]  # of each item's bytes; None where they could not be read
     phashes: list[int | None]  # of each decoded image (contract.PHASH); None where it failed
+    # JPEGs the device decodes (--decode gpu): each one's place among the items (an ok item whose crop is not in
+    # `images` yet), bytes and EXIF orientation. analysis/data/device_decode.py decodes them and puts their crops
+    # into `images` in order, leaving these empty: after that step `images` holds every good item, as above.
+    encoded_at: list[int] = dataclasses.field(default_factory=list)
+    encoded: list[bytearray] = dataclasses.field(default_factory=list)
+    orientations: list[int] = dataclasses.field(default_factory=list)
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True) in its pinning thread."""
@@ -144,18 +162,24 @@ class Batch:
 
 
 def collate_images(items: list[Item]) -> Batch:
-    """The DataLoader's collate_fn: stack the good images, keep every item's place and error."""
+    """The DataLoader's collate_fn: stack the good images, keep every item's place and error; a JPEG left for the
+    device keeps its bytes (pickled through the worker's pipe, not /dev/shm: a photo's bytes can be many times its
+    crop's, which jobs/shared_memory.py sizes /dev/shm for)."""
     good = [item.image for item in items if item.image is not None]
+    encoded_at = [j for j, item in enumerate(items) if item.encoded is not None]
     # With no good item the crop size is unknown here; the batch is (0, 3, 0, 0) and the caller skips the forward.
     images = torch.stack(good) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
     return Batch(
         indices=[item.index for item in items],
         images=images,
-        ok=[item.image is not None for item in items],
+        ok=[item.image is not None or item.encoded is not None for item in items],
         errors=[item.error for item in items],
         widths=[item.width for item in items],
         heights=[item.height for item in items],
         formats=[item.format for item in items],
         sha256s=[item.sha256 for item in items],
         phashes=[item.phash for item in items],
+        encoded_at=encoded_at,
+        encoded=[items[j].encoded for j in encoded_at],
+        orientations=[items[j].orientation for j in encoded_at],
     )

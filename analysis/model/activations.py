@@ -11,12 +11,13 @@ position in row-major order wins, in every path (torch.max and argmax return the
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from analysis.config import ConfigError
+from analysis.model.map_reductions import EAGER, Reduction
 from analysis.model.vgg16 import CONV_INDICES, relu_modules
 
 
@@ -80,12 +81,22 @@ class LayerHooks:
         self._handles.clear()
 
 
-class Reduction(NamedTuple):
-    """One layer's per-channel reductions of a batch, each (B, C) on the map's device."""
+class MapReductions(Protocol):
+    """How a ChannelReducer reduces one map: `map_reductions.EAGER`, or `compiled.CompiledReductions`."""
 
-    mean: torch.Tensor  # float32
-    max: torch.Tensor | None  # float32; None only while the pool after the layer has not run
-    peak: torch.Tensor | None  # int64 flat index of the max on the peak grid; None unless peaks were asked for
+    name: str
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def mean_max(self, x: torch.Tensor, peaks: bool) -> Reduction: ...
+
+    def max_peak(self, x: torch.Tensor, peaks: bool) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def contribution(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor: ...
+
+    fuses_pool: bool  # whether pool_mean can stand in for a 2x2 max pool
+
+    def pool_mean(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None: ...
 
 
 class ChannelReducer(LayerHooks):
@@ -102,17 +113,19 @@ class ChannelReducer(LayerHooks):
     pool's output, a quarter of the elements, when the map's height and width are even: every element is then in
     exactly one window, so the max of the pooled map is the max of the map, bit for bit (the mean is then one
     reduction over the map: the same value up to float32 rounding). With an odd side the pool (floor mode) drops the
-    last row or column and the map itself is reduced.
+    last row or column and the map itself is reduced. With reductions that fuse the pool (the compiled ones), the
+    pool's forward is replaced inside the block by one pass that gives the pooled map and the layer's mean.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], peaks: bool = False):
+    def __init__(self, model: nn.Module, layers: Sequence[str], peaks: bool = False, reductions: MapReductions = EAGER):
         super().__init__(model, layers)
         self.peaks = peaks
+        self.reductions = reductions
         self._pools = {name: pool for name in self.layers if (pool := following_pool(model, name)) is not None}
 
     def record(self, output: torch.Tensor) -> Reduction:
         # output: (B, C, H, W), any memory format; under autocast it is bf16/fp16, so accumulate in float32.
-        return compute_mean_max(output, self.peaks)
+        return self.reductions.mean_max(output, self.peaks)
 
     def _hooks(self):
         return super()._hooks() + [(pool, self._make_pool_hook(name)) for name, pool in self._pools.items()]
@@ -134,21 +147,51 @@ class ChannelReducer(LayerHooks):
             x = output.detach()
             if x.shape[-2] % 2 or x.shape[-1] % 2:
                 self._store[name] = self.record(x)
+            elif self.reductions.fuses_pool:
+                self._store[name] = Reduction(None, None, None)  # the pool's own pass adds the mean, its hook the max
             else:
-                self._store[name] = Reduction(compute_mean(x), None, None)  # the pool hook adds the max
+                self._store[name] = Reduction(self.reductions.mean(x), None, None)  # the pool hook adds the max
 
         return hook
+
+    def __enter__(self):
+        super().__enter__()
+        if self.reductions.fuses_pool:
+            for name, pool in self._pools.items():
+                pool.forward = self._make_fused_pool(name, pool)  # this instance's forward, until the block ends
+        return self
+
+    def _remove(self) -> None:
+        for pool in self._pools.values():
+            pool.__dict__.pop("forward", None)
+        super()._remove()
+
+    def _make_fused_pool(self, name: str, pool: nn.Module):
+        """The pool's forward when the reductions fuse it: the pooled map and the layer's mean from one pass over
+        the map (the pool reads it anyway). Where a graph needs the pool (the attributed layers) or the fused pass
+        is unavailable, the pool itself runs and the mean is reduced apart."""
+        plain = type(pool).forward
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            r = self._store.get(name)
+            if r is None or r.mean is not None:
+                return plain(pool, x)
+            fused = None if x.requires_grad else self.reductions.pool_mean(x)
+            if fused is None:
+                self._store[name] = Reduction(self.reductions.mean(x.detach()), None, None)
+                return plain(pool, x)
+            pooled, mean = fused
+            self._store[name] = Reduction(mean, None, None)
+            return pooled
+
+        return forward
 
     def _make_pool_hook(self, name: str):
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
             r = self._store.get(name)
             if r is not None and r.max is None:
-                x = output.detach()  # (B, C, h/2, w/2): the peak is on this grid
-                if self.peaks:
-                    maxes, peaks = compute_max_peak(x)
-                    self._store[name] = Reduction(r.mean, maxes.float(), peaks)
-                else:
-                    self._store[name] = Reduction(r.mean, x.amax(dim=(2, 3)).float(), None)
+                # (B, C, h/2, w/2): the peak is on this grid
+                self._store[name] = Reduction(r.mean, *self.reductions.max_peak(output.detach(), self.peaks))
 
         return hook
 
@@ -162,6 +205,7 @@ def following_pool(model: nn.Module, layer: str) -> nn.Module | None:
         and _pair(pool.kernel_size) == _pair(pool.stride) == (2, 2)
         and _pair(pool.padding) == (0, 0)
         and _pair(pool.dilation) == (1, 1)
+        and not pool.return_indices
     ):
         return pool
     return None
@@ -169,103 +213,6 @@ def following_pool(model: nn.Module, layer: str) -> nn.Module | None:
 
 def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-_CHUNK_BYTES = 2 << 20  # a slice this size stays in the CPU's cache between its sum and its max
-_SEARCH_SLICES = 8  # a map of fewer slices gets its peaks from torch.max over the whole map (faster there)
-
-
-def compute_mean(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> per-channel spatial mean (B, C) float32, for a map whose max comes from elsewhere.
-
-    In float32 one reduction over the whole map is as fast as any slicing, and one op beats the sliced loop's
-    hundreds on a busy machine. A bf16/fp16 map on the CPU is summed in cache-sized slices: PyTorch's float32
-    accumulation of a whole reduced-precision map is 2-8x slower (8 x 64 x 224 x 224 bf16: 67 ms against 8.6 ms
-    in 2 MB slices, 2-core AMD EPYC; the same rounding error, about 1e-7).
-    """
-    v, rows = _slices(x)
-    if v is None or x.dtype == torch.float32:
-        return x.mean(dim=(2, 3), dtype=torch.float32)
-    sums = v[:, :rows].sum(dim=1, dtype=torch.float32)
-    for start in range(rows, v.shape[1], rows):
-        sums += v[:, start : start + rows].sum(dim=1, dtype=torch.float32)
-    return sums / v.shape[1]
-
-
-def _slices(x: torch.Tensor) -> tuple[torch.Tensor | None, int]:
-    """(the (B, HW, C) view of a channels_last CPU map, rows of HW per cache-sized slice), or (None, 0) where
-    slicing does not apply: another device or layout, or a map that fits one slice."""
-    b, c, h, w = x.shape
-    rows = max(1, _CHUNK_BYTES // max(1, b * c * x.element_size()))
-    if x.device.type != "cpu" or rows >= h * w or not x.is_contiguous(memory_format=torch.channels_last):
-        return None, 0
-    return x.permute(0, 2, 3, 1).reshape(b, h * w, c), rows
-
-
-def compute_mean_max(x: torch.Tensor, peaks: bool = False) -> Reduction:
-    """(B, C, H, W) -> per-channel spatial mean (B, C) float32, max (B, C) float32 and, when asked, the max's flat
-    index y * W + x (B, C) int64, the first on ties.
-
-    On the CPU a map is far larger than the cache, and two separate passes (mean, then max) read it from memory
-    twice. Reducing it in slices of rows that fit the cache reads it once: measured 35-40% less time for the
-    reductions of VGG16's layers at batch 32 (2-core AVX-512 CPU). On a GPU the plain reductions are right.
-    The peaks follow the slices (`_reduce_slices`); a map of few slices takes them from torch.max instead.
-    """
-    v, rows = _slices(x)  # v: (B, HW, C), a view of the channels_last map
-    if v is None:
-        means = x.mean(dim=(2, 3), dtype=torch.float32)
-        if not peaks:
-            return Reduction(means, x.amax(dim=(2, 3)).float(), None)
-        maxes, where = x.flatten(2).max(dim=2)  # a view for contiguous and channels_last maps alike
-        return Reduction(means, maxes.float(), where)
-    search = peaks and v.shape[1] >= _SEARCH_SLICES * rows
-    sums, maxes, where = _reduce_slices(v, rows, True, search)
-    if peaks and not search:
-        maxes, where = x.flatten(2).max(dim=2)  # the same maxima, bit for bit
-    return Reduction(sums / v.shape[1], maxes.float(), where)
-
-
-def compute_max_peak(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C, H, W) -> (per-channel max (B, C) in x's dtype, its flat index y * W + x (B, C) int64, the first on
-    ties): torch.max over the flattened map, or on a large channels_last CPU map the sliced search of
-    `_reduce_slices`."""
-    v, rows = _slices(x)
-    if v is None or v.shape[1] < _SEARCH_SLICES * rows:
-        return x.flatten(2).max(dim=2)
-    return _reduce_slices(v, rows, False, True)[1:]
-
-
-def _reduce_slices(v: torch.Tensor, rows: int, sums: bool, peaks: bool):
-    """v (B, HW, C) in slices of `rows` rows -> (float32 sums or None, maxes in v's dtype, peaks or None), each
-    (B, C).
-
-    The peaks: each slice's max against the running one (strictly greater: an earlier slice wins a tie) says which
-    slice holds the first max, and one gather of a slice's size finds it there (`_locate`). torch.max(dim=1) on
-    the slices, which returns the indices at once, is 1.6-14x slower than their amax (bf16-fp32, 2-core EPYC);
-    over the whole channels_last map, torch.max is 3-4x slower than this search on conv1 at 224 px, and faster
-    only on a map of a few slices (`_SEARCH_SLICES`: 14 x 14 at batch 16)."""
-    total = v[:, :rows].sum(dim=1, dtype=torch.float32) if sums else None
-    maxes = v[:, :rows].amax(dim=1)
-    slice_of_max = torch.zeros(maxes.shape, dtype=torch.int64, device=v.device) if peaks else None
-    for k, start in enumerate(range(rows, v.shape[1], rows), start=1):
-        part = v[:, start : start + rows]  # (B, rows, C)
-        if sums:
-            total += part.sum(dim=1, dtype=torch.float32)
-        part_max = part.amax(dim=1)
-        if peaks:
-            slice_of_max.masked_fill_(part_max > maxes, k)
-        torch.maximum(maxes, part_max, out=maxes)
-    return total, maxes, _locate(v, maxes, slice_of_max, rows) if peaks else None
-
-
-def _locate(v: torch.Tensor, maxes: torch.Tensor, slice_of_max: torch.Tensor, rows: int) -> torch.Tensor:
-    """The first row of v (B, HW, C) equal to maxes (B, C) within the slice of `rows` rows that holds it: (B, C).
-    Gathered as (B, C, rows), each channel's rows in a run: 2-3x faster than (B, rows, C), whose reads jump between
-    channels' slices at every element."""
-    first = slice_of_max * rows  # (B, C)
-    index = (first.unsqueeze(2) + torch.arange(rows, device=v.device)).clamp_(max=v.shape[1] - 1)  # (B, C, rows)
-    found = torch.gather(v.transpose(1, 2), 2, index) == maxes.unsqueeze(2)  # clamped rows repeat the last one
-    return first + found.to(torch.uint8).argmax(dim=2)
 
 
 def compute_map_sizes(model: nn.Module, size: int) -> dict[str, tuple[int, int]]:

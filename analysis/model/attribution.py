@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from analysis.model.activations import MapReductions
+from analysis.model.map_reductions import EAGER
 from analysis.model.vgg16 import CONV_INDICES, relu_modules
 
 GRADCAM_LAYER = "conv5_3"  # the last conv layer, as in Selvaraju et al.: the most semantic maps still in space
@@ -36,8 +38,10 @@ class Attributor:
             contrib = att.take_contributions(logits)      # {layer: (B, K, C) float32}
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str]):
+    def __init__(self, model: nn.Module, layers: Sequence[str], reductions: MapReductions = EAGER):
+        """reductions: what sums each map times its gradient (the eager or the compiled reductions)."""
         self.model = model
+        self.reductions = reductions
         self.layers = tuple(sorted(dict.fromkeys(layers), key=CONV_INDICES.__getitem__))
         if not self.layers:
             raise ValueError("an Attributor needs at least one layer")
@@ -93,10 +97,11 @@ class Attributor:
                 target = logits[:, j].sum()
             grads = torch.autograd.grad(target, maps, retain_graph=j < k - 1)
             for name, a, g in zip(self.layers, maps, grads):
-                a, g = a.detach().float(), g.float()
+                a = a.detach()
                 if contributions:
-                    contrib[name].append((a * g).sum(dim=(2, 3)))  # (B, C)
+                    contrib[name].append(self.reductions.contribution(a, g))  # (B, C) float32
                 if name in cams:
+                    a, g = a.float(), g.float()
                     cams[name].append(torch.relu((a * g.mean(dim=(2, 3), keepdim=True)).sum(dim=1)))  # (B, h, w)
         self._maps = {}
         return (
