@@ -11,6 +11,7 @@ interleaved A B C A B C so that the machine's drift hits all alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -95,6 +96,46 @@ def compare_compiled(maps, batch: int, repeats: int) -> str:
     )
 
 
+def compare_in_model(batch: int, size: int, precision: str, repeats: int) -> str:
+    """Issue #23's share: the model's forward with every layer's reductions and peaks in hooks (ChannelReducer,
+    eager and compiled) against the bare forward, interleaved; each forward's fastest and median time. On a shared
+    VM the fastest of several is the cost; the medians show the noise."""
+    from analysis.config import LAYER_NAMES  # noqa: PLC0415
+    from analysis.model.activations import ChannelReducer  # noqa: PLC0415
+    from analysis.model.compiled import CompiledReductions  # noqa: PLC0415
+    from analysis.model.map_reductions import EAGER  # noqa: PLC0415
+    from analysis.model.precision import autocast  # noqa: PLC0415
+    from analysis.model.vgg16 import make_vgg16  # noqa: PLC0415
+
+    model = make_vgg16(2).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    compiled = CompiledReductions()
+
+    def forward(reductions) -> float:
+        reducer = ChannelReducer(model, LAYER_NAMES, True, reductions) if reductions else contextlib.nullcontext()
+        with torch.inference_mode(), autocast(torch.device("cpu"), precision), reducer:
+            t = time.perf_counter()
+            model(x)
+            seconds = time.perf_counter() - t
+            reducer.take() if reductions else None
+        return seconds
+
+    ways = {"bare forward": None, "eager hooks": EAGER, "compiled hooks": compiled}
+    for reductions in ways.values():
+        forward(reductions)  # warm-up, and the compilation
+    times = {name: [] for name in ways}
+    for _ in range(repeats):
+        for name, reductions in ways.items():
+            times[name].append(forward(reductions) / batch * 1000)
+    bare = min(times["bare forward"])
+    shares = ", ".join(f"{n} {(min(times[n]) - bare) / bare:+.1%}" for n in ("eager hooks", "compiled hooks"))
+    figures = ", ".join(f"{n} {min(v):.1f} (median {statistics.median(v):.1f})" for n, v in times.items())
+    return (
+        f"the forward, ms per image, fastest of {repeats}: {figures}; the reductions' share of the bare forward: "
+        + shares
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.machine import describe_cpu  # noqa: PLC0415
 
@@ -130,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.compiled:
             with torch.inference_mode():
                 print(f"{precision}: {compare_compiled(maps, args.batch_size, args.repeats)}", flush=True)
+            del maps
+            print(f"{precision}: {compare_in_model(args.batch_size, args.image_size, precision, 2 * args.repeats)}")
     return 0
 
 

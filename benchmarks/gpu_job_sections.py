@@ -62,7 +62,8 @@ class JobSections:
             f"after its first unit ({n} images in units of {unit}, {precision}, batch {batch}, {meta['workers']} "
             f"workers, {len(meta['layers'])} layers; {meta['timings']['images_per_s']:.1f} img/s with it, as run.json "
             f"counts); start-up and finish {startup:.1f} s on top; {name} at that batch {ref:.1f} img/s; ratio "
-            f"{rate / ref:.3f}",
+            f"{rate / ref:.3f}; {meta.get('reductions', 'eager')} reductions (compiled in "
+            f"{meta['timings'].get('compile_seconds', 0):.1f} s)",
             flush=True,
         )
 
