@@ -51,23 +51,19 @@ def stream_units(job: ExtractRun) -> int | None:
     # inference_mode. No parameter ever needs a gradient.
     job.model.requires_grad_(False)
     grad_mode = torch.no_grad() if attribution else torch.inference_mode()
-    images = sum(len(u) for u in job.todo)
-    reductions, why = choose_reductions(cfg.reductions, execution.device, execution.precision, images)
-    reducer = ChannelReducer(job.model, list(job.values.channels), job.values.peak_grid is not None, reductions)
-    compile_s = compile_reductions(job, reducer)
-    log.info("reductions: %s%s", why, f"; compiled in {compile_s:.1f} s" if compile_s else "")
-    stamp = run_metadata.make_unit_stamp(job.run, job.shard, execution)
+    reducer, how = make_reducer(job)
     writer = UnitWriter(
         job.out,
         job.values,
         schemas,
         cfg.unit_size,
         units=iter_unit_sizes(job.todo),
-        stamp={**stamp, "reductions": reductions.name, "compile_seconds": round(compile_s, 3)},
+        stamp={**run_metadata.make_unit_stamp(job.run, job.shard, execution), **how},
     )
     with tqdm(
         total=sum(len(u) for u in job.todo), unit="img", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr
     ) as bar:
+        reductions = reducer.reductions  # the attribution's sums too
         attributor = Attributor(job.model, attribution.layers, reductions) if attribution else contextlib.nullcontext()
         with cluster.StopSignals() as stop, writer, grad_mode, reducer, attributor as att:
             if os.environ.get(WRITER_ENV, "thread") != "inline":
@@ -92,6 +88,18 @@ def stream_units(job: ExtractRun) -> int | None:
         log.warning("stopped: %d units committed by this process; rerun the same command to resume", writer.unit)
         return stop.exit_code()
     return None
+
+
+def make_reducer(job: ExtractRun) -> tuple[ChannelReducer, dict]:
+    """The job's reducing hooks, with the reductions its config picks for this process's images (compiled here,
+    before the first unit's clock starts, when they are the compiled ones); the unit stamp's fields that say
+    which and how long compiling took."""
+    execution, images = job.execution, sum(len(u) for u in job.todo)
+    reductions, why = choose_reductions(job.cfg.reductions, execution.device, execution.precision, images)
+    reducer = ChannelReducer(job.model, list(job.values.channels), job.values.peak_grid is not None, reductions)
+    seconds = compile_reductions(job, reducer)
+    log.info("reductions: %s%s", why, f"; compiled in {seconds:.1f} s" if seconds else "")
+    return reducer, {"reductions": reductions.name, "compile_seconds": round(seconds, 3)}
 
 
 def compile_reductions(job: ExtractRun, reducer: ChannelReducer) -> float:
