@@ -117,7 +117,8 @@ def pick_decode(name: str, device: torch.device, preprocessing: Preprocessing) -
         return "cpu", f"decode auto: cpu ({cannot})"
     where = f"on {device}" if device.type == "cuda" else "in the main process on the CPU (slower than --decode cpu)"
     return "gpu", (
-        f"decode {name}: gpu: JPEGs decoded by torchvision.io.decode_jpeg {where}, resized and cropped there; other "
+        f"decode {'gpu' if name == 'gpu' else 'auto: gpu'}: JPEGs decoded by torchvision.io.decode_jpeg {where}, "
+        "resized and cropped there; other "
         "files, and a JPEG that fails there, by PIL on the CPU"
     )
 

@@ -91,5 +91,5 @@ def test_a_run_is_the_same_run_whatever_decodes_it(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records]
     assert "nothing to extract: all 1 units of this shard were done already" in said, said
     assert any(
-        line.startswith("decode gpu: gpu: JPEGs decoded by torchvision.io.decode_jpeg in the main") for line in said
+        line.startswith("decode gpu: JPEGs decoded by torchvision.io.decode_jpeg in the main") for line in said
     )
