@@ -90,6 +90,4 @@ def test_a_run_is_the_same_run_whatever_decodes_it(tmp_path, caplog):
         assert run(data, out, "--weights", "random", "--layers", "conv1_1", "--decode", "gpu") == 0
     said = [r.getMessage() for r in caplog.records]
     assert "nothing to extract: all 1 units of this shard were done already" in said, said
-    assert any(
-        line.startswith("decode gpu: JPEGs decoded by torchvision.io.decode_jpeg in the main") for line in said
-    )
+    assert any(line.startswith("decode gpu: JPEGs decoded by torchvision.io.decode_jpeg in the main") for line in said)
