@@ -62,6 +62,10 @@ class Bench(JobSections, DecodeSection):
             str(self.s.size),
             "--no-progress",
             "--overwrite",
+            # The jobs' figures stay comparable and within their sections' budgets: the compiled reductions (and
+            # their Triton compile) are measured apart, in section_compile.
+            "--reductions",
+            "eager",
             *extra,
         ]
 
@@ -119,6 +123,13 @@ class Bench(JobSections, DecodeSection):
         from benchmarks.gpu_forward import measure_autotuned, measure_forward  # noqa: PLC0415
 
         model, bare = self.model, self.found.setdefault("bare", {})
+        if self.device.type == "cuda":  # the job's compiled reductions on the GPU (Triton), before the forwards
+            from benchmarks.bench_reductions import compare_in_model  # noqa: PLC0415
+            from jobs import runtime  # noqa: PLC0415
+
+            precision, t = runtime.pick_precision("auto", self.device), time.perf_counter()
+            line = compare_in_model(self.best_batch(), self.s.size, precision, 5, self.device)
+            print(f"reductions {precision}: {line} (set up and run in {time.perf_counter() - t:.0f} s)", flush=True)
         for precision in self.s.dtypes:
             for batch in self.s.batches:
                 v = measure_forward(model, self.device, precision, batch, self.s.size, self.s.seconds, self.s.min_iters)
@@ -175,6 +186,13 @@ class Bench(JobSections, DecodeSection):
         from benchmarks.gpu_forward import measure_forward  # noqa: PLC0415
 
         model, bare = self.model, self.found.setdefault("bare", {})
+        if self.device.type == "cuda":  # the job's compiled reductions on the GPU (Triton), before the forwards
+            from benchmarks.bench_reductions import compare_in_model  # noqa: PLC0415
+            from jobs import runtime  # noqa: PLC0415
+
+            precision, t = runtime.pick_precision("auto", self.device), time.perf_counter()
+            line = compare_in_model(self.best_batch(), self.s.size, precision, 5, self.device)
+            print(f"reductions {precision}: {line} (set up and run in {time.perf_counter() - t:.0f} s)", flush=True)
         for precision in self.s.dtypes:
             for batch in sorted(self.s.batches, reverse=True):  # the largest first: the likeliest best
                 t = time.perf_counter()

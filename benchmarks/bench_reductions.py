@@ -96,7 +96,7 @@ def compare_compiled(maps, batch: int, repeats: int) -> str:
     )
 
 
-def compare_in_model(batch: int, size: int, precision: str, repeats: int) -> str:
+def compare_in_model(batch: int, size: int, precision: str, repeats: int, device: torch.device | None = None) -> str:
     """Issue #23's share: the model's forward with every layer's reductions and peaks in hooks (ChannelReducer,
     eager and compiled) against the bare forward, interleaved; each forward's fastest and median time. On a shared
     VM the fastest of several is the cost; the medians show the noise."""
@@ -107,15 +107,19 @@ def compare_in_model(batch: int, size: int, precision: str, repeats: int) -> str
     from analysis.model.precision import autocast  # noqa: PLC0415
     from analysis.model.vgg16 import make_vgg16  # noqa: PLC0415
 
-    model = make_vgg16(2).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    device = device or torch.device("cpu")
+    model = make_vgg16(2).eval().to(device, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     compiled = CompiledReductions()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def forward(reductions) -> float:
         reducer = ChannelReducer(model, LAYER_NAMES, True, reductions) if reductions else contextlib.nullcontext()
-        with torch.inference_mode(), autocast(torch.device("cpu"), precision), reducer:
+        with torch.inference_mode(), autocast(device, precision), reducer:
+            sync()
             t = time.perf_counter()
             model(x)
+            sync()
             seconds = time.perf_counter() - t
             reducer.take() if reductions else None
         return seconds

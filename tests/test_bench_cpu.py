@@ -4,6 +4,7 @@ prints every part it promises, with figures that add up."""
 import re
 
 import pytest
+import torch
 
 from benchmarks import bench_input, bench_reductions, profile_extract
 
@@ -44,3 +45,18 @@ def test_bench_input_and_bench_reductions_compare_both_paths(capsys):
     ), out
     assert "float32 0.0234 MiB, uint8 0.00586 MiB" in out  # 2 x 3 x 32 x 32 x 4 B = 24 KiB
     assert re.search(r"fp32 batch 2 size 32: .* pool / map only [\d.]+ .* with peaks / without [\d.]+", out), out
+
+
+def test_bench_reductions_compares_the_forward_with_hooks_against_the_bare_one():
+    """The in-model comparison bench_gpu runs on a GPU (there with Triton), here at one tiny size: every forward
+    timed, the compiled reductions ran (no failure), and the shares are those of the times printed."""
+    line = bench_reductions.compare_in_model(2, 32, "fp32", 2, torch.device("cpu"))
+    times = {
+        m[1]: float(m[2]) for m in re.finditer(r"(bare forward|eager hooks|compiled hooks) ([\d.]+) \(median", line)
+    }
+    assert set(times) == {"bare forward", "eager hooks", "compiled hooks"} and "FAILED" not in line, line
+    for name in ("eager hooks", "compiled hooks"):
+        share = float(re.search(rf"share of the bare forward: .*{name} ([+-][\d.]+)%", line)[1])
+        expected = (times[name] - times["bare forward"]) / times["bare forward"] * 100
+        rounding = 100 * 0.05 * (1 + times[name] / times["bare forward"]) / times["bare forward"]  # times print .1f
+        assert abs(share - expected) < 0.1 + rounding, line
