@@ -101,22 +101,28 @@ class ImageDataset(Dataset):
     def make_item(self, i: int, data: bytes) -> Item:
         """The item of record i from its bytes: decoded and preprocessed here (a subclass may leave some for the
         device: analysis/data/jpeg_bytes.py)."""
-        digest = self.digest(data)  # the bytes just read: no second read of the file
+        return self.decode_item(i, data, self.decode, lambda decoded: {"image": self.preprocess(decoded.image)})
+
+    def decode_item(self, i: int, data: bytes, decode, keep) -> Item:
+        """Record i's item: its bytes hashed (the bytes just read: no second read of the file) and decoded by
+        `decode` (a DecodeError gives the failure's row), the good row with the decoded image's pHash and the
+        fields `keep(decoded)` gives: the preprocessed image, or what the device needs to make it."""
+        digest = self.digest(data)
         try:
-            decoded = self.decode(data)
+            decoded = decode(data)
         except DecodeError as e:
             return Item(
                 index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format, sha256=digest
             )
         return Item(
             index=i,
-            image=self.preprocess(decoded.image),
             error=None,
             width=decoded.width,
             height=decoded.height,
             format=decoded.format,
             sha256=digest,
             phash=self.fingerprint(decoded.image),
+            **keep(decoded),
         )
 
     # The steps of one item, one method each, so that benchmarks.profile_extract times the job's own code.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from analysis.data.dataset import ImageDataset, Item
-from analysis.data.decoding import DecodeError, decode_image
+from analysis.data.decoding import decode_image
 from analysis.data.preprocessing import _MAX_RESIZED_CROPS, _resized_size
 
 _SOI = b"\xff\xd8\xff"
@@ -77,24 +77,12 @@ class JpegBytesDataset(ImageDataset):
         header = read_jpeg_header(data)
         if header is None or self._resamples_a_box(header):
             return super().make_item(i, data)
-        digest = self.digest(data)
-        try:
-            decoded = decode_image(data, self.max_pixels, min_side=DRAFT_SIDE)
-        except DecodeError as e:
-            return Item(
-                index=i, image=None, error=e.reason, width=e.width, height=e.height, format=e.format, sha256=digest
-            )
-        return Item(
-            index=i,
-            image=None,
-            error=None,
-            width=decoded.width,
-            height=decoded.height,
-            format=decoded.format,
-            sha256=digest,
-            phash=self.fingerprint(decoded.image),
-            encoded=bytearray(data),  # writable: the device step wraps it in a tensor without a copy
-            orientation=header.orientation,
+        return self.decode_item(
+            i,
+            data,
+            lambda d: decode_image(d, self.max_pixels, min_side=DRAFT_SIDE),  # the draft: checked and hashed
+            # encoded: writable, so that the device step wraps it in a tensor without a copy
+            lambda decoded: {"image": None, "encoded": bytearray(data), "orientation": header.orientation},
         )
 
     def _resamples_a_box(self, header: JpegHeader) -> bool:
